@@ -1,0 +1,77 @@
+/*
+ * cipher_gcm.c - AES-128-GCM and AES-256-GCM with TLS 1.2 record semantics
+ * (RFC 5288): 4-byte fixed IV from key setup, 8-byte explicit nonce in front
+ * of each record, 16-byte tag after it.
+ *
+ * The explicit nonce is the record's sequence number, bytes 0..7 of the TLS
+ * AAD - never a per-lane or per-context counter (invariant 2): it is unique
+ * for the life of a key because the sequence number is.
+ */
+#include "pt_common.h"
+
+#include <string.h>
+
+#define EIV 8 /* EVP_GCM_TLS_EXPLICIT_IV_LEN */
+#define TAG 16 /* EVP_GCM_TLS_TAG_LEN */
+
+static size_t aad_len(const unsigned char *aad)
+{
+    return (size_t)aad[11] << 8 | aad[12];
+}
+
+/* OpenSSL's answer to EVP_CTRL_AEAD_TLS1_AAD for GCM: the tag length, or 0
+ * when the record is too short to hold the explicit nonce (and tag). */
+static int gcm_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
+{
+    size_t len = aad_len(aad);
+
+    if (len < EIV || (!enc && len < EIV + TAG))
+        return 0;
+    return TAG;
+}
+
+/*
+ * Encrypt: in/out hold [explicit nonce space | plaintext | tag space];
+ * the AAD's length field is the plaintext length plus EIV. Decrypt: in is
+ * [explicit nonce | ciphertext | tag], the AAD's length is the whole record.
+ */
+static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
+{
+    unsigned char nonce[12], aad[PT_TLS_AAD_LEN];
+    size_t plen;
+
+    r->result = -1;
+    if (r->len < EIV + TAG)
+        return -1;
+    plen = r->len - EIV - TAG;
+    /* the AAD must describe this record */
+    if (aad_len(r->aad) != (enc ? r->len - TAG : r->len))
+        return -1;
+    memcpy(nonce, c->fixed_iv, 4);
+    memcpy(nonce + 4, enc ? r->aad : r->in, EIV);
+    memcpy(aad, r->aad, PT_TLS_AAD_LEN);
+    aad[11] = (unsigned char)(plen >> 8);
+    aad[12] = (unsigned char)plen;
+    if (enc)
+        memcpy(r->out, r->aad, EIV);
+    if (pt_aead_record(lane, nonce, aad, r->out + EIV, r->in + EIV, plen,
+            enc ? r->out + EIV + plen : NULL,
+            enc ? NULL : r->in + EIV + plen)
+        != 0)
+        return -1;
+    r->result = (int)(enc ? r->len : plen);
+    return r->result;
+}
+
+#define GCM_FLAGS (EVP_CIPH_GCM_MODE | EVP_CIPH_CUSTOM_IV | EVP_CIPH_FLAG_CUSTOM_CIPHER \
+    | EVP_CIPH_FLAG_AEAD_CIPHER | EVP_CIPH_CUSTOM_IV_LENGTH)
+
+const pt_family pt_fam_aes_128_gcm = {
+    "AES-128-GCM", NID_aes_128_gcm, 1, 16, 12, GCM_FLAGS,
+    1, 1, 0, 0, gcm_tls_pad, gcm_record
+};
+
+const pt_family pt_fam_aes_256_gcm = {
+    "AES-256-GCM", NID_aes_256_gcm, 1, 32, 12, GCM_FLAGS,
+    1, 1, 0, 0, gcm_tls_pad, gcm_record
+};

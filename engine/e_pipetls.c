@@ -1,0 +1,268 @@
+/*
+ * e_pipetls.c - the "pipetls" ENGINE: binding, control commands, cipher
+ * registration. The only file that speaks the ENGINE API.
+ *
+ * Call order (as for every ENGINE): ENGINE_by_id("dynamic") with SO_PATH and
+ * LOAD (or "-engine /path/pipetls.so", or openssl.cnf) -> control commands ->
+ * ENGINE_init -> ENGINE_set_default_ciphers. Control commands may come at any
+ * time; THREADS rebuilds the lane pool lazily.
+ */
+#include "pt_common.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <openssl/engine.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ENGINE_CMD_DEFN cmd_defns[] = {
+    { PIPETLS_CMD_THREADS, "THREADS",
+        "Lanes working one batch, the calling thread included (1..256; default: online CPUs)",
+        ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_INLINE_BELOW, "INLINE_BELOW",
+        "Batches smaller than this many bytes run in the calling thread alone (0..1073741824; default 16384)",
+        ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_STATS, "STATS",
+        "Print the counters to stderr (ENGINE_ctrl with a buffer: write them into it)",
+        ENGINE_CMD_FLAG_NO_INPUT },
+    { PIPETLS_CMD_RESET_STATS, "RESET_STATS", "Zero the counters",
+        ENGINE_CMD_FLAG_NO_INPUT },
+    { PIPETLS_CMD_STATS_FILE, "STATS_FILE",
+        "Append the counters to this file when the engine is unloaded (\"-\" or \"stderr\": standard error)",
+        ENGINE_CMD_FLAG_STRING },
+    { PIPETLS_CMD_INFO, "INFO",
+        "Print version, lanes and the ciphers offered on this CPU (ENGINE_ctrl with a buffer: write them into it)",
+        ENGINE_CMD_FLAG_NO_INPUT },
+    { 0, NULL, NULL, 0 }
+};
+
+static EVP_CIPHER *ciphers[PIPETLS_MAX_PIPES];
+static int cipher_nids[PIPETLS_MAX_PIPES];
+static const char *cipher_names[PIPETLS_MAX_PIPES];
+static int n_ciphers;
+static char *stats_file;
+
+static void make_ciphers(void)
+{
+    int i;
+
+    if (n_ciphers > 0)
+        return;
+    for (i = 0; pt_families[i] != NULL; i++) {
+        EVP_CIPHER *c = pt_cipher_new(pt_families[i]);
+
+        if (c == NULL)
+            continue; /* not offered here: left out, the engine still loads */
+        ciphers[n_ciphers] = c;
+        cipher_names[n_ciphers] = pt_families[i]->name;
+        cipher_nids[n_ciphers++] = pt_families[i]->nid;
+    }
+}
+
+static void free_ciphers(void)
+{
+    int i;
+
+    for (i = 0; i < n_ciphers; i++)
+        EVP_CIPHER_meth_free(ciphers[i]);
+    n_ciphers = 0;
+}
+
+static int pt_ciphers(ENGINE *e, const EVP_CIPHER **cipher, const int **nids, int nid)
+{
+    int i;
+
+    if (cipher == NULL) {
+        *nids = cipher_nids;
+        return n_ciphers;
+    }
+    for (i = 0; i < n_ciphers; i++)
+        if (cipher_nids[i] == nid) {
+            *cipher = ciphers[i];
+            return 1;
+        }
+    *cipher = NULL;
+    return 0;
+}
+
+static size_t format_info(char *buf, size_t len)
+{
+    size_t off = 0;
+    int i, n;
+
+    if (buf != NULL && len > 0)
+        buf[0] = '\0';
+#define PUT(...)                                                            \
+    do {                                                                    \
+        n = snprintf(buf != NULL && off < len ? buf + off : NULL,           \
+            buf != NULL && off < len ? len - off : 0, __VA_ARGS__);         \
+        if (n > 0)                                                          \
+            off += (size_t)n;                                               \
+    } while (0)
+    PUT("version %s\n", PT_VERSION);
+    PUT("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
+    PUT("lanes %d\n", pt_lanes_get_threads());
+    PUT("inline_below %zu\n", pt_lanes_get_inline_below());
+    for (i = 0; i < n_ciphers; i++)
+        PUT("cipher %s\n", cipher_names[i]);
+#undef PUT
+    return off;
+}
+
+/* Writes text (STATS / INFO) into the caller's buffer, or to stderr. */
+static int emit(size_t (*fmt)(char *, size_t), long i, void *p)
+{
+    size_t need = fmt(NULL, 0);
+
+    if (p != NULL && i > 0) {
+        fmt(p, (size_t)i);
+        return need > INT_MAX ? INT_MAX : (int)need;
+    } else {
+        char *t = malloc(need + 1);
+
+        if (t == NULL)
+            return 0;
+        fmt(t, need + 1);
+        fputs(t, stderr);
+        free(t);
+        return 1;
+    }
+}
+
+static int parse_number(long i, void *p, long *out)
+{
+    /* ENGINE_ctrl_cmd_string converts NUMERIC arguments with strtol and
+     * passes them in i; p is NULL then. */
+    if (p != NULL) {
+        char *end;
+
+        errno = 0;
+        *out = strtol(p, &end, 10);
+        return errno == 0 && end != p && *end == '\0';
+    }
+    *out = i;
+    return 1;
+}
+
+static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
+{
+    long v;
+
+    switch (cmd) {
+    case PIPETLS_CMD_THREADS:
+        if (!parse_number(i, p, &v) || !pt_lanes_set_threads(v)) {
+            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
+                "pipetls THREADS must be 1..%d, got %ld", PIPETLS_MAX_LANES, i);
+            return 0;
+        }
+        return 1;
+    case PIPETLS_CMD_INLINE_BELOW:
+        if (!parse_number(i, p, &v) || !pt_lanes_set_inline_below(v)) {
+            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
+                "pipetls INLINE_BELOW must be 0..1073741824 bytes, got %ld", i);
+            return 0;
+        }
+        return 1;
+    case PIPETLS_CMD_STATS:
+        return emit(pt_stats_format, i, p);
+    case PIPETLS_CMD_INFO:
+        return emit(format_info, i, p);
+    case PIPETLS_CMD_RESET_STATS:
+        pt_stats_reset();
+        return 1;
+    case PIPETLS_CMD_STATS_FILE:
+        if (p == NULL || *(const char *)p == '\0') {
+            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
+                "pipetls STATS_FILE needs a path (or \"-\" for stderr)");
+            return 0;
+        }
+        free(stats_file);
+        stats_file = strdup(p);
+        return stats_file != NULL;
+    }
+    ERR_raise(ERR_LIB_ENGINE, ENGINE_R_CTRL_COMMAND_NOT_IMPLEMENTED);
+    return 0;
+}
+
+static void write_stats_at_unload(void)
+{
+    const char *dest = stats_file != NULL ? stats_file : getenv("PIPETLS_STATS");
+    FILE *fp;
+    char *t;
+    size_t need;
+
+    if (dest == NULL || *dest == '\0')
+        return;
+    need = pt_stats_format(NULL, 0);
+    if ((t = malloc(need + 1)) == NULL)
+        return;
+    pt_stats_format(t, need + 1);
+    if (strcmp(dest, "-") == 0 || strcmp(dest, "stderr") == 0) {
+        fputs(t, stderr);
+    } else if ((fp = fopen(dest, "a")) != NULL) {
+        fputs(t, fp);
+        fclose(fp);
+    }
+    free(t);
+}
+
+static int pt_engine_destroy(ENGINE *e)
+{
+    write_stats_at_unload();
+    pt_lanes_shutdown();
+    free_ciphers();
+    free(stats_file);
+    stats_file = NULL;
+    return 1;
+}
+
+static int pt_engine_init(ENGINE *e)
+{
+    pt_lanes_init_once();
+    return 1;
+}
+
+/*
+ * Our worker threads, thread-local destructors and pthread_atfork handlers
+ * point into this library: it must stay mapped even if the ENGINE code
+ * dlclose()s it.
+ */
+static void pin_library(void)
+{
+    Dl_info info;
+
+    if (dladdr((void *)pin_library, &info) && info.dli_fname != NULL)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+static int bind_pipetls(ENGINE *e)
+{
+    pin_library();
+    pt_lanes_init_once();
+    make_ciphers();
+    if (!ENGINE_set_id(e, PIPETLS_ENGINE_ID)
+        || !ENGINE_set_name(e, PIPETLS_ENGINE_NAME)
+        || !ENGINE_set_flags(e, ENGINE_FLAGS_NO_REGISTER_ALL)
+        || !ENGINE_set_init_function(e, pt_engine_init)
+        || !ENGINE_set_destroy_function(e, pt_engine_destroy)
+        || !ENGINE_set_ctrl_function(e, pt_engine_ctrl)
+        || !ENGINE_set_cmd_defns(e, cmd_defns)
+        || !ENGINE_set_ciphers(e, pt_ciphers))
+        return 0;
+    return 1;
+}
+
+static int bind_helper(ENGINE *e, const char *id)
+{
+    /* "pipetls", or no id (SO_PATH alone), or the path itself (what
+     * ENGINE_by_id("/path/pipetls.so") and "openssl engine /path" pass) */
+    if (id != NULL && strcmp(id, PIPETLS_ENGINE_ID) != 0 && strchr(id, '/') == NULL)
+        return 0;
+    return bind_pipetls(e);
+}
+
+#pragma GCC visibility push(default)
+IMPLEMENT_DYNAMIC_CHECK_FN()
+IMPLEMENT_DYNAMIC_BIND_FN(bind_helper)
+#pragma GCC visibility pop

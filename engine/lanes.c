@@ -1,0 +1,371 @@
+/*
+ * lanes.c - the process-wide pool of worker lanes.
+ *
+ * A batch lives on its caller's stack. The caller links it into the pool's
+ * list, wakes idle workers, then claims indices of its own batch exactly like
+ * a worker does (an atomic counter: claim-by-index), so a batch always
+ * completes even when every worker is busy elsewhere (invariant 5). Workers
+ * take a reference on a batch under the pool mutex; the caller unlinks the
+ * batch when its claims run out and returns once no worker holds it.
+ *
+ * Idle workers spin for a short, bounded time (new batches of a busy
+ * connection arrive every few microseconds) and then sleep on a futex; they
+ * never burn a core while the process is idle. Small batches (below
+ * INLINE_BELOW bytes) and single records never leave the calling thread.
+ *
+ * After fork() the child has no workers: pthread_atfork resets the pool and
+ * it is rebuilt on the next batch (invariant 6).
+ */
+#include "pt_common.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define DEFAULT_INLINE_BELOW 16384
+#define WORKER_SPIN_NS 50000 /* idle worker: spin this long before sleeping */
+#define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
+
+typedef struct pt_batch {
+    pt_job_fn job;
+    void *arg;
+    const size_t *sizes;
+    int n;
+    _Atomic int next; /* next index to claim */
+    _Atomic int failed;
+    _Atomic int refs; /* workers holding the batch (changed under mu) */
+    _Atomic uint32_t done; /* futex word: set to 1 by the last worker out */
+    struct pt_batch *prev_b, *next_b; /* pool list links (under mu) */
+    int listed;
+} pt_batch;
+
+static struct {
+    pthread_mutex_t mu; /* list, refs, lifecycle */
+    pthread_mutex_t cfg_mu; /* serialises start/stop */
+    pt_batch *head, *tail;
+    _Atomic uint32_t seq; /* futex word: bumped when a batch is posted */
+    _Atomic int sleepers;
+    _Atomic int stop;
+    _Atomic int running; /* workers started */
+    _Atomic int lanes; /* configured, caller included */
+    _Atomic size_t inline_below;
+    pthread_t threads[PIPETLS_MAX_LANES];
+} pool = {
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
+    .inline_below = DEFAULT_INLINE_BELOW,
+};
+
+static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val)
+{
+    return syscall(SYS_futex, (uint32_t *)uaddr, op | FUTEX_PRIVATE_FLAG, val,
+        NULL, NULL, 0);
+}
+
+static void unlink_locked(pt_batch *b)
+{
+    if (!b->listed)
+        return;
+    if (b->prev_b != NULL)
+        b->prev_b->next_b = b->next_b;
+    else
+        pool.head = b->next_b;
+    if (b->next_b != NULL)
+        b->next_b->prev_b = b->prev_b;
+    else
+        pool.tail = b->prev_b;
+    b->prev_b = b->next_b = NULL;
+    b->listed = 0;
+}
+
+/* Claims and runs indices of b until none is left. */
+static void work_on(pt_batch *b)
+{
+    int i;
+
+    while ((i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed)) < b->n) {
+        uint64_t t0 = pt_now_ns();
+        int rc = b->job(b->arg, i);
+
+        pt_stats_record(b->sizes != NULL ? b->sizes[i] : 0, pt_now_ns() - t0);
+        if (rc != 0)
+            atomic_fetch_add_explicit(&b->failed, 1, memory_order_relaxed);
+    }
+}
+
+/* Takes the first batch that still has unclaimed work, with a reference. */
+static pt_batch *take(void)
+{
+    pt_batch *b;
+
+    pthread_mutex_lock(&pool.mu);
+    for (b = pool.head; b != NULL;) {
+        pt_batch *nb = b->next_b;
+
+        if (atomic_load_explicit(&b->next, memory_order_relaxed) < b->n) {
+            atomic_fetch_add(&b->refs, 1);
+            break;
+        }
+        unlink_locked(b); /* exhausted: nobody needs to find it again */
+        b = nb;
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return b;
+}
+
+static void release(pt_batch *b)
+{
+    pthread_mutex_lock(&pool.mu);
+    unlink_locked(b);
+    if (atomic_load(&b->refs) == 1) {
+        /* last worker out: wake the caller, then drop the reference; after
+         * that store the batch (on the caller's stack) is never touched */
+        atomic_store(&b->done, 1);
+        futex(&b->done, FUTEX_WAKE, 1);
+    }
+    atomic_fetch_sub(&b->refs, 1);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+static void *worker_main(void *argp)
+{
+    int lane = (int)(intptr_t)argp;
+
+    pt_stats_set_lane(lane);
+    while (!atomic_load(&pool.stop)) {
+        uint32_t seen = atomic_load(&pool.seq);
+        pt_batch *b = take();
+        uint64_t until;
+
+        if (b != NULL) {
+            work_on(b);
+            release(b);
+            continue;
+        }
+        /* bounded spin: a busy connection posts its next batch soon */
+        until = pt_now_ns() + WORKER_SPIN_NS;
+        while (atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
+            && !atomic_load_explicit(&pool.stop, memory_order_relaxed)) {
+            int k;
+
+            for (k = 0; k < 64; k++)
+                cpu_relax();
+            if (pt_now_ns() > until)
+                break;
+        }
+        if (atomic_load(&pool.seq) != seen)
+            continue;
+        atomic_fetch_add(&pool.sleepers, 1);
+        if (atomic_load(&pool.seq) == seen && !atomic_load(&pool.stop))
+            futex(&pool.seq, FUTEX_WAIT, seen);
+        atomic_fetch_sub(&pool.sleepers, 1);
+    }
+    return NULL;
+}
+
+static void stop_workers_locked(void)
+{
+    int i, n = atomic_load(&pool.running);
+
+    if (n == 0)
+        return;
+    atomic_store(&pool.stop, 1);
+    atomic_fetch_add(&pool.seq, 1);
+    futex(&pool.seq, FUTEX_WAKE, INT32_MAX);
+    for (i = 0; i < n; i++)
+        pthread_join(pool.threads[i], NULL);
+    atomic_store(&pool.running, 0);
+    atomic_store(&pool.stop, 0);
+}
+
+static int default_lanes(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        n = 1;
+    if (n > PIPETLS_MAX_LANES)
+        n = PIPETLS_MAX_LANES;
+    return (int)n;
+}
+
+/* fork: the child keeps none of the parent's threads */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&pool.cfg_mu);
+    pthread_mutex_lock(&pool.mu);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.cfg_mu);
+}
+
+static void atfork_child(void)
+{
+    pool.head = pool.tail = NULL;
+    atomic_store(&pool.running, 0);
+    atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.stop, 0);
+    atomic_store(&pool.seq, 0);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.cfg_mu);
+}
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init_pool(void)
+{
+    pool.lanes = default_lanes();
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+void pt_lanes_init_once(void)
+{
+    pthread_once(&init_once, init_pool);
+}
+
+/* Starts the workers if they are not running. Returns how many run. */
+static int ensure_workers(void)
+{
+    int n = atomic_load_explicit(&pool.running, memory_order_acquire);
+
+    if (n > 0)
+        return n;
+    pthread_mutex_lock(&pool.cfg_mu);
+    n = atomic_load(&pool.running);
+    if (n == 0 && pool.lanes > 1) {
+        int want = pool.lanes - 1;
+        pthread_attr_t attr;
+
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        for (n = 0; n < want; n++)
+            if (pthread_create(&pool.threads[n], &attr, worker_main,
+                    (void *)(intptr_t)(n + 1))
+                != 0)
+                break;
+        pthread_attr_destroy(&attr);
+        atomic_store_explicit(&pool.running, n, memory_order_release);
+    }
+    pthread_mutex_unlock(&pool.cfg_mu);
+    return n;
+}
+
+int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
+{
+    pt_batch b = { 0 };
+    size_t total = 0;
+    uint64_t t0 = pt_now_ns(), until;
+    int i, workers, failed;
+
+    pt_lanes_init_once();
+    b.job = job;
+    b.arg = arg;
+    b.sizes = sizes;
+    b.n = n;
+    for (i = 0; sizes != NULL && i < n; i++)
+        total += sizes[i];
+
+    if (n <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1 || total < atomic_load(&pool.inline_below)
+        || (workers = ensure_workers()) == 0) {
+        work_on(&b);
+        failed = atomic_load(&b.failed);
+        pt_stats_batch(n, 1, failed != 0, pt_now_ns() - t0);
+        return failed;
+    }
+
+    pthread_mutex_lock(&pool.mu);
+    b.prev_b = pool.tail;
+    if (pool.tail != NULL)
+        pool.tail->next_b = &b;
+    else
+        pool.head = &b;
+    pool.tail = &b;
+    b.listed = 1;
+    pthread_mutex_unlock(&pool.mu);
+    atomic_fetch_add(&pool.seq, 1);
+    if (atomic_load(&pool.sleepers) > 0)
+        futex(&pool.seq, FUTEX_WAKE, (uint32_t)(n - 1 < workers ? n - 1 : workers));
+
+    work_on(&b);
+
+    /* no new worker may pick the batch up; wait for those that hold it */
+    pthread_mutex_lock(&pool.mu);
+    unlink_locked(&b);
+    pthread_mutex_unlock(&pool.mu);
+    until = pt_now_ns() + CALLER_SPIN_NS;
+    while (atomic_load_explicit(&b.refs, memory_order_acquire) != 0) {
+        if (pt_now_ns() < until) {
+            int k;
+
+            for (k = 0; k < 32; k++)
+                cpu_relax();
+            continue;
+        }
+        futex(&b.done, FUTEX_WAIT, 0);
+    }
+    failed = atomic_load(&b.failed);
+    pt_stats_batch(n, 0, failed != 0, pt_now_ns() - t0);
+    return failed;
+}
+
+int pt_lanes_set_threads(long lanes)
+{
+    if (lanes < 1 || lanes > PIPETLS_MAX_LANES)
+        return 0;
+    pt_lanes_init_once();
+    pthread_mutex_lock(&pool.cfg_mu);
+    if (pool.lanes != (int)lanes) {
+        stop_workers_locked();
+        pool.lanes = (int)lanes;
+    }
+    pthread_mutex_unlock(&pool.cfg_mu);
+    return 1;
+}
+
+int pt_lanes_get_threads(void)
+{
+    pt_lanes_init_once();
+    return pool.lanes;
+}
+
+int pt_lanes_workers_running(void)
+{
+    return atomic_load(&pool.running);
+}
+
+int pt_lanes_set_inline_below(long bytes)
+{
+    if (bytes < 0 || bytes > (1L << 30))
+        return 0;
+    atomic_store(&pool.inline_below, (size_t)bytes);
+    return 1;
+}
+
+size_t pt_lanes_get_inline_below(void)
+{
+    return atomic_load(&pool.inline_below);
+}
+
+void pt_lanes_shutdown(void)
+{
+    pt_lanes_init_once();
+    pthread_mutex_lock(&pool.cfg_mu);
+    stop_workers_locked();
+    pthread_mutex_unlock(&pool.cfg_mu);
+}

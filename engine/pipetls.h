@@ -1,0 +1,76 @@
+/*
+ * pipetls.h - public interface of the "pipetls" OpenSSL ENGINE.
+ *
+ * Load order (as for every ENGINE):
+ *   e = ENGINE_by_id("dynamic");  SO_PATH=<path>/pipetls.so, ID=pipetls, LOAD
+ *   ENGINE_ctrl_cmd_string(e, "THREADS", "4", 0);      optional
+ *   ENGINE_init(e);  ENGINE_set_default_ciphers(e);    process-wide
+ *
+ * From the openssl CLI:  openssl s_server -engine /path/pipetls.so ...
+ * From openssl.cnf:      see README.md ("pipetls config").
+ */
+#ifndef PIPETLS_H
+#define PIPETLS_H
+
+#include <openssl/engine.h>
+
+#define PIPETLS_ENGINE_ID "pipetls"
+#define PIPETLS_ENGINE_NAME "pipetls: parallel TLS record pipelining"
+
+/* Largest batch libssl can hand us (SSL_MAX_PIPELINES). */
+#define PIPETLS_MAX_PIPES 32
+/* Most lanes (threads working one batch, the caller included). */
+#define PIPETLS_MAX_LANES 256
+
+/*
+ * Control commands. Names are what ENGINE_ctrl_cmd_string() and
+ * "-pre NAME:VALUE" / openssl.cnf take; numbers are for ENGINE_ctrl().
+ *
+ *  THREADS        numeric 1..256: lanes working one batch, the calling thread
+ *                 included (so THREADS-1 worker threads). Default: online CPUs.
+ *                 May be changed at any time; the pool is rebuilt lazily.
+ *  INLINE_BELOW   numeric 0..1073741824: batches whose total size is below this
+ *                 many bytes run in the calling thread alone. Default 16384.
+ *  STATS          ENGINE_ctrl(e, PIPETLS_CMD_STATS, len, char *buf, NULL)
+ *                 writes the counters as text ("key value" lines, see below)
+ *                 into buf and returns the length of the full text (which may
+ *                 exceed len-1: then it was truncated). Through
+ *                 ENGINE_ctrl_cmd_string (no buffer) it prints them to stderr.
+ *  RESET_STATS    no input: zero all counters.
+ *  STATS_FILE     string: when the engine is unloaded, append the counters to
+ *                 this file ("-" or "stderr" for standard error). The
+ *                 environment variable PIPETLS_STATS does the same.
+ *  INFO           like STATS, but writes a description of the engine: version,
+ *                 lanes, and the ciphers it offers on this CPU.
+ */
+#define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
+#define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
+#define PIPETLS_CMD_STATS (ENGINE_CMD_BASE + 2)
+#define PIPETLS_CMD_RESET_STATS (ENGINE_CMD_BASE + 3)
+#define PIPETLS_CMD_STATS_FILE (ENGINE_CMD_BASE + 4)
+#define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
+
+/*
+ * Statistics text, one "key value" pair per line:
+ *   pipetls.stats 1           format version
+ *   lanes N                   lanes configured (caller included)
+ *   workers N                 worker threads running now
+ *   inline_below N
+ *   batches N                 cipher calls that carried >= 1 TLS record
+ *   pipelined_batches N       ... of which more than one record
+ *   inline_batches N          ... of which run by the caller alone
+ *   records N
+ *   bytes N                   record bytes processed (input lengths)
+ *   failed_batches N          batches that failed (bad tag/MAC, bad input)
+ *   crypto_ns N               time inside record crypto, summed over lanes
+ *   batch_ns N                wall time of batches, as seen by the callers
+ *   stream_calls N            plain EVP calls forwarded to OpenSSL's cipher
+ *                             (not a TLS 1.2 record: TLS 1.3 records, PEM, ...)
+ *   stream_bytes N            ... and their input bytes
+ *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
+ *   lane.I.records N          records done by lane I (0 = calling threads)
+ *   lane.I.bytes N
+ * INFO text uses the same form: "version X", "lanes N", "cipher NAME" lines.
+ */
+
+#endif
