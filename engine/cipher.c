@@ -310,6 +310,7 @@ static int ensure_lane(pt_ctx *c, int i)
     if (!EVP_CIPHER_CTX_copy(c->lane[i], c->base))
         return 0;
     c->lane_gen[i] = c->key_gen;
+    c->lane_seq[i] = UINT64_MAX;
     return 1;
 }
 
@@ -331,6 +332,7 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
 
     for (i = 0; i < n; i++) {
         sizes[i] = recs[i].len;
+        recs[i].pipe = i;
         if (!ensure_lane(c, i))
             return -1;
         if (c->fam->cbc) {
@@ -478,36 +480,4 @@ EVP_CIPHER *pt_cipher_new(const pt_family *f)
 int pt_set_iv(EVP_CIPHER_CTX *lane, const unsigned char *iv)
 {
     return EVP_CipherInit_ex2(lane, NULL, NULL, iv, -1, NULL);
-}
-
-/*
- * One AEAD record with OpenSSL's streaming calls: nonce, AAD, data, tag.
- * Encrypting: writes the tag to tag_out. Decrypting: checks tag_in (the
- * comparison is OpenSSL's, constant time) and cleanses the output on failure.
- * Returns 0 or -1.
- */
-int pt_aead_record(EVP_CIPHER_CTX *lane, const unsigned char *nonce,
-    const unsigned char *aad, unsigned char *out, const unsigned char *in,
-    size_t plen, unsigned char *tag_out, const unsigned char *tag_in)
-{
-    unsigned char tag[16];
-    int outl = 0, finl = 0;
-
-    if (plen > INT_MAX || !pt_set_iv(lane, nonce))
-        return -1;
-    if (tag_in != NULL) {
-        memcpy(tag, tag_in, 16); /* may be overwritten if out overlaps */
-        if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_SET_TAG, 16, tag) <= 0)
-            return -1;
-    }
-    if (!EVP_CipherUpdate(lane, NULL, &outl, aad, PT_TLS_AAD_LEN)
-        || !EVP_CipherUpdate(lane, out, &outl, in, (int)plen)
-        || !EVP_CipherFinal_ex(lane, out + outl, &finl)) {
-        if (tag_in != NULL)
-            OPENSSL_cleanse(out, plen);
-        return -1;
-    }
-    if (tag_out != NULL && EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_GET_TAG, 16, tag_out) <= 0)
-        return -1;
-    return 0;
 }

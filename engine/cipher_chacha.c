@@ -22,31 +22,25 @@ static int chacha_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
 }
 
 /* Encrypt: in/out hold [plaintext | tag space], the AAD's length is the
- * plaintext length. Decrypt: [ciphertext | tag], the AAD's length is all. */
+ * plaintext length. Decrypt: [ciphertext | tag], the AAD's length is all.
+ * OpenSSL's own TLS record mode does the work (it derives the nonce from the
+ * fixed IV set at key setup and the AAD's sequence number). */
 static int chacha_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 {
-    unsigned char nonce[12], aad[PT_TLS_AAD_LEN];
-    size_t plen;
-    int i;
+    unsigned char aad[PT_TLS_AAD_LEN];
 
     r->result = -1;
-    if (r->len < TAG)
+    if (r->len < TAG || r->len > INT_MAX)
         return -1;
-    plen = r->len - TAG;
-    if (aad_len(r->aad) != (enc ? plen : r->len))
+    if (aad_len(r->aad) != (enc ? r->len - TAG : r->len))
         return -1;
-    memcpy(nonce, c->fixed_iv, 12);
-    for (i = 0; i < 8; i++)
-        nonce[4 + i] ^= r->aad[i];
     memcpy(aad, r->aad, PT_TLS_AAD_LEN);
-    aad[11] = (unsigned char)(plen >> 8);
-    aad[12] = (unsigned char)plen;
-    if (pt_aead_record(lane, nonce, aad, r->out, r->in, plen,
-            enc ? r->out + plen : NULL, enc ? NULL : r->in + plen)
-        != 0)
+    if (r->out != r->in)
+        memmove(r->out, r->in, r->len);
+    if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad) != TAG)
         return -1;
-    r->result = (int)(enc ? r->len : plen);
-    return r->result;
+    r->result = EVP_Cipher(lane, r->out, r->out, (unsigned int)r->len);
+    return r->result < 0 ? (r->result = -1) : r->result;
 }
 
 const pt_family pt_fam_chacha20_poly1305 = {

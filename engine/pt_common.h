@@ -83,6 +83,7 @@ typedef struct {
     size_t len;
     unsigned char aad[PT_TLS_AAD_LEN]; /* as libssl gave it (families with TLS AAD) */
     unsigned char iv[16]; /* CBC families: the IV this record starts from */
+    int pipe; /* index in the batch = lane context used */
     int result; /* bytes out, or -1 */
 } pt_record;
 
@@ -114,6 +115,9 @@ struct pt_ctx {
     EVP_CIPHER_CTX *base; /* OpenSSL's own cipher, keyed: streaming use */
     EVP_CIPHER_CTX *lane[PIPETLS_MAX_PIPES]; /* copies of base, one per pipe */
     uint32_t key_gen, lane_gen[PIPETLS_MAX_PIPES];
+    /* GCM: the sequence number lane i's IV is at (its TLS mode counts on
+     * after each record), or ~0 when unknown */
+    uint64_t lane_seq[PIPETLS_MAX_PIPES];
     unsigned char fixed_iv[12]; /* GCM: 4 bytes (or 12); ChaCha20: 12 bytes */
     int enc;
     /* pipeline state, set by the EVP_CTRL_SET_PIPELINE_* ctrls */
@@ -134,9 +138,6 @@ const pt_family *pt_family_by_nid(int nid);
 extern const pt_family *const pt_families[];
 
 /* Shared helpers for the families. */
-int pt_aead_record(EVP_CIPHER_CTX *lane, const unsigned char *nonce,
-    const unsigned char *aad, unsigned char *out, const unsigned char *in,
-    size_t plen, unsigned char *tag_out, const unsigned char *tag_in);
 int pt_set_iv(EVP_CIPHER_CTX *lane, const unsigned char *iv);
 
 #endif
