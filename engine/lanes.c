@@ -92,23 +92,26 @@ static void unlink_locked(pt_batch *b)
 }
 
 /* Claims and runs indices of b until none is left. */
-static void work_on(pt_batch *b)
+/* Claims and runs indices of b until none is left. t0: a timestamp taken
+ * just before (0: none yet). Returns the last timestamp taken. */
+static uint64_t work_on(pt_batch *b, uint64_t t0)
 {
-    uint64_t t0 = 0, t1;
+    uint64_t t1;
     int i;
 
     while ((i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed)) < b->n) {
         int rc;
 
         if (t0 == 0)
-            t0 = pt_now_ns();
+            t0 = pt_ticks();
         rc = b->job(b->arg, i);
-        t1 = pt_now_ns(); /* one clock read per record: it starts the next */
+        t1 = pt_ticks(); /* one read per record: it starts the next one */
         pt_stats_record(b->sizes != NULL ? b->sizes[i] : 0, t1 - t0);
         t0 = t1;
         if (rc != 0)
             atomic_fetch_add_explicit(&b->failed, 1, memory_order_relaxed);
     }
+    return t0;
 }
 
 /* Takes the first batch that still has unclaimed work, with a reference. */
@@ -156,7 +159,7 @@ static void *worker_main(void *argp)
         uint64_t until;
 
         if (b != NULL) {
-            work_on(b);
+            work_on(b, 0);
             release(b);
             continue;
         }
@@ -235,6 +238,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void init_pool(void)
 {
+    pt_stats_init();
     pool.lanes = default_lanes();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
@@ -275,7 +279,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
 {
     pt_batch b = { 0 };
     size_t total = 0;
-    uint64_t t0 = pt_now_ns(), until;
+    uint64_t t0 = pt_ticks(), until;
     int i, workers, failed;
 
     pt_lanes_init_once();
@@ -288,9 +292,10 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
 
     if (n <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1 || total < atomic_load(&pool.inline_below)
         || (workers = ensure_workers()) == 0) {
-        work_on(&b);
+        uint64_t t1 = work_on(&b, t0);
+
         failed = atomic_load(&b.failed);
-        pt_stats_batch(n, 1, failed != 0, pt_now_ns() - t0);
+        pt_stats_batch(n, 1, failed != 0, t1 - t0);
         return failed;
     }
 
@@ -307,7 +312,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
     if (atomic_load(&pool.sleepers) > 0)
         futex(&pool.seq, FUTEX_WAKE, (uint32_t)(n - 1 < workers ? n - 1 : workers));
 
-    work_on(&b);
+    work_on(&b, 0);
 
     /* no new worker may pick the batch up; wait for those that hold it */
     pthread_mutex_lock(&pool.mu);
@@ -325,7 +330,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
         futex(&b.done, FUTEX_WAIT, 0);
     }
     failed = atomic_load(&b.failed);
-    pt_stats_batch(n, 0, failed != 0, pt_now_ns() - t0);
+    pt_stats_batch(n, 0, failed != 0, pt_ticks() - t0);
     return failed;
 }
 

@@ -47,8 +47,8 @@
 
 /* ---- statistics (stats.c) ---------------------------------------------- */
 
-void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ns);
-void pt_stats_record(size_t bytes, uint64_t crypto_ns);
+void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks);
+void pt_stats_record(size_t bytes, uint64_t crypto_ticks);
 void pt_stats_stream(size_t bytes); /* plain EVP use (not a TLS 1.2 record) */
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
@@ -56,6 +56,8 @@ void pt_stats_reset(void);
  * returns the length of the full text. */
 size_t pt_stats_format(char *buf, size_t len);
 uint64_t pt_now_ns(void);
+uint64_t pt_ticks(void); /* cheap timestamps; stats convert them to ns */
+void pt_stats_init(void);
 
 /* ---- lanes (lanes.c) ---------------------------------------------------- */
 

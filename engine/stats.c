@@ -61,6 +61,57 @@ uint64_t pt_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * Ticks: the time stamp counter where there is one (about 15 ns to read
+ * against 50 ns for clock_gettime here: the single-record path reads it
+ * twice per record), else nanoseconds. Counters keep ticks; the text shows
+ * nanoseconds, converted with the ratio observed since the library loaded.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+uint64_t pt_ticks(void)
+{
+    return __rdtsc();
+}
+#define HAVE_TSC 1
+#else
+uint64_t pt_ticks(void)
+{
+    return pt_now_ns();
+}
+#define HAVE_TSC 0
+#endif
+
+static uint64_t origin_ns, origin_ticks;
+static pthread_once_t origin_once = PTHREAD_ONCE_INIT;
+
+static void set_origin(void)
+{
+    origin_ns = pt_now_ns();
+    origin_ticks = pt_ticks();
+}
+
+void pt_stats_init(void)
+{
+    pthread_once(&origin_once, set_origin);
+}
+
+/* nanoseconds per tick, from the time since the origin (at least 2 ms) */
+static double ns_per_tick(void)
+{
+    uint64_t ns, t;
+
+    if (!HAVE_TSC)
+        return 1.0;
+    pt_stats_init();
+    for (;;) {
+        ns = pt_now_ns();
+        t = pt_ticks();
+        if (ns - origin_ns >= 2000000 && t > origin_ticks)
+            return (double)(ns - origin_ns) / (double)(t - origin_ticks);
+    }
+}
+
 static void release_block(void *p)
 {
     pt_block *b = p;
@@ -119,7 +170,7 @@ void pt_stats_set_lane(int lane)
     my_block = NULL;
 }
 
-void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ns)
+void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks)
 {
     pt_block *b = block();
 
@@ -132,12 +183,12 @@ void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ns)
         add(b, C_INLINE, 1);
     if (failed)
         add(b, C_FAILED, 1);
-    add(b, C_BATCH_NS, wall_ns);
+    add(b, C_BATCH_NS, wall_ticks);
     if (records >= 1 && records <= PIPETLS_MAX_PIPES)
         add(b, C_HIST + records, 1);
 }
 
-void pt_stats_record(size_t bytes, uint64_t crypto_ns)
+void pt_stats_record(size_t bytes, uint64_t crypto_ticks)
 {
     pt_block *b = block();
 
@@ -145,7 +196,7 @@ void pt_stats_record(size_t bytes, uint64_t crypto_ns)
         return;
     add(b, C_RECORDS, 1);
     add(b, C_BYTES, bytes);
-    add(b, C_CRYPTO_NS, crypto_ns);
+    add(b, C_CRYPTO_NS, crypto_ticks);
 }
 
 void pt_stats_stream(size_t bytes)
@@ -214,6 +265,7 @@ size_t pt_stats_format(char *buf, size_t len)
     pt_totals t, base;
     size_t off = 0;
     int i, lanes = pt_lanes_get_threads();
+    double scale;
 
     sum(&t);
     pthread_mutex_lock(&blocks_mu);
@@ -221,6 +273,9 @@ size_t pt_stats_format(char *buf, size_t len)
     pthread_mutex_unlock(&blocks_mu);
     for (i = 0; i < C_COUNT; i++)
         t.c[i] -= base.c[i];
+    scale = ns_per_tick();
+    t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
+    t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
     for (i = 0; i < PIPETLS_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];
