@@ -58,12 +58,16 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
         memmove(r->out, r->in, r->len);
     for (k = 0; k < EIV; k++)
         seq = seq << 8 | r->aad[k];
-    /* After a record OpenSSL's TLS mode has counted its IV on by one: when
-     * this lane's last record was seq - 1 the IV is already right. */
-    if (!enc || c->lane_seq[r->pipe] != seq) {
+    /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
+     * by one, so when this lane's last record was seq - 1 the IV is already
+     * right. Decrypting: the explicit nonce comes from the record; the lane
+     * only needs the fixed IV once (lane_seq 0 marks it primed). */
+    if (enc ? c->lane_seq[r->pipe] != seq : c->lane_seq[r->pipe] == UINT64_MAX) {
         c->lane_seq[r->pipe] = UINT64_MAX;
         if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) <= 0)
             return -1;
+        if (!enc)
+            c->lane_seq[r->pipe] = 0;
     }
     if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad) != TAG)
         return -1;
