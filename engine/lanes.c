@@ -157,21 +157,21 @@ static void *worker_main(void *argp)
         uint32_t seen = atomic_load(&pool.seq);
         pt_batch *b = take();
         uint64_t until;
+        unsigned spins;
 
         if (b != NULL) {
             work_on(b, 0);
             release(b);
             continue;
         }
-        /* bounded spin: a busy connection posts its next batch soon */
+        /* bounded spin: a busy connection posts its next batch soon; look
+         * at the counter after every pause, at the clock now and then */
         until = pt_now_ns() + WORKER_SPIN_NS;
-        while (atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
-            && !atomic_load_explicit(&pool.stop, memory_order_relaxed)) {
-            int k;
-
-            for (k = 0; k < 64; k++)
-                cpu_relax();
-            if (pt_now_ns() > until)
+        for (spins = 1; atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
+             && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
+             spins++) {
+            cpu_relax();
+            if ((spins & 63) == 0 && pt_now_ns() > until)
                 break;
         }
         if (atomic_load(&pool.seq) != seen)
@@ -280,6 +280,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
     pt_batch b = { 0 };
     size_t total = 0;
     uint64_t t0 = pt_ticks(), until;
+    unsigned spins;
     int i, workers, failed;
 
     pt_lanes_init_once();
@@ -319,12 +320,9 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
     unlink_locked(&b);
     pthread_mutex_unlock(&pool.mu);
     until = pt_now_ns() + CALLER_SPIN_NS;
-    while (atomic_load_explicit(&b.refs, memory_order_acquire) != 0) {
-        if (pt_now_ns() < until) {
-            int k;
-
-            for (k = 0; k < 32; k++)
-                cpu_relax();
+    for (spins = 1; atomic_load_explicit(&b.refs, memory_order_acquire) != 0; spins++) {
+        if (spins < 64 || (spins & 63) != 0 || pt_now_ns() < until) {
+            cpu_relax();
             continue;
         }
         futex(&b.done, FUTEX_WAIT, 0);
