@@ -1,0 +1,213 @@
+"""The pipelining knobs, validated in one place for Context and Connection.
+
+Ranges (DESIGN.md, "Pipelining semantics"; OpenSSL ``ssl_lib.c``):
+
+================================  =============================================
+max_pipelines                     1..32 (SSL_MAX_PIPELINES); > 1 also turns
+                                  read_ahead on
+max_send_fragment                 512..16384; lowering it below
+                                  split_send_fragment lowers that too
+split_send_fragment               512..max_send_fragment
+read_ahead                        bool
+default_read_buffer_len           0..2**30 bytes (0: OpenSSL's default size,
+                                  which is already max_pipelines records)
+================================  =============================================
+
+A bad value raises :class:`ConfigError` (:class:`ConfigTypeError` for a wrong
+type) *before* OpenSSL is touched; the message names the knob and the range.
+OpenSSL's own refusal (a ctrl returning 0) is a ConfigError too.
+
+OpenSSL has no getters for max_pipelines, split_send_fragment,
+max_send_fragment or default_read_buffer_len: the getters return the last
+value set through pipetls (or inherited from the Context / OpenSSL's default),
+kept in Python.  read_ahead has a real getter and is read from OpenSSL.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+from . import _ffi
+from .errors import ConfigError, ConfigTypeError, check
+
+MAX_READ_BUFFER_LEN = 1 << 30
+
+# OpenSSL's defaults for a new SSL_CTX.
+DEFAULTS = {
+    "max_pipelines": 1,
+    "max_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
+    "split_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
+    "default_read_buffer_len": 0,
+}
+
+
+def as_int(knob, value):
+    """``value`` as an int, or ConfigTypeError naming the knob."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigTypeError(
+            "%s must be an int, not %s" % (knob, type(value).__name__), knob=knob
+        )
+    return operator.index(value)
+
+
+def in_range(knob, value, lo, hi, hi_text=None):
+    value = as_int(knob, value)
+    if not lo <= value <= hi:
+        raise ConfigError(
+            "%s=%d is out of range: allowed %d..%s" % (knob, value, lo, hi_text or hi),
+            knob=knob,
+        )
+    return value
+
+
+def as_bool(knob, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise ConfigTypeError(
+        "%s must be a bool, not %r" % (knob, value), knob=knob
+    )
+
+
+def default_read_buffer_for(max_pipelines):
+    """A read buffer that holds ``max_pipelines`` full TLS records.
+
+    libssl already sizes its read buffer as max_pipelines records when
+    max_pipelines > 1; this is for callers that want to say so explicitly.
+    """
+    # SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD (256 + 64)
+    # + header (5), rounded up.
+    return max(1, max_pipelines) * (16384 + 2048)
+
+
+class PipelineKnobs:
+    """Mixin: the knobs as properties.  Subclasses provide
+
+    ``_knob_ctrl(cmd, larg) -> int`` (SSL_CTX_ctrl / SSL_ctrl),
+    ``_knob_set_read_buffer_len(n)``, ``_knob_get_read_ahead() -> bool``,
+    ``_knob_set_read_ahead(bool)`` and a ``_knobs`` dict of cached values.
+    """
+
+    _knobs: dict
+
+    # -- max_pipelines ----------------------------------------------------
+    @property
+    def max_pipelines(self):
+        """Most records one SSL_write / SSL_read batch may carry (1..32).
+
+        Cached in Python: OpenSSL has no getter."""
+        self._knob_handle()
+        return self._knobs["max_pipelines"]
+
+    @max_pipelines.setter
+    def max_pipelines(self, value):
+        value = in_range("max_pipelines", value, 1, _ffi.SSL_MAX_PIPELINES)
+        self._knob_apply("max_pipelines", _ffi.SSL_CTRL_SET_MAX_PIPELINES, value)
+        self._knobs["max_pipelines"] = value
+        if value > 1:
+            # OpenSSL does this itself for an SSL; for an SSL_CTX it does not,
+            # but the documented semantics are the same for both.
+            self._knob_set_read_ahead(True)
+
+    # -- max_send_fragment ------------------------------------------------
+    @property
+    def max_send_fragment(self):
+        """Largest plaintext per record (512..16384).  Cached in Python."""
+        self._knob_handle()
+        return self._knobs["max_send_fragment"]
+
+    @max_send_fragment.setter
+    def max_send_fragment(self, value):
+        value = in_range(
+            "max_send_fragment", value, _ffi.SSL_MIN_SEND_FRAGMENT, _ffi.SSL3_RT_MAX_PLAIN_LENGTH
+        )
+        self._knob_apply("max_send_fragment", _ffi.SSL_CTRL_SET_MAX_SEND_FRAGMENT, value)
+        self._knobs["max_send_fragment"] = value
+        if self._knobs["split_send_fragment"] > value:  # OpenSSL clamps it too
+            self._knobs["split_send_fragment"] = value
+
+    # -- split_send_fragment ----------------------------------------------
+    @property
+    def split_send_fragment(self):
+        """Plaintext per pipeline before another record is used
+        (512..max_send_fragment).  Cached in Python."""
+        self._knob_handle()
+        return self._knobs["split_send_fragment"]
+
+    @split_send_fragment.setter
+    def split_send_fragment(self, value):
+        hi = self._knobs["max_send_fragment"]
+        value = in_range(
+            "split_send_fragment",
+            value,
+            _ffi.SSL_MIN_SEND_FRAGMENT,
+            hi,
+            "max_send_fragment (%d)" % hi,
+        )
+        self._knob_apply("split_send_fragment", _ffi.SSL_CTRL_SET_SPLIT_SEND_FRAGMENT, value)
+        self._knobs["split_send_fragment"] = value
+
+    # -- read_ahead -------------------------------------------------------
+    @property
+    def read_ahead(self):
+        """Read as much as the transport offers (needed for read pipelining).
+        Read from OpenSSL."""
+        self._knob_handle()
+        return self._knob_get_read_ahead()
+
+    @read_ahead.setter
+    def read_ahead(self, value):
+        value = as_bool("read_ahead", value)
+        self._knob_handle()
+        self._knob_set_read_ahead(value)
+
+    # -- default_read_buffer_len ------------------------------------------
+    @property
+    def default_read_buffer_len(self):
+        """Size of the read buffer allocated on first read (0..2**30; 0 keeps
+        OpenSSL's default).  Cached in Python: OpenSSL has no getter."""
+        self._knob_handle()
+        return self._knobs["default_read_buffer_len"]
+
+    @default_read_buffer_len.setter
+    def default_read_buffer_len(self, value):
+        value = in_range("default_read_buffer_len", value, 0, MAX_READ_BUFFER_LEN, "2**30")
+        self._knob_handle()
+        self._knob_set_read_buffer_len(value)
+        self._knobs["default_read_buffer_len"] = value
+
+    def set_pipelining(self, max_pipelines, split_send_fragment=None,
+                       read_buffer_len=None, max_send_fragment=None):
+        """Set several knobs at once (all validated before any is applied)."""
+        in_range("max_pipelines", max_pipelines, 1, _ffi.SSL_MAX_PIPELINES)
+        msf = self._knobs["max_send_fragment"]
+        if max_send_fragment is not None:
+            msf = in_range("max_send_fragment", max_send_fragment,
+                           _ffi.SSL_MIN_SEND_FRAGMENT, _ffi.SSL3_RT_MAX_PLAIN_LENGTH)
+        if split_send_fragment is not None:
+            in_range("split_send_fragment", split_send_fragment,
+                     _ffi.SSL_MIN_SEND_FRAGMENT, msf, "max_send_fragment (%d)" % msf)
+        if read_buffer_len is not None:
+            in_range("default_read_buffer_len", read_buffer_len, 0, MAX_READ_BUFFER_LEN, "2**30")
+        if max_send_fragment is not None:
+            self.max_send_fragment = max_send_fragment
+        self.max_pipelines = max_pipelines
+        if split_send_fragment is not None:
+            self.split_send_fragment = split_send_fragment
+        if read_buffer_len is not None:
+            self.default_read_buffer_len = read_buffer_len
+
+    # -- helpers ------------------------------------------------------------
+    def _knob_handle(self):
+        raise NotImplementedError
+
+    def _knob_apply(self, knob, cmd, value):
+        self._knob_handle()  # raises ClosedError after close()
+        check(
+            self._knob_ctrl(cmd, value),
+            "OpenSSL refused %s=%d" % (knob, value),
+            exc=ConfigError,
+            knob=knob,
+        )

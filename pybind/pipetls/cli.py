@@ -1,0 +1,522 @@
+"""The ``pipetls`` command: info, serve, connect, openssl, config (and bench).
+
+``pipetls serve`` / ``pipetls connect`` are a small s_server / s_client pair
+written with pipetls itself; ``--bulk BYTES`` measures one connection's
+throughput and prints the engine's statistics.  ``pipetls openssl ARGS``
+runs the stock ``openssl`` program with ``-engine <bundled pipetls.so>``
+inserted after the subcommand; ``pipetls config`` prints an openssl.cnf that
+makes every OpenSSL program load the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["main", "build_parser", "config_text"]
+
+# openssl subcommands that take no -engine option.
+_NO_ENGINE_SUBCOMMANDS = {"version", "help", "errstr", "list", "info"}
+
+
+def _size(text):
+    """'64M', '1G', '4096', '1.5k' -> bytes."""
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    mult = 1
+    for suffix, m in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        v = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r (e.g. 4096, 64M, 1G)" % text) from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("size must be >= 0")
+    return v
+
+
+# --------------------------------------------------------------------------
+# openssl program and config
+# --------------------------------------------------------------------------
+def _openssl_program():
+    """(argv0, env) for the stock openssl CLI matching the loaded OpenSSL."""
+    env = dict(os.environ)
+    prefix = os.environ.get("PIPETLS_OPENSSL")
+    if prefix:
+        prog = os.path.join(prefix, "bin", "openssl")
+        libdirs = [d for d in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib"))
+                   if os.path.isdir(d)]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(
+            os.pathsep)
+        return prog, env
+    prog = shutil.which("openssl")
+    if prog is None:
+        raise SystemExit("pipetls: the openssl program is not on PATH")
+    return prog, env
+
+
+def openssl_argv(args, engine):
+    """The openssl command line for ``pipetls openssl ARGS``."""
+    args = list(args)
+    if args and args[0] == "--":
+        args = args[1:]
+    prog, _ = _openssl_program()
+    if not args:
+        return [prog, "help"]
+    if args[0].startswith("-") or not _takes_engine(prog, args[0]):
+        return [prog] + args
+    return [prog, args[0], "-engine", engine] + args[1:]
+
+
+def _takes_engine(prog, subcommand):
+    """Whether ``openssl SUBCOMMAND`` has an -engine option (asks its -help)."""
+    if subcommand in _NO_ENGINE_SUBCOMMANDS:
+        return False
+    _, env = _openssl_program()
+    try:
+        r = subprocess.run([prog, subcommand, "-help"], env=env, capture_output=True,
+                           text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return "-engine" in (r.stdout + r.stderr)
+
+
+def config_text(engine, threads=None):
+    """An openssl.cnf that loads the engine into every OpenSSL program."""
+    lines = [
+        "# pipetls: make every OpenSSL program load the pipetls engine and use it",
+        "# for its ciphers (process-wide in each program).",
+        "#",
+        "# Use it alone:      OPENSSL_CONF=/path/to/this.cnf openssl s_server ...",
+        "# or include it in your openssl.cnf (.include /path/to/this.cnf) and merge",
+        "# the openssl_conf line into the existing one.  Remember the pipelining",
+        "# knobs: openssl s_server/s_client -max_pipelines 8 -split_send_frag N",
+        "# -read_buf N, or SSL_CTX_set_max_pipelines() in the program.",
+        "openssl_conf = pipetls_openssl_init",
+        "",
+        "[pipetls_openssl_init]",
+        "engines = pipetls_engines",
+        "",
+        "[pipetls_engines]",
+        "pipetls = pipetls_engine",
+        "",
+        "[pipetls_engine]",
+        "# the order matters: load, then control commands, then init",
+        "engine_id = pipetls",
+        "dynamic_path = %s" % engine,
+    ]
+    if threads is not None:
+        lines.append("# lanes working one batch, the calling thread included (1..256)")
+        lines.append("THREADS = %d" % threads)
+    else:
+        lines.append("# THREADS = 4   # lanes per batch, caller included; default: online CPUs")
+    lines += [
+        "init = 1",
+        "default_algorithms = CIPHERS",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Shared helpers for serve / connect
+# --------------------------------------------------------------------------
+def _add_tls_options(p):
+    g = p.add_argument_group("TLS")
+    v = g.add_mutually_exclusive_group()
+    v.add_argument("--tls1_2", action="store_true", help="TLS 1.2 only (the version that pipelines)")
+    v.add_argument("--tls1_3", action="store_true", help="TLS 1.3 only")
+    g.add_argument("--cipher", help="TLS 1.2 cipher list (OpenSSL syntax)")
+    g.add_argument("--ciphersuites", help="TLS 1.3 cipher suites")
+    g.add_argument("--no-etm", action="store_true",
+                   help="disable encrypt-then-MAC (CBC suites use the stitched ciphers)")
+    k = p.add_argument_group("pipelining")
+    k.add_argument("--max-pipelines", type=int, metavar="N", help="1..32")
+    k.add_argument("--split-send-frag", type=int, metavar="N", help="512..max_send_fragment")
+    k.add_argument("--max-send-frag", type=int, metavar="N", help="512..16384")
+    k.add_argument("--read-buf", type=_size, metavar="BYTES", help="default read buffer length")
+    k.add_argument("--threads", type=int, metavar="N", help="engine lanes (1..256)")
+    k.add_argument("--no-engine", action="store_true", help="do not load the engine (stock OpenSSL)")
+    b = p.add_argument_group("bulk")
+    b.add_argument("--bulk", type=_size, metavar="BYTES",
+                   help="throughput test: the client sends BYTES, the server sinks (or --echo)")
+    b.add_argument("--echo", action="store_true", help="the server echoes what it reads")
+    b.add_argument("--io-size", type=_size, default=1 << 20, metavar="BYTES",
+                   help="bytes per write/read call (default 1M)")
+    b.add_argument("--quiet", action="store_true", help="no statistics tables")
+
+
+def _engine_for(args, console):
+    if args.no_engine:
+        return None
+    from .engine import load_engine
+
+    return load_engine(threads=args.threads, register=True)
+
+
+def _configure(ctx, args):
+    if args.tls1_2:
+        ctx.set_versions("TLSv1.2", "TLSv1.2")
+    elif args.tls1_3:
+        ctx.set_versions("TLSv1.3", "TLSv1.3")
+    if args.cipher:
+        ctx.set_ciphers(args.cipher)
+    if args.ciphersuites:
+        ctx.set_ciphersuites(args.ciphersuites)
+    if args.no_etm:
+        ctx.encrypt_then_mac = False
+    if args.max_send_frag is not None:
+        ctx.max_send_fragment = args.max_send_frag
+    if args.max_pipelines is not None:
+        ctx.max_pipelines = args.max_pipelines
+    if args.split_send_frag is not None:
+        ctx.split_send_fragment = args.split_send_frag
+    if args.read_buf is not None:
+        ctx.default_read_buffer_len = args.read_buf
+
+
+def _stats_table(engine, title):
+    st = engine.stats()
+    t = Table(title=title)
+    t.add_column("counter")
+    t.add_column("value", justify="right")
+    for name in ("lanes", "workers", "batches", "pipelined_batches", "inline_batches",
+                 "records", "bytes", "failed_batches", "crypto_ns", "batch_ns"):
+        t.add_row(name, str(getattr(st, name)))
+    t.add_row("mean batch", "%.2f" % st.mean_batch)
+    for k in sorted(st.hist):
+        t.add_row("batches of %d" % k, str(st.hist[k]))
+    return t
+
+
+def _rate(n, seconds):
+    if seconds <= 0:
+        return "-"
+    return "%.3f GB/s (%.1f MB in %.3f s)" % (n / seconds / 1e9, n / 1e6, seconds)
+
+
+def _selfsigned(tmpdir):
+    """Generate a throwaway self-signed certificate with the openssl CLI."""
+    prog, env = _openssl_program()
+    cert = os.path.join(tmpdir, "cert.pem")
+    key = os.path.join(tmpdir, "key.pem")
+    cmd = [prog, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+           "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("pipetls serve: openssl req failed: %s" % r.stderr.strip())
+    return cert, key
+
+
+# --------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------
+def cmd_info(args, console):
+    from . import _ffi, __version__
+    from .engine import Engine, engine_path, shared_engine
+    from .errors import PipetlsError
+
+    t = Table(title="pipetls %s" % __version__, show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("OpenSSL", _ffi.openssl_version())
+    t.add_row("libssl", _ffi.LIBSSL_PATH)
+    t.add_row("libcrypto", _ffi.LIBCRYPTO_PATH)
+    t.add_row("Python ssl shares it", "yes" if _ffi.stdlib_shares_openssl() else "no")
+    rc = 0
+    try:
+        path = args.engine or engine_path()
+        t.add_row("engine", path)
+        shared = shared_engine()
+        if shared is not None and not shared.closed and \
+                os.path.realpath(shared.path) == os.path.realpath(path):
+            info = shared.info()
+        else:
+            with Engine(path) as e:
+                info = e.info()
+        t.add_row("engine version", str(info.get("version", "?")))
+        t.add_row("lanes", str(info.get("lanes", "?")))
+        t.add_row("ciphers (this CPU)", "\n".join(info.get("ciphers", [])) or "(none)")
+        for k, v in info.items():
+            if k not in ("version", "lanes", "ciphers"):
+                t.add_row(k, str(v))
+    except PipetlsError as exc:
+        t.add_row("engine", "[red]%s[/red]" % exc)
+        rc = 1
+    console.print(t)
+    return rc
+
+
+def cmd_config(args, console):
+    from .engine import engine_path
+
+    text = config_text(os.path.abspath(args.engine or engine_path()), args.threads)
+    if args.output:
+        with open(args.output, "w", encoding="ascii") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_openssl(args, console):
+    from .engine import engine_path
+
+    argv = openssl_argv(args.args, args.engine or engine_path())
+    _, env = _openssl_program()
+    return subprocess.call(argv, env=env)
+
+
+def _sink(conn, io_size, echo):
+    """Read until close_notify; echo if asked.  Returns (bytes, seconds)."""
+    from .errors import TLSClosed, TLSUnexpectedEOF
+
+    buf = bytearray(io_size)
+    view = memoryview(buf)
+    n = 0
+    t0 = None
+    try:
+        while True:
+            k = conn.readinto(buf)
+            if t0 is None:
+                t0 = time.perf_counter()
+            n += k
+            if echo:
+                conn.sendall(view[:k])
+    except (TLSClosed, TLSUnexpectedEOF):
+        pass
+    return n, (time.perf_counter() - t0) if t0 is not None else 0.0
+
+
+def cmd_serve(args, console):
+    from .connection import Connection
+    from .context import Context
+    from .errors import PipetlsError
+
+    engine = _engine_for(args, console)
+    tmp = None
+    cert, key = args.cert, args.key
+    if cert is None:
+        tmp = tempfile.TemporaryDirectory(prefix="pipetls-serve-")
+        cert, key = _selfsigned(tmp.name)
+    try:
+        ctx = Context(server=True, certfile=cert, keyfile=key or cert)
+        _configure(ctx, args)
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((args.host, args.port))
+        lsock.listen(16)
+        host, port = lsock.getsockname()[:2]
+        print("ACCEPT %s:%d" % (host, port), flush=True)
+        served = 0
+        while args.naccept is None or served < args.naccept:
+            sock, peer = lsock.accept()
+            served += 1
+            sock.settimeout(args.timeout)
+            try:
+                with Connection(ctx, sock) as conn:
+                    conn.do_handshake()
+                    if not args.quiet:
+                        console.print("[green]%s:%d[/green] %s %s" % (peer[0], peer[1],
+                                                                     conn.version, conn.cipher))
+                    if engine is not None:
+                        engine.reset_stats()
+                    if args.bulk is not None or args.echo:
+                        n, dt = _sink(conn, args.io_size, args.echo)
+                        print("received %d bytes: %s" % (n, _rate(n, dt)), flush=True)
+                        if args.bulk is not None and n != args.bulk:
+                            console.print("[red]expected %d bytes[/red]" % args.bulk)
+                    else:
+                        n, dt = _sink(conn, args.io_size, False)
+                        print("received %d bytes" % n, flush=True)
+                    if engine is not None and not args.quiet:
+                        console.print(_stats_table(engine, "engine (server)"))
+                    conn.shutdown(timeout=1.0)
+            except PipetlsError as exc:
+                console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
+            except OSError as exc:
+                console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
+            finally:
+                sock.close()
+        lsock.close()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+def cmd_connect(args, console):
+    from .connection import Connection
+    from .context import Context
+    from .errors import TLSClosed, TLSUnexpectedEOF
+
+    engine = _engine_for(args, console)
+    verify = not args.insecure
+    ctx = Context(server=False, verify=verify, cafile=args.cafile if verify else None)
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key)
+    _configure(ctx, args)
+    sock = socket.create_connection((args.host, args.port), timeout=args.timeout)
+    servername = args.servername or args.host
+    try:
+        with Connection(ctx, sock, server_hostname=servername) as conn:
+            conn.do_handshake()
+            if not args.quiet:
+                console.print("connected: %s %s" % (conn.version, conn.cipher), style="green")
+            if engine is not None:
+                engine.reset_stats()
+            if args.bulk is not None:
+                echoed = [0]
+
+                def reader():
+                    buf = bytearray(args.io_size)
+                    try:
+                        while echoed[0] < args.bulk:
+                            echoed[0] += conn.readinto(buf)
+                    except (TLSClosed, TLSUnexpectedEOF):
+                        pass
+
+                th = None
+                if args.echo:
+                    th = threading.Thread(target=reader, daemon=True)
+                    th.start()
+                chunk = memoryview(bytearray(min(args.io_size, max(args.bulk, 1))))
+                t0 = time.perf_counter()
+                left = args.bulk
+                while left:
+                    left -= conn.write(chunk[:min(left, len(chunk))])
+                dt = time.perf_counter() - t0
+                print("sent %d bytes: %s" % (args.bulk, _rate(args.bulk, dt)), flush=True)
+                if th is not None:
+                    th.join()
+                    dt = time.perf_counter() - t0
+                    print("echoed %d bytes: %s" % (echoed[0], _rate(echoed[0], dt)), flush=True)
+                if engine is not None and not args.quiet:
+                    console.print(_stats_table(engine, "engine (client)"))
+                conn.shutdown(timeout=2.0)
+            else:
+                data = sys.stdin.buffer.read()
+                if data:
+                    conn.sendall(data)
+                conn.shutdown(timeout=0)
+                try:
+                    while True:
+                        sys.stdout.buffer.write(conn.read(1 << 16))
+                        sys.stdout.flush()
+                except (TLSClosed, TLSUnexpectedEOF):
+                    pass
+    finally:
+        sock.close()
+    return 0
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+_OWN_COMMANDS = (cmd_info, cmd_serve, cmd_connect, cmd_openssl, cmd_config)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="pipetls",
+        description="pipetls: parallel TLS record pipelining for OpenSSL "
+        "(info, serve, connect, openssl, config, bench).")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("info", help="OpenSSL, engine path, ciphers the engine offers, lanes")
+    s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("serve", help="a TLS server (s_server-like)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=4433, help="0 picks a free port (printed)")
+    s.add_argument("--cert", help="PEM certificate chain (default: a throwaway self-signed one)")
+    s.add_argument("--key", help="PEM private key (default: --cert)")
+    s.add_argument("--naccept", type=int, help="exit after N connections")
+    s.add_argument("--timeout", type=float, default=60.0, help="per-operation timeout (s)")
+    _add_tls_options(s)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("connect", help="a TLS client (s_client-like)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=4433)
+    s.add_argument("--servername", help="SNI / name to verify (default: --host)")
+    s.add_argument("--cafile", help="trust these CA certificates")
+    s.add_argument("--insecure", action="store_true", help="do not verify the server")
+    s.add_argument("--cert", help="client certificate chain")
+    s.add_argument("--key", help="client private key")
+    s.add_argument("--timeout", type=float, default=60.0, help="per-operation timeout (s)")
+    _add_tls_options(s)
+    s.set_defaults(func=cmd_connect)
+
+    s = sub.add_parser("openssl", help="run openssl with -engine <pipetls.so> inserted",
+                       description="pipetls openssl [--] SUBCOMMAND ARGS: runs the stock "
+                       "openssl program as 'openssl SUBCOMMAND -engine <pipetls.so> ARGS'.")
+    s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_openssl)
+
+    s = sub.add_parser("config", help="print an openssl.cnf that loads the engine everywhere")
+    s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
+    s.add_argument("--threads", type=int, help="THREADS for the engine (1..256)")
+    s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s.set_defaults(func=cmd_config)
+
+    # Hook: pipetls/bench.py, when present, registers its own subcommand
+    # (bench.add_parser(subparsers); its handler is called as func(args)).
+    if importlib.util.find_spec(__package__ + ".bench") is not None:
+        bench = importlib.import_module(__package__ + ".bench")
+        if hasattr(bench, "add_parser"):
+            bench.add_parser(sub)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print("pipetls %s" % __version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    console = Console(stderr=args.command in ("serve", "connect"))
+    from .errors import PipetlsError
+
+    try:
+        if args.func in _OWN_COMMANDS:
+            return args.func(args, console) or 0
+        # A plugged-in command (bench): func(args), or func(args, console).
+        try:
+            n = len(inspect.signature(args.func).parameters)
+        except (TypeError, ValueError):
+            n = 1
+        return (args.func(args, console) if n >= 2 else args.func(args)) or 0
+    except PipetlsError as exc:
+        console.print("[red]pipetls: %s[/red]" % exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,750 @@
+"""TLS connections (one ``SSL*`` each) over a socket or memory BIOs.
+
+Transports:
+
+* a socket: ``Connection(ctx, sock, server_hostname=...)``.  The fd is given
+  to OpenSSL (``SSL_set_fd``) and put in non-blocking mode at the OS level;
+  pipetls waits with ``poll`` itself, so ``timeout`` works like a socket's:
+  None blocks, 0 is non-blocking (``WantRead`` / ``WantWrite`` are raised),
+  a number of seconds raises ``TLSTimeout`` when exceeded.  ``close()`` does
+  not close the socket; it restores the socket's timeout.
+* memory: ``Connection(ctx)`` with no socket gets two memory BIOs; move the
+  ciphertext with ``feed()`` / ``drain()`` (like ``ssl.MemoryBIO``).
+* a BIO pair: ``Connection.memory_pair(server_ctx, client_ctx)`` joins two
+  connections in-process; ``handshake_pair()`` and ``pump()`` drive them.
+* any BIO(s) of your own: ``Connection(ctx, bio=ptr)`` or
+  ``bio=(rbio, wbio)``; the connection takes ownership.
+
+Ownership: the BIOs belong to the SSL* and are freed by ``SSL_free``; the
+SSL* is freed by ``close()`` or, failing that, by a ``weakref.finalize`` when
+the object is collected.  A connection keeps its Context (and the callbacks
+OpenSSL points at) alive.  Every method raises ``ClosedError`` after
+``close()`` instead of touching freed memory; a per-connection lock
+serialises calls (OpenSSL allows one thread per SSL* at a time) and makes
+``close()`` from another thread safe.
+
+Buffers are never copied on the way in: ``write``/``sendall`` accept any
+contiguous bytes-like object (bytes, bytearray, memoryview, array, mmap) and
+pass its memory to ``SSL_write_ex`` directly; ``readinto`` decrypts straight
+into a writable buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import select
+import threading
+import time
+import weakref
+
+from . import _ffi
+from ._knobs import PipelineKnobs
+from .context import Context, _alert_sinks
+from .errors import (
+    CertificateError,
+    ClosedError,
+    ConfigError,
+    ConfigTypeError,
+    PipetlsError,
+    TLSAlertError,
+    TLSClosed,
+    TLSError,
+    TLSTimeout,
+    TLSUnexpectedEOF,
+    WantRead,
+    WantWrite,
+    check,
+    check_ptr,
+    drain_errors,
+)
+
+__all__ = ["Connection", "handshake_pair", "pump"]
+
+_UNSET = object()
+_DEFAULT_SHUTDOWN_WAIT = 2.0
+_PAIR_BUFSIZE = 1 << 20
+
+
+def _free_ssl(ssl, keepalive=None):
+    # ``keepalive`` (the Context's callbacks) is only held so that it
+    # outlives the SSL*.  SSL_free also frees the BIOs attached with SSL_set_fd / SSL_set_bio
+    # (a socket BIO from SSL_set_fd does not close the fd).
+    _alert_sinks.pop(ssl, None)
+    _ffi.SSL_free(ssl)
+
+
+def _is_ip(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class Connection(PipelineKnobs):
+    """One TLS connection.  See the module docstring for transports."""
+
+    def __init__(self, context, sock=None, *, bio=None, server_hostname=None, timeout=_UNSET):
+        if not isinstance(context, Context):
+            raise ConfigTypeError(
+                "context must be a pipetls.Context, not %s" % type(context).__name__,
+                knob="context",
+            )
+        if sock is not None and bio is not None:
+            raise ConfigError("give a socket or a bio, not both", knob="bio")
+        if sock is None and timeout is not _UNSET and timeout != 0:
+            raise ConfigError("timeout applies to socket connections only; memory "
+                              "connections are always non-blocking", knob="timeout")
+        ctx = context.handle  # ClosedError if the context is closed
+        self._lock = threading.RLock()
+        self._ssl = None
+        ssl = check_ptr(_ffi.SSL_new(ctx), "SSL_new failed")
+        self._ssl = ssl
+        self._context = context
+        # finalize holds its arguments until it runs: the Context's callbacks
+        # stay alive until after SSL_free.
+        self._finalizer = weakref.finalize(self, _free_ssl, ssl, context._keepalive)
+        self._alerts = []
+        _alert_sinks[ssl] = self._alerts
+        self._knobs = dict(context._knobs)
+        self.server_side = context.server
+        self.server_hostname = server_hostname
+        self._sock = None
+        self._fd = None
+        self._sock_timeout = None
+        self._rbio = self._wbio = None
+        self._handshake_done = False
+        self._failed = False
+        self._shutdown_sent = False
+        self._timeout = None
+        try:
+            if sock is not None:
+                fd = sock.fileno()
+                if fd < 0:
+                    raise ClosedError("the socket is closed")
+                check(_ffi.SSL_set_fd(ssl, fd), "SSL_set_fd failed")
+                self._sock = sock
+                self._fd = fd
+                self._sock_timeout = sock.gettimeout()
+                self._timeout = self._sock_timeout if timeout is _UNSET else timeout
+                sock.setblocking(False)  # OS-level non-blocking; we poll
+            elif bio is not None:
+                if isinstance(bio, tuple):
+                    rbio, wbio = bio
+                else:
+                    rbio = wbio = bio
+                rbio = getattr(rbio, "value", rbio)
+                wbio = getattr(wbio, "value", wbio)
+                if not rbio or not wbio:
+                    raise ConfigError("bio must be a non-NULL BIO pointer", knob="bio")
+                # Ownership passes to the SSL* (one reference each; one in
+                # all when rbio is wbio).
+                _ffi.SSL_set_bio(ssl, rbio, wbio)
+                self._timeout = 0.0
+            else:
+                rbio = check_ptr(_ffi.BIO_new(_ffi.BIO_s_mem()), "BIO_new failed")
+                wbio = _ffi.BIO_new(_ffi.BIO_s_mem())
+                if not wbio:
+                    _ffi.BIO_free(rbio)
+                    check_ptr(wbio, "BIO_new failed")
+                _ffi.SSL_set_bio(ssl, rbio, wbio)  # both now freed by SSL_free
+                self._rbio, self._wbio = rbio, wbio
+                self._timeout = 0.0
+            if self._timeout is not None:
+                self._timeout = self._check_timeout(self._timeout)
+
+            if self.server_side:
+                _ffi.SSL_set_accept_state(ssl)
+            else:
+                _ffi.SSL_set_connect_state(ssl)
+                if server_hostname is not None:
+                    self._set_hostname(ssl, server_hostname, context.check_hostname)
+                elif context.check_hostname:
+                    raise ConfigError(
+                        "check_hostname is on: give server_hostname (or set "
+                        "context.check_hostname = False)",
+                        knob="server_hostname",
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _set_hostname(ssl, name, check_name):
+        if not isinstance(name, str):
+            raise ConfigTypeError("server_hostname must be a str", knob="server_hostname")
+        ip = _is_ip(name)
+        b = name.encode("idna") if not ip else name.encode("ascii")
+        if not ip:  # SNI carries DNS names only (RFC 6066)
+            check(_ffi.SSL_set_tlsext_host_name(ssl, b), "cannot set SNI %r" % name,
+                  exc=ConfigError, knob="server_hostname")
+        if check_name:
+            if ip:
+                check(_ffi.X509_VERIFY_PARAM_set1_ip_asc(_ffi.SSL_get0_param(ssl), b),
+                      "bad IP address %r" % name, exc=ConfigError, knob="server_hostname")
+            else:
+                check(_ffi.SSL_set1_host(ssl, b), "bad host name %r" % name,
+                      exc=ConfigError, knob="server_hostname")
+
+    @staticmethod
+    def _check_timeout(t):
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise ConfigTypeError("timeout must be None or a number of seconds", knob="timeout")
+        if t < 0:
+            raise ConfigError("timeout=%r is out of range: allowed None or >= 0" % t, knob="timeout")
+        return float(t)
+
+    # ---------------------------------------------------------------- pairs
+    @classmethod
+    def memory_pair(cls, server_ctx, client_ctx, *, server_hostname=None, bufsize=_PAIR_BUFSIZE):
+        """Two connections joined in-process by a BIO pair of ``bufsize``
+        bytes each way: returns ``(server, client)``.  Both are non-blocking
+        (``WantRead``/``WantWrite``); drive them with handshake_pair()/pump()."""
+        if not isinstance(bufsize, int) or isinstance(bufsize, bool) or bufsize < 1024:
+            raise ConfigError("bufsize=%r is out of range: allowed >= 1024" % (bufsize,), knob="bufsize")
+        b1, b2 = _ffi.BIO(), _ffi.BIO()
+        check(_ffi.BIO_new_bio_pair(ctypes.byref(b1), bufsize, ctypes.byref(b2), bufsize),
+              "BIO_new_bio_pair failed")
+        try:
+            server = cls(server_ctx, bio=b1.value)
+        except BaseException:
+            _ffi.BIO_free(b1.value)
+            _ffi.BIO_free(b2.value)
+            raise
+        try:
+            client = cls(client_ctx, bio=b2.value, server_hostname=server_hostname)
+        except BaseException:
+            server.close()
+            _ffi.BIO_free(b2.value)
+            raise
+        return server, client
+
+    # ------------------------------------------------------------ life cycle
+    @property
+    def handle(self):
+        """The ``SSL*`` as an int."""
+        ssl = self._ssl
+        if ssl is None:
+            raise ClosedError("Connection is closed")
+        return ssl
+
+    _knob_handle = handle.fget
+
+    @property
+    def closed(self):
+        return self._ssl is None
+
+    @property
+    def context(self):
+        return self._context
+
+    def close(self):
+        """Free the SSL* (and its BIOs).  Does not send close_notify (see
+        shutdown()) and does not close the socket."""
+        with self._lock:
+            if self._ssl is None and not self._finalizer.alive:
+                return
+            self._ssl = None
+            self._rbio = self._wbio = None
+            self._finalizer()
+            sock, self._sock = self._sock, None
+            if sock is not None and sock.fileno() >= 0:
+                try:
+                    sock.settimeout(self._sock_timeout)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and not self.closed:
+            try:
+                self.shutdown(timeout=0)
+            except PipetlsError:
+                pass
+            except OSError:
+                pass
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self._ssl is None else "0x%x" % self._ssl
+        return "<pipetls.Connection %s %s>" % ("server" if self.server_side else "client", state)
+
+    # -------------------------------------------------------------- timeouts
+    @property
+    def timeout(self):
+        """None: block; 0: non-blocking; t > 0: seconds per operation."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        value = self._check_timeout(value)
+        if self._fd is None and value != 0.0:
+            raise ConfigError("timeout applies to socket connections only; memory "
+                              "connections are always non-blocking", knob="timeout")
+        self._timeout = value
+
+    def settimeout(self, value):
+        self.timeout = value
+
+    def gettimeout(self):
+        return self._timeout
+
+    def setblocking(self, flag):
+        self.timeout = None if flag else 0.0
+
+    def fileno(self):
+        self.handle
+        return self._fd if self._fd is not None else -1
+
+    # ---------------------------------------------------------- the I/O loop
+    def _wait(self, want, deadline):
+        """Wait for the socket to be readable/writable (want is WantRead or
+        WantWrite), or raise ``want`` (non-blocking) / TLSTimeout."""
+        if self._fd is None or self._timeout == 0.0:
+            raise want("TLS %s would block" % ("read" if want is WantRead else "write"))
+        if deadline is None:
+            remaining = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
+        ev = select.POLLIN if want is WantRead else select.POLLOUT
+        p = select.poll()
+        p.register(self._fd, ev | select.POLLERR | select.POLLHUP)
+        if not p.poll(None if remaining is None else max(0, remaining) * 1000.0):
+            raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
+
+    def _run(self, call, op):
+        """Run ``call(ssl) -> ret`` until ret > 0, waiting per the timeout.
+        Returns ret.  Maps every failure to an exception."""
+        deadline = None
+        while True:
+            with self._lock:
+                ssl = self.handle
+                if self._failed:
+                    raise TLSError("%s: the connection failed earlier and cannot be used" % op)
+                del self._alerts[:]
+                ctypes.set_errno(0)
+                ret = call(ssl)
+                if ret > 0:
+                    return ret
+                err = _ffi.SSL_get_error(ssl, ret)
+                if err == _ffi.SSL_ERROR_WANT_READ:
+                    want = WantRead
+                elif err == _ffi.SSL_ERROR_WANT_WRITE:
+                    want = WantWrite
+                else:
+                    raise self._error(ssl, err, op)
+            if deadline is None and self._timeout:
+                deadline = time.monotonic() + self._timeout
+            self._wait(want, deadline)
+
+    def _error(self, ssl, err, op):
+        """The exception for SSL_get_error() == err (error queue drained)."""
+        errno = ctypes.get_errno()
+        lines, codes = drain_errors()
+        if err == _ffi.SSL_ERROR_ZERO_RETURN:
+            return TLSClosed("%s: the peer closed the TLS connection (close_notify)" % op,
+                             lines, codes)
+        if err == _ffi.SSL_ERROR_SYSCALL:
+            self._failed = True
+            if errno:
+                return OSError(errno, "%s: %s" % (op, os.strerror(errno)))
+            return TLSUnexpectedEOF("%s: the transport closed without close_notify" % op,
+                                    lines, codes)
+        if err != _ffi.SSL_ERROR_SSL:
+            return TLSError("%s failed (SSL_get_error %d)" % (op, err), lines, codes)
+        reasons = [(_ffi.ERR_GET_LIB(c), _ffi.ERR_GET_REASON(c)) for c in codes]
+        ssl_reasons = [r for lib, r in reasons if lib == _ffi.ERR_LIB_SSL]
+        if _ffi.SSL_R_PROTOCOL_IS_SHUTDOWN in ssl_reasons:
+            return TLSClosed("%s: the TLS connection is shut down" % op, lines, codes)
+        self._failed = True
+        if _ffi.SSL_R_UNEXPECTED_EOF_WHILE_READING in ssl_reasons:
+            return TLSUnexpectedEOF("%s: the transport closed without close_notify" % op,
+                                    lines, codes)
+        if _ffi.SSL_R_CERTIFICATE_VERIFY_FAILED in ssl_reasons:
+            code = _ffi.SSL_get_verify_result(ssl)
+            msg = _ffi.X509_verify_cert_error_string(code)
+            return CertificateError("%s: certificate verification failed" % op, code,
+                                    msg.decode() if msg else None, lines, codes)
+        for r in ssl_reasons:
+            if _ffi.SSL_AD_REASON_OFFSET <= r < _ffi.SSL_AD_REASON_OFFSET + 256:
+                alert = r - _ffi.SSL_AD_REASON_OFFSET
+                return TLSAlertError(alert, False, self._alert_text(alert), lines, codes)
+        for sent, level, alert in self._alerts:
+            if sent and level == 2:
+                return TLSAlertError(alert, True, self._alert_text(alert), lines, codes)
+        return TLSError("%s failed" % op, lines, codes)
+
+    @staticmethod
+    def _alert_text(alert):
+        t = _ffi.SSL_alert_desc_string_long(alert)
+        return t.decode() if t else None
+
+    # ------------------------------------------------------------- handshake
+    def do_handshake(self):
+        """Complete the TLS handshake."""
+        self._run(_ffi.SSL_do_handshake, "handshake")
+        self._handshake_done = True
+
+    @property
+    def handshake_done(self):
+        if self._ssl is None:
+            return self._handshake_done
+        return bool(_ffi.SSL_is_init_finished(self._ssl))
+
+    # ------------------------------------------------------------------ read
+    def readinto(self, buffer):
+        """Decrypt up to len(buffer) bytes straight into ``buffer`` (any
+        writable contiguous buffer); returns the count (0 only for an empty
+        buffer).  Raises TLSClosed after the peer's close_notify."""
+        n = ctypes.c_size_t(0)
+        with _ffi.pinned_buffer(buffer, writable=True) as (addr, length):
+            if length == 0:
+                self.handle
+                return 0
+            self._run(lambda ssl: _ffi.SSL_read_ex(ssl, addr, length, ctypes.byref(n)), "read")
+        return n.value
+
+    def read(self, n=16384):
+        """Read up to ``n`` bytes (at least 1, unless n == 0)."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ConfigTypeError("n must be an int", knob="n")
+        if n < 0:
+            raise ConfigError("n=%d is out of range: allowed >= 0" % n, knob="n")
+        buf = bytearray(n)
+        k = self.readinto(buf)
+        del buf[k:]
+        return bytes(buf)
+
+    recv = read
+    recv_into = readinto
+
+    @property
+    def pending(self):
+        """Decrypted bytes buffered in OpenSSL (SSL_pending)."""
+        return _ffi.SSL_pending(self.handle)
+
+    # ----------------------------------------------------------------- write
+    def _write_addr(self, addr, length):
+        n = ctypes.c_size_t(0)
+        if self._shutdown_sent:
+            self.handle
+            raise TLSClosed("write after shutdown()")
+        self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
+        return n.value
+
+    def write(self, data):
+        """One SSL_write_ex of ``data`` (any contiguous bytes-like object,
+        not copied).  Returns the bytes written: all of them on a blocking
+        socket unless a record batch is cut short (partial writes are on, so
+        a non-blocking sender makes progress); 0 for empty data (OpenSSL is
+        not called).  Up to max_pipelines records are encrypted per batch."""
+        with _ffi.pinned_buffer(data) as (addr, length):
+            if length == 0:
+                self.handle
+                return 0
+            return self._write_addr(addr, length)
+
+    send = write
+
+    def sendall(self, data):
+        """Write all of ``data``.  Non-blocking: raises WantWrite with
+        ``.written`` set to the bytes already sent."""
+        with _ffi.pinned_buffer(data) as (addr, length):
+            done = 0
+            self.handle
+            while done < length:
+                try:
+                    done += self._write_addr(addr + done, length - done)
+                except (WantRead, WantWrite) as e:
+                    e.written = done
+                    raise
+            return done
+
+    # -------------------------------------------------------------- shutdown
+    def shutdown(self, timeout=None):
+        """Send close_notify and wait (bounded) for the peer's.
+
+        Returns True when both close_notify alerts have been exchanged,
+        False when the peer's did not arrive in time (``timeout`` seconds;
+        default: the connection's timeout, at most 2 s; 0: do not wait) or
+        the transport is memory (call again after feeding the peer's data).
+        Writing afterwards raises TLSClosed.
+        """
+        if timeout is not None:
+            timeout = self._check_timeout(timeout)
+        with self._lock:
+            ssl = self.handle
+            if self._failed:
+                # After a fatal error OpenSSL must not send close_notify.
+                self._shutdown_sent = True
+                return False
+        wait = timeout
+        if wait is None:
+            wait = _DEFAULT_SHUTDOWN_WAIT if self._timeout is None else min(
+                self._timeout, _DEFAULT_SHUTDOWN_WAIT)
+        deadline = time.monotonic() + wait
+        sent_now = False
+        while True:
+            with self._lock:
+                ssl = self.handle
+                ret = _ffi.SSL_shutdown(ssl)
+                self._shutdown_sent = bool(_ffi.SSL_get_shutdown(ssl) & _ffi.SSL_SENT_SHUTDOWN)
+                if ret == 1:
+                    return True
+                if ret == 0:
+                    # close_notify sent: call again at once to take the peer's
+                    # if it is already here (OpenSSL reads it on that call).
+                    if not sent_now:
+                        sent_now = True
+                        continue
+                    want = WantRead
+                else:
+                    err = _ffi.SSL_get_error(ssl, ret)
+                    if err == _ffi.SSL_ERROR_WANT_READ:
+                        want = WantRead
+                    elif err == _ffi.SSL_ERROR_WANT_WRITE:
+                        want = WantWrite
+                    else:
+                        # Peer gone, or application data instead of
+                        # close_notify: shutdown is best effort.
+                        drain_errors()
+                        self._shutdown_sent = True
+                        return False
+            if self._fd is None:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            p = select.poll()
+            p.register(self._fd, (select.POLLIN if want is WantRead else select.POLLOUT)
+                       | select.POLLERR | select.POLLHUP)
+            if not p.poll(remaining * 1000.0):
+                return False
+
+    unwrap = shutdown
+
+    # ------------------------------------------------------------- memory IO
+    def _need_memory(self):
+        self.handle
+        if self._rbio is None:
+            raise PipetlsError("feed()/drain() need a memory Connection (no socket, no bio)")
+
+    def feed(self, data):
+        """Memory connections: hand ``data`` (ciphertext from the peer) to
+        OpenSSL.  Returns len(data)."""
+        with self._lock:
+            self._need_memory()
+            with _ffi.pinned_buffer(data) as (addr, length):
+                done = 0
+                while done < length:
+                    chunk = min(length - done, 1 << 30)
+                    n = _ffi.BIO_write(self._rbio, addr + done, chunk)
+                    check(n, "BIO_write failed")
+                    done += n
+                return done
+
+    def feed_eof(self):
+        """Memory connections: the peer's transport has ended."""
+        with self._lock:
+            self._need_memory()
+            _ffi.BIO_set_mem_eof_return(self._rbio, 0)
+
+    @property
+    def pending_out(self):
+        """Memory connections: ciphertext waiting for drain()."""
+        with self._lock:
+            self._need_memory()
+            return _ffi.BIO_ctrl_pending(self._wbio)
+
+    def drain(self, n=None):
+        """Memory connections: take up to ``n`` (default: all) bytes of
+        ciphertext OpenSSL produced for the peer."""
+        with self._lock:
+            self._need_memory()
+            avail = _ffi.BIO_ctrl_pending(self._wbio)
+            if n is not None:
+                avail = min(avail, n)
+            if avail == 0:
+                return b""
+            buf = ctypes.create_string_buffer(avail)
+            got = _ffi.BIO_read(self._wbio, buf, avail)
+            if got <= 0:
+                drain_errors()
+                return b""
+            return buf.raw[:got]
+
+    # ------------------------------------------------------------ properties
+    @property
+    def version(self):
+        """Negotiated protocol ('TLSv1.2', 'TLSv1.3'), None before the handshake."""
+        ssl = self.handle
+        if not _ffi.SSL_is_init_finished(ssl):
+            return None
+        return _ffi.SSL_get_version(ssl).decode()
+
+    @property
+    def cipher(self):
+        """Negotiated cipher suite name (OpenSSL's), None before the handshake."""
+        c = _ffi.SSL_get_current_cipher(self.handle)
+        if not c:
+            return None
+        name = _ffi.SSL_CIPHER_get_name(c)
+        return name.decode() if name else None
+
+    @property
+    def peer_certificate(self):
+        """The peer's certificate as DER bytes, or None."""
+        x = _ffi.SSL_get1_peer_certificate(self.handle)
+        if not x:
+            return None
+        try:
+            n = _ffi.i2d_X509(x, None)
+            check(n, "i2d_X509 failed")
+            buf = (ctypes.c_ubyte * n)()
+            p = ctypes.cast(buf, ctypes.POINTER(ctypes.c_ubyte))
+            check(_ffi.i2d_X509(x, ctypes.byref(p)), "i2d_X509 failed")
+            return bytes(buf)
+        finally:
+            _ffi.X509_free(x)
+
+    @property
+    def alpn_protocol(self):
+        """The ALPN protocol agreed on, or None."""
+        data = ctypes.c_void_p()
+        n = ctypes.c_uint(0)
+        _ffi.SSL_get0_alpn_selected(self.handle, ctypes.byref(data), ctypes.byref(n))
+        if not data.value or not n.value:
+            return None
+        return ctypes.string_at(data.value, n.value).decode("ascii", "replace")
+
+    @property
+    def session_reused(self):
+        return bool(_ffi.SSL_session_reused(self.handle))
+
+    @property
+    def verify_result(self):
+        """SSL_get_verify_result: 0 (X509_V_OK) when the peer verified."""
+        return _ffi.SSL_get_verify_result(self.handle)
+
+    # ------------------------------------------------------------ pipelining
+    def _knob_ctrl(self, cmd, value):
+        with self._lock:
+            return _ffi.SSL_ctrl(self.handle, cmd, value, None)
+
+    def _knob_set_read_buffer_len(self, n):
+        # Takes effect when the read buffer is allocated (the first read,
+        # i.e. the handshake): set it before do_handshake().
+        with self._lock:
+            _ffi.SSL_set_default_read_buffer_len(self.handle, n)
+
+    def _knob_get_read_ahead(self):
+        return bool(_ffi.SSL_get_read_ahead(self.handle))
+
+    def _knob_set_read_ahead(self, yes):
+        with self._lock:
+            _ffi.SSL_set_read_ahead(self.handle, 1 if yes else 0)
+
+
+# --------------------------------------------------------------------------
+# Driving memory connections.
+# --------------------------------------------------------------------------
+def _shuttle(a, b):
+    """Move ciphertext between two memory-mode connections; True if any moved."""
+    moved = False
+    if a._rbio is not None and b._rbio is not None:
+        for src, dst in ((a, b), (b, a)):
+            data = src.drain()
+            if data:
+                dst.feed(data)
+                moved = True
+    return moved
+
+
+def handshake_pair(server, client, max_rounds=100):
+    """Drive both ends of a memory pair (or two memory connections, whose
+    ciphertext is shuttled) until both handshakes are done."""
+    for _ in range(max_rounds):
+        for c in (client, server):
+            if not c.handshake_done:
+                try:
+                    c.do_handshake()
+                except (WantRead, WantWrite):
+                    pass
+        _shuttle(server, client)
+        if server.handshake_done and client.handshake_done:
+            return
+        if not (_has_input(server) or _has_input(client)):
+            break
+    raise TLSError("handshake_pair: the handshake did not complete")
+
+
+def _has_input(c):
+    """Ciphertext is waiting for ``c`` to read (memory BIO or BIO pair)."""
+    rbio = _ffi.SSL_get_rbio(c.handle)
+    return bool(rbio) and _ffi.BIO_ctrl_pending(rbio) > 0
+
+
+def pump(sender, receiver, data, *, write_size=1 << 17, read_size=1 << 20, on_data=None):
+    """Send ``data`` from ``sender`` to ``receiver`` (a memory pair, or two
+    memory connections) and read it all on the other side.
+
+    ``data``: a bytes-like object, or an int N to send N bytes from one
+    reusable zero buffer.  ``write_size``: bytes per SSL_write (with
+    max_pipelines k and full records, k records per batch).  ``on_data``:
+    called with a memoryview of each decrypted chunk (valid only during the
+    call).  Returns the number of bytes received.
+    """
+    if isinstance(data, int) and not isinstance(data, bool):
+        total = data
+        zeros = bytearray(min(write_size, max(total, 1)))
+    else:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        zeros = None
+    rbuf = bytearray(read_size)
+    rview = memoryview(rbuf)
+    sent = got = 0
+    stalls = 0
+    while got < total:
+        progress = False
+        if sent < total:
+            n = min(write_size, total - sent)
+            chunk = memoryview(zeros)[:n] if zeros is not None else view[sent:sent + n]
+            try:
+                w = sender.write(chunk)
+                sent += w
+                progress = progress or w > 0
+            except (WantWrite, WantRead):
+                pass
+        if _shuttle(sender, receiver):
+            progress = True
+        while True:
+            try:
+                k = receiver.readinto(rbuf)
+            except WantRead:
+                break
+            except WantWrite:
+                _shuttle(sender, receiver)
+                break
+            got += k
+            progress = True
+            if on_data is not None:
+                on_data(rview[:k])
+            if got >= total:
+                break
+        if not progress:
+            stalls += 1
+            if stalls > 3:
+                raise TLSError("pump: no progress (sent %d, received %d of %d)" % (sent, got, total))
+        else:
+            stalls = 0
+    return got

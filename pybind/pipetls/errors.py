@@ -1,0 +1,255 @@
+"""The pipetls exception tree and the one OpenSSL error gate.
+
+::
+
+    PipetlsError                 .errors: OpenSSL's error queue lines (maybe empty)
+     +-- OpenSSLError            a libssl/libcrypto call failed
+     +-- ConfigError             a bad knob / setting (also ValueError)
+     |    +-- ConfigTypeError    ... of the wrong type (also TypeError)
+     +-- EngineError             loading or driving the engine failed
+     +-- StdlibError             enable_pipelining() refused an ssl.SSLContext
+     +-- TLSError                the TLS connection failed or ended
+     |    +-- TLSAlertError      an alert was sent or received (.alert, .alert_name)
+     |    +-- TLSClosed          the peer sent close_notify / we shut down
+     |    +-- TLSUnexpectedEOF   the transport ended without close_notify
+     |    +-- CertificateError   peer certificate verification failed
+     +-- WantRead / WantWrite    non-blocking: retry when the transport is ready
+     +-- TLSTimeout              a blocking operation ran past its timeout (TimeoutError)
+     +-- ClosedError            the pipetls object was closed (also ValueError)
+     +-- MissingSymbolError      libssl/libcrypto lack a symbol (ImportError)
+
+Model: oscrypto ``errors.py`` and ``_openssl/_libcrypto.py``
+(``handle_openssl_error``).  Every ctypes call that can fail goes through
+:func:`check` / :func:`check_ptr`, which drain OpenSSL's (per-thread) error
+queue into the exception, so the queue is always left empty.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+__all__ = [
+    "PipetlsError",
+    "OpenSSLError",
+    "ConfigError",
+    "ConfigTypeError",
+    "EngineError",
+    "StdlibError",
+    "TLSError",
+    "TLSAlertError",
+    "TLSClosed",
+    "TLSUnexpectedEOF",
+    "CertificateError",
+    "WantRead",
+    "WantWrite",
+    "TLSTimeout",
+    "ClosedError",
+    "MissingSymbolError",
+    "check",
+    "check_ptr",
+    "handle_openssl_error",
+    "drain_errors",
+    "clear_errors",
+    "ALERT_NAMES",
+]
+
+
+class PipetlsError(Exception):
+    """Base class of every pipetls error.
+
+    ``errors`` holds OpenSSL's error queue at the time, oldest first, as
+    ``ERR_error_string_n`` lines (``error:0A000086:SSL routines::...``);
+    ``codes`` holds the packed error codes.  Both may be empty.
+    """
+
+    def __init__(self, message="", errors=(), codes=()):
+        self.errors = list(errors)
+        self.codes = list(codes)
+        self.message = message
+        if self.errors:
+            message = "%s: %s" % (message, "; ".join(self.errors))
+        super().__init__(message)
+
+
+class OpenSSLError(PipetlsError):
+    """A libssl/libcrypto call failed."""
+
+
+class ConfigError(PipetlsError, ValueError):
+    """A setting was refused: out of range (checked before OpenSSL is
+    touched; the message names the knob and the allowed range), of the wrong
+    type, or refused by OpenSSL itself."""
+
+    def __init__(self, message, errors=(), codes=(), knob=None):
+        self.knob = knob
+        super().__init__(message, errors, codes)
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting of the wrong type (also TypeError)."""
+
+
+class EngineError(PipetlsError):
+    """The pipetls engine could not be found, loaded or driven."""
+
+
+class StdlibError(PipetlsError):
+    """enable_pipelining() refused to touch a Python ``ssl.SSLContext``."""
+
+
+class TLSError(PipetlsError):
+    """The TLS connection failed or ended."""
+
+
+# TLS alert descriptions (RFC 5246 / 8446), number -> the RFC's name.
+ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    21: "decryption_failed",
+    22: "record_overflow",
+    30: "decompression_failure",
+    40: "handshake_failure",
+    41: "no_certificate",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    60: "export_restriction",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    111: "certificate_unobtainable",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+
+
+class TLSAlertError(TLSError):
+    """A fatal TLS alert ended the connection.
+
+    ``alert``: the alert number (20 for bad_record_mac);
+    ``alert_name``: the RFC name ("bad_record_mac");
+    ``description``: OpenSSL's long text ("bad record mac");
+    ``sent``: True if this side sent it (e.g. a record failed to decrypt
+    here), False if the peer sent it.
+    """
+
+    def __init__(self, alert, sent, description=None, errors=(), codes=()):
+        self.alert = int(alert)
+        self.alert_name = ALERT_NAMES.get(self.alert, "alert_%d" % self.alert)
+        self.description = description or self.alert_name.replace("_", " ")
+        self.sent = bool(sent)
+        msg = "TLS alert %s (%d) %s" % (
+            self.alert_name,
+            self.alert,
+            "sent to the peer" if self.sent else "received from the peer",
+        )
+        super().__init__(msg, errors, codes)
+
+
+class TLSClosed(TLSError):
+    """The TLS connection is closed for this operation: the peer sent
+    close_notify (SSL_ERROR_ZERO_RETURN), or we already shut down."""
+
+
+class TLSUnexpectedEOF(TLSError):
+    """The transport ended without close_notify (possible truncation)."""
+
+
+class CertificateError(TLSError):
+    """Peer certificate verification failed; ``verify_code``/``verify_message``
+    come from SSL_get_verify_result."""
+
+    def __init__(self, message, verify_code=None, verify_message=None, errors=(), codes=()):
+        self.verify_code = verify_code
+        self.verify_message = verify_message
+        if verify_message:
+            message = "%s (%s)" % (message, verify_message)
+        super().__init__(message, errors, codes)
+
+
+class WantRead(PipetlsError):
+    """Non-blocking operation: retry when the transport has data to read."""
+
+
+class WantWrite(PipetlsError):
+    """Non-blocking operation: retry when the transport can take more data."""
+
+
+class TLSTimeout(PipetlsError, TimeoutError):
+    """A blocking operation did not complete within the connection's timeout."""
+
+
+class ClosedError(PipetlsError, ValueError):
+    """The Context / Connection / Engine was closed; it cannot be used again."""
+
+
+class MissingSymbolError(PipetlsError, ImportError):
+    """libssl/libcrypto lacks a function pipetls needs (raised at import)."""
+
+    def __init__(self, message, name=None):
+        self.errors, self.codes, self.message = [], [], message
+        ImportError.__init__(self, message, name=name)
+
+
+# --------------------------------------------------------------------------
+# The gate.
+# --------------------------------------------------------------------------
+def drain_errors():
+    """Empty this thread's OpenSSL error queue; return (lines, codes)."""
+    from . import _ffi
+
+    lines, codes = [], []
+    buf = ctypes.create_string_buffer(256)
+    while True:
+        code = _ffi.ERR_get_error()
+        if not code:
+            break
+        _ffi.ERR_error_string_n(code, buf, len(buf))
+        lines.append(buf.value.decode("utf-8", "replace"))
+        codes.append(code)
+    return lines, codes
+
+
+def clear_errors():
+    """Discard this thread's OpenSSL error queue."""
+    from . import _ffi
+
+    _ffi.ERR_clear_error()
+
+
+def check(result, message, exc=OpenSSLError, **kwargs):
+    """Return ``result`` if it is > 0; else raise ``exc`` with the drained
+    error queue.  For the many OpenSSL calls that return 1 on success."""
+    if result is not None and result > 0:
+        return result
+    lines, codes = drain_errors()
+    raise exc(message, lines, codes, **kwargs)
+
+
+# oscrypto's name for the gate.
+handle_openssl_error = check
+
+
+def check_ptr(ptr, message, exc=OpenSSLError, **kwargs):
+    """Return ``ptr`` if it is not NULL; else raise as :func:`check`."""
+    if ptr:
+        return ptr
+    lines, codes = drain_errors()
+    raise exc(message, lines, codes, **kwargs)
