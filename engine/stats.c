@@ -85,10 +85,22 @@ uint64_t pt_ticks(void)
 static uint64_t origin_ns, origin_ticks;
 static pthread_once_t origin_once = PTHREAD_ONCE_INIT;
 
+/* fork: the child must not inherit blocks_mu locked by another thread */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&blocks_mu);
+}
+
+static void fork_release(void)
+{
+    pthread_mutex_unlock(&blocks_mu);
+}
+
 static void set_origin(void)
 {
     origin_ns = pt_now_ns();
     origin_ticks = pt_ticks();
+    pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
 void pt_stats_init(void)
