@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import glob
 import os
 import threading
 import weakref
@@ -39,8 +38,9 @@ def engine_path():
 
     1. ``$PIPETLS_ENGINE`` when set (it must exist);
     2. ``pipetls.so`` beside this module (installed wheels);
-    3. in a source checkout, ``<repo>/build/pipetls.so`` (or another
-       ``build*/**/pipetls.so``).
+    3. in a source checkout, ``<repo>/build/pipetls.so`` (never a
+       sanitizer build elsewhere under build/: those need their runtime
+       preloaded).
 
     Raises EngineError when none is found.
     """
@@ -54,12 +54,9 @@ def engine_path():
         return bundled
     repo = os.path.dirname(os.path.dirname(_HERE))
     if os.path.isfile(os.path.join(repo, "engine", "pipetls.h")):
-        candidates = [os.path.join(repo, "build", "pipetls.so")]
-        candidates += sorted(glob.glob(os.path.join(repo, "build*", "**", "pipetls.so"),
-                                       recursive=True))
-        for c in candidates:
-            if os.path.isfile(c):
-                return c
+        candidate = os.path.join(repo, "build", "pipetls.so")
+        if os.path.isfile(candidate):
+            return candidate
         raise EngineError(
             "pipetls.so not found: build it (cmake -S %s -B %s/build && cmake --build "
             "%s/build) or set PIPETLS_ENGINE" % (repo, repo, repo)
