@@ -485,6 +485,9 @@ def build_parser():
         bench = importlib.import_module(__package__ + ".bench")
         if hasattr(bench, "add_parser"):
             bench.add_parser(sub)
+    from . import build_openssl  # pipetls build-openssl: openssl_patches/build.py
+
+    build_openssl.add_parser(sub)
     return p
 
 
