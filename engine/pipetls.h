@@ -70,6 +70,7 @@
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
+ *   lane.I.crypto_ns N        time lane I spent in record crypto
  * INFO text uses the same form: "version X", "lanes N", "cipher NAME" lines.
  */
 

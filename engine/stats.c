@@ -43,6 +43,7 @@ typedef struct {
     uint64_t c[C_COUNT];
     uint64_t lane_records[PIPETLS_MAX_LANES];
     uint64_t lane_bytes[PIPETLS_MAX_LANES];
+    uint64_t lane_crypto[PIPETLS_MAX_LANES];
 } pt_totals;
 
 static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -234,6 +235,7 @@ static void sum(pt_totals *t)
         if (b->lane >= 0 && b->lane < PIPETLS_MAX_LANES) {
             t->lane_records[b->lane] += atomic_load_explicit(&b->c[C_RECORDS], memory_order_relaxed);
             t->lane_bytes[b->lane] += atomic_load_explicit(&b->c[C_BYTES], memory_order_relaxed);
+            t->lane_crypto[b->lane] += atomic_load_explicit(&b->c[C_CRYPTO_NS], memory_order_relaxed);
         }
     }
     pthread_mutex_unlock(&blocks_mu);
@@ -291,6 +293,7 @@ size_t pt_stats_format(char *buf, size_t len)
     for (i = 0; i < PIPETLS_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];
+        t.lane_crypto[i] -= base.lane_crypto[i];
     }
     if (buf != NULL && len > 0)
         buf[0] = '\0';
@@ -315,6 +318,8 @@ size_t pt_stats_format(char *buf, size_t len)
         if (i < lanes || t.lane_records[i] != 0) {
             put(buf, len, &off, "lane.%d.records %llu\n", i, (unsigned long long)t.lane_records[i]);
             put(buf, len, &off, "lane.%d.bytes %llu\n", i, (unsigned long long)t.lane_bytes[i]);
+            put(buf, len, &off, "lane.%d.crypto_ns %llu\n", i,
+                (unsigned long long)((double)t.lane_crypto[i] * scale));
         }
     return off;
 }

@@ -79,9 +79,12 @@ class EngineStats:
     failed_batches: int = 0
     crypto_ns: int = 0
     batch_ns: int = 0
+    stream_calls: int = 0  # plain EVP use: TLS 1.3 records, lone CBC records, ...
+    stream_bytes: int = 0
     hist: dict = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict = dataclasses.field(default_factory=dict)  # lane -> bytes
+    lanes_crypto_ns: dict = dataclasses.field(default_factory=dict)  # lane -> ns in crypto
     format: int = 1
     extra: dict = dataclasses.field(default_factory=dict)  # keys this version does not know
 
@@ -109,9 +112,12 @@ class EngineStats:
                     s.lanes_records[int(lane)] = v
                 elif what == "bytes":
                     s.lanes_bytes[int(lane)] = v
+                elif what == "crypto_ns":
+                    s.lanes_crypto_ns[int(lane)] = v
                 else:
                     s.extra[key] = v
-            elif key in names and key not in ("hist", "lanes_records", "lanes_bytes", "extra"):
+            elif key in names and key not in ("hist", "lanes_records", "lanes_bytes",
+                                                    "lanes_crypto_ns", "extra"):
                 setattr(s, key, v)
             else:
                 s.extra[key] = v
@@ -130,12 +136,14 @@ class EngineStats:
         """Counters accumulated between two snapshots (other taken first)."""
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
-                  "failed_batches", "crypto_ns", "batch_ns"):
+                  "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
         d.lanes_records = {k: v - other.lanes_records.get(k, 0) for k, v in self.lanes_records.items()}
         d.lanes_bytes = {k: v - other.lanes_bytes.get(k, 0) for k, v in self.lanes_bytes.items()}
+        d.lanes_crypto_ns = {k: v - other.lanes_crypto_ns.get(k, 0)
+                             for k, v in self.lanes_crypto_ns.items()}
         return d
 
 
