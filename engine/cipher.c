@@ -119,6 +119,11 @@ static void free_lanes(pt_ctx *c)
 {
     int i;
 
+    for (i = 0; i < PIPETLS_MAX_PIPES / PT_GROUP; i++) {
+        OPENSSL_free(c->scratch[i]);
+        c->scratch[i] = NULL;
+        c->scratch_len[i] = 0;
+    }
     for (i = 0; i < PIPETLS_MAX_PIPES; i++) {
         EVP_CIPHER_CTX_free(c->lane[i]);
         c->lane[i] = NULL;
@@ -205,6 +210,8 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
         memset(d->lane, 0, sizeof(d->lane));
         memset(d->lane_gen, 0, sizeof(d->lane_gen));
+        memset(d->scratch, 0, sizeof(d->scratch));
+        memset(d->scratch_len, 0, sizeof(d->scratch_len));
         d->base = NULL;
         reset_pipeline(d);
         if (c->base != NULL) {
@@ -286,18 +293,48 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
 /* ---- batches ------------------------------------------------------------- */
 
+/* Batch jobs: one record, or a group of PT_GROUP records (job i of a
+ * grouped batch covers records PT_GROUP*i .. PT_GROUP*i+3, the tail ones
+ * are single records). */
 typedef struct {
     pt_ctx *c;
     pt_record *recs;
     int enc;
+    int groups; /* jobs 0..groups-1 are groups */
 } pt_job;
 
 static int run_record(void *arg, int i)
 {
     pt_job *j = arg;
-    pt_record *r = &j->recs[i];
+    int first, k;
 
-    return j->c->fam->record(j->c, j->c->lane[i], r, j->enc) < 0;
+    if (i >= j->groups) {
+        first = j->groups * PT_GROUP + (i - j->groups);
+        return j->c->fam->record(j->c, j->c->lane[first], &j->recs[first], j->enc) < 0;
+    }
+    first = i * PT_GROUP;
+    if (j->c->fam->group(j->c, j->c->lane[first], &j->recs[first], i) == 0)
+        return 0;
+    /* the group could not go as one: one record at a time, same lane order */
+    for (k = first; k < first + PT_GROUP; k++)
+        if (j->c->fam->record(j->c, j->c->lane[k], &j->recs[k], j->enc) < 0)
+            return 1;
+    return 0;
+}
+
+static _Atomic int multiblock_on = 1;
+
+int pt_multiblock_enabled(void)
+{
+    return multiblock_on;
+}
+
+int pt_set_multiblock(long on)
+{
+    if (on != 0 && on != 1)
+        return 0;
+    multiblock_on = (int)on;
+    return 1;
 }
 
 /* Lane context i keyed like base (copied once per key). */
@@ -325,13 +362,15 @@ static int ensure_lane(pt_ctx *c, int i)
  */
 static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
 {
-    pt_job job = { c, recs, EVP_CIPHER_CTX_is_encrypting(ctx) };
+    pt_job job = { c, recs, EVP_CIPHER_CTX_is_encrypting(ctx), 0 };
     size_t sizes[PIPETLS_MAX_PIPES];
+    int counts[PIPETLS_MAX_PIPES];
     unsigned char next_iv[16];
-    int i, failed;
+    int i, failed, jobs;
 
     for (i = 0; i < n; i++) {
         sizes[i] = recs[i].len;
+        counts[i] = 1;
         recs[i].pipe = i;
         if (!ensure_lane(c, i))
             return -1;
@@ -349,7 +388,25 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
     if (c->fam->cbc && !job.enc && recs[n - 1].len >= 16)
         memcpy(next_iv, recs[n - 1].in + recs[n - 1].len - 16, 16);
 
-    failed = pt_lanes_run(run_record, &job, n, sizes);
+    /* stitched CBC-HMAC, encrypting: equal records go in groups of four
+     * through OpenSSL's MULTIBLOCK code on each lane */
+    jobs = n;
+    if (job.enc && c->fam->group != NULL && n >= PT_GROUP && multiblock_on
+        && c->fam->groupable(c->fam, recs, n)) {
+        job.groups = n / PT_GROUP;
+        jobs = job.groups + n % PT_GROUP;
+        for (i = 0; i < jobs; i++) {
+            int first = i < job.groups ? i * PT_GROUP : job.groups * PT_GROUP + (i - job.groups);
+            int k, cnt = i < job.groups ? PT_GROUP : 1;
+
+            sizes[i] = 0;
+            counts[i] = cnt;
+            for (k = first; k < first + cnt; k++)
+                sizes[i] += recs[k].len;
+        }
+    }
+
+    failed = pt_lanes_run(run_record, &job, jobs, sizes, counts);
     if (failed != 0) {
         for (i = 0; i < n; i++)
             if (!job.enc)

@@ -19,10 +19,10 @@ static int cbc_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 
 const pt_family pt_fam_aes_128_cbc = {
     "AES-128-CBC", NID_aes_128_cbc, 16, 16, 16, EVP_CIPH_CBC_MODE,
-    0, 0, 1, 0, NULL, cbc_record
+    0, 0, 1, 0, NULL, cbc_record, NULL, NULL
 };
 
 const pt_family pt_fam_aes_256_cbc = {
     "AES-256-CBC", NID_aes_256_cbc, 16, 32, 16, EVP_CIPH_CBC_MODE,
-    0, 0, 1, 0, NULL, cbc_record
+    0, 0, 1, 0, NULL, cbc_record, NULL, NULL
 };

@@ -47,5 +47,5 @@ const pt_family pt_fam_chacha20_poly1305 = {
     "ChaCha20-Poly1305", NID_chacha20_poly1305, 1, 32, 12,
     EVP_CIPH_CUSTOM_IV | EVP_CIPH_FLAG_CUSTOM_CIPHER | EVP_CIPH_FLAG_AEAD_CIPHER
         | EVP_CIPH_CUSTOM_IV_LENGTH,
-    1, 1, 0, 0, chacha_tls_pad, chacha_record
+    1, 1, 0, 0, chacha_tls_pad, chacha_record, NULL, NULL
 };

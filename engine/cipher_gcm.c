@@ -87,10 +87,10 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 
 const pt_family pt_fam_aes_128_gcm = {
     "AES-128-GCM", NID_aes_128_gcm, 1, 16, 12, GCM_FLAGS,
-    1, 1, 0, 0, gcm_tls_pad, gcm_record
+    1, 1, 0, 0, gcm_tls_pad, gcm_record, NULL, NULL
 };
 
 const pt_family pt_fam_aes_256_gcm = {
     "AES-256-GCM", NID_aes_256_gcm, 1, 32, 12, GCM_FLAGS,
-    1, 1, 0, 0, gcm_tls_pad, gcm_record
+    1, 1, 0, 0, gcm_tls_pad, gcm_record, NULL, NULL
 };

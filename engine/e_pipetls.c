@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* sorted by number: OpenSSL looks commands up assuming ascending order */
 static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_THREADS, "THREADS",
         "Lanes working one batch, the calling thread included (1..256; default: online CPUs)",
@@ -34,6 +35,9 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_INFO, "INFO",
         "Print version, lanes and the ciphers offered on this CPU (ENGINE_ctrl with a buffer: write them into it)",
         ENGINE_CMD_FLAG_NO_INPUT },
+    { PIPETLS_CMD_MULTIBLOCK, "MULTIBLOCK",
+        "CBC-HMAC encryption: each lane encrypts four equal records at once with OpenSSL's MULTIBLOCK code (1, default) or one by one (0)",
+        ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };
 
@@ -104,6 +108,7 @@ static size_t format_info(char *buf, size_t len)
     PUT("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
     PUT("lanes %d\n", pt_lanes_get_threads());
     PUT("inline_below %zu\n", pt_lanes_get_inline_below());
+    PUT("multiblock %d\n", pt_multiblock_enabled());
     for (i = 0; i < n_ciphers; i++)
         PUT("cipher %s\n", cipher_names[i]);
 #undef PUT
@@ -161,6 +166,13 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
         if (!parse_number(i, p, &v) || !pt_lanes_set_inline_below(v)) {
             ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
                 "pipetls INLINE_BELOW must be 0..1073741824 bytes, got %ld", i);
+            return 0;
+        }
+        return 1;
+    case PIPETLS_CMD_MULTIBLOCK:
+        if (!parse_number(i, p, &v) || !pt_set_multiblock(v)) {
+            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
+                "pipetls MULTIBLOCK must be 0 or 1, got %ld", i);
             return 0;
         }
         return 1;

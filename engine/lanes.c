@@ -36,14 +36,16 @@
 #endif
 
 #define DEFAULT_INLINE_BELOW 16384
-#define WORKER_SPIN_NS 50000 /* idle worker: spin this long before sleeping */
+#define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
 
 typedef struct pt_batch {
     pt_job_fn job;
     void *arg;
     const size_t *sizes;
+    const int *counts;
     int n;
+    int records; /* TLS records in all jobs */
     _Atomic int next; /* next index to claim */
     _Atomic int failed;
     _Atomic int refs; /* workers holding the batch (changed under mu) */
@@ -106,7 +108,8 @@ static uint64_t work_on(pt_batch *b, uint64_t t0)
             t0 = pt_ticks();
         rc = b->job(b->arg, i);
         t1 = pt_ticks(); /* one read per record: it starts the next one */
-        pt_stats_record(b->sizes != NULL ? b->sizes[i] : 0, t1 - t0);
+        pt_stats_record(b->counts != NULL ? b->counts[i] : 1,
+            b->sizes != NULL ? b->sizes[i] : 0, t1 - t0);
         t0 = t1;
         if (rc != 0)
             atomic_fetch_add_explicit(&b->failed, 1, memory_order_relaxed);
@@ -177,8 +180,10 @@ static void *worker_main(void *argp)
         if (atomic_load(&pool.seq) != seen)
             continue;
         atomic_fetch_add(&pool.sleepers, 1);
-        if (atomic_load(&pool.seq) == seen && !atomic_load(&pool.stop))
+        if (atomic_load(&pool.seq) == seen && !atomic_load(&pool.stop)) {
+            pt_stats_event(PT_EV_WORKER_SLEEP);
             futex(&pool.seq, FUTEX_WAIT, seen);
+        }
         atomic_fetch_sub(&pool.sleepers, 1);
     }
     return NULL;
@@ -275,7 +280,7 @@ static int ensure_workers(void)
     return n;
 }
 
-int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
+int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts)
 {
     pt_batch b = { 0 };
     size_t total = 0;
@@ -287,16 +292,20 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
     b.job = job;
     b.arg = arg;
     b.sizes = sizes;
+    b.counts = counts;
     b.n = n;
-    for (i = 0; sizes != NULL && i < n; i++)
-        total += sizes[i];
+    b.records = 0;
+    for (i = 0; i < n; i++) {
+        total += sizes != NULL ? sizes[i] : 0;
+        b.records += counts != NULL ? counts[i] : 1;
+    }
 
     if (n <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1 || total < atomic_load(&pool.inline_below)
         || (workers = ensure_workers()) == 0) {
         uint64_t t1 = work_on(&b, t0);
 
         failed = atomic_load(&b.failed);
-        pt_stats_batch(n, 1, failed != 0, t1 - t0);
+        pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
         return failed;
     }
 
@@ -310,8 +319,10 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
     b.listed = 1;
     pthread_mutex_unlock(&pool.mu);
     atomic_fetch_add(&pool.seq, 1);
-    if (atomic_load(&pool.sleepers) > 0)
+    if (atomic_load(&pool.sleepers) > 0) {
+        pt_stats_event(PT_EV_WAKE);
         futex(&pool.seq, FUTEX_WAKE, (uint32_t)(n - 1 < workers ? n - 1 : workers));
+    }
 
     work_on(&b, 0);
 
@@ -325,10 +336,11 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes)
             cpu_relax();
             continue;
         }
+        pt_stats_event(PT_EV_CALLER_SLEEP);
         futex(&b.done, FUTEX_WAIT, 0);
     }
     failed = atomic_load(&b.failed);
-    pt_stats_batch(n, 0, failed != 0, pt_ticks() - t0);
+    pt_stats_batch(b.records, 0, failed != 0, pt_ticks() - t0);
     return failed;
 }
 

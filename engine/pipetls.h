@@ -42,6 +42,11 @@
  *                 environment variable PIPETLS_STATS does the same.
  *  INFO           like STATS, but writes a description of the engine: version,
  *                 lanes, and the ciphers it offers on this CPU.
+ *  MULTIBLOCK     numeric 0 or 1 (default 1): when encrypting with the
+ *                 stitched CBC-HMAC ciphers, each lane encrypts four
+ *                 consecutive records of equal size at once with OpenSSL's
+ *                 MULTIBLOCK code (random explicit IVs of its own); 0: one
+ *                 record at a time (bit-exact with OpenSSL's TLS record mode).
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -49,6 +54,7 @@
 #define PIPETLS_CMD_RESET_STATS (ENGINE_CMD_BASE + 3)
 #define PIPETLS_CMD_STATS_FILE (ENGINE_CMD_BASE + 4)
 #define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
+#define PIPETLS_CMD_MULTIBLOCK (ENGINE_CMD_BASE + 6)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -67,6 +73,9 @@
  *   stream_calls N            plain EVP calls forwarded to OpenSSL's cipher
  *                             (not a TLS 1.2 record: TLS 1.3 records, PEM, ...)
  *   stream_bytes N            ... and their input bytes
+ *   wake_calls N              futex wakes of sleeping workers by callers
+ *   worker_sleeps N           times an idle worker went to sleep
+ *   caller_sleeps N           times a caller slept waiting for its batch
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N

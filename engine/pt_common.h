@@ -48,8 +48,10 @@
 /* ---- statistics (stats.c) ---------------------------------------------- */
 
 void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks);
-void pt_stats_record(size_t bytes, uint64_t crypto_ticks);
+void pt_stats_record(int records, size_t bytes, uint64_t crypto_ticks);
 void pt_stats_stream(size_t bytes); /* plain EVP use (not a TLS 1.2 record) */
+enum { PT_EV_WAKE, PT_EV_WORKER_SLEEP, PT_EV_CALLER_SLEEP };
+void pt_stats_event(int which); /* futex wake / sleeps: the pool's syscalls */
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 /* Writes the counters as text into buf (NUL-terminated, truncated to len);
@@ -62,9 +64,11 @@ void pt_stats_init(void);
 /* ---- lanes (lanes.c) ---------------------------------------------------- */
 
 /* Runs job(arg, i) for i in 0..n-1; each index exactly once, by one thread.
- * The caller works too. Returns the number of jobs that failed (job != 0). */
+ * The caller works too. sizes[i]: bytes of job i; counts[i]: TLS records in
+ * job i (NULL: one each), for the statistics. Returns the number of jobs
+ * that failed (job != 0). */
 typedef int (*pt_job_fn)(void *arg, int index);
-int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes);
+int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts);
 
 int pt_lanes_set_threads(long lanes); /* 1..PIPETLS_MAX_LANES */
 int pt_lanes_get_threads(void);
@@ -103,7 +107,17 @@ typedef struct pt_family {
     int (*tls_pad)(const struct pt_family *f, const unsigned char *aad, int enc);
     /* One TLS record on a pre-keyed lane context. Sets r->result. */
     int (*record)(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc);
+    /* Optional: encrypt PT_GROUP consecutive records of equal size at once
+     * on one lane (OpenSSL's MULTIBLOCK code). Returns 0, or -1 when the
+     * group cannot go that way (the records are then done one by one). */
+    int (*group)(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int slot);
+    /* Can these n records be encrypted in groups? */
+    int (*groupable)(const struct pt_family *f, const pt_record *r, int n);
 } pt_family;
+
+#define PT_GROUP 4 /* records per MULTIBLOCK group (OpenSSL's 4-way interleave) */
+int pt_multiblock_enabled(void);
+int pt_set_multiblock(long on);
 
 extern const pt_family pt_fam_aes_128_gcm, pt_fam_aes_256_gcm;
 extern const pt_family pt_fam_chacha20_poly1305;
@@ -120,6 +134,9 @@ struct pt_ctx {
     /* GCM: the sequence number lane i's IV is at (its TLS mode counts on
      * after each record), or ~0 when unknown */
     uint64_t lane_seq[PIPETLS_MAX_PIPES];
+    /* CBC-HMAC MULTIBLOCK groups: scratch for group slot i (records 4i..) */
+    unsigned char *scratch[PIPETLS_MAX_PIPES / PT_GROUP];
+    size_t scratch_len[PIPETLS_MAX_PIPES / PT_GROUP];
     unsigned char fixed_iv[12]; /* GCM: 4 bytes (or 12); ChaCha20: 12 bytes */
     int enc;
     /* pipeline state, set by the EVP_CTRL_SET_PIPELINE_* ctrls */

@@ -28,6 +28,9 @@ enum {
     C_BATCH_NS,
     C_STREAM_CALLS,
     C_STREAM_BYTES,
+    C_WAKE_CALLS,
+    C_WORKER_SLEEPS,
+    C_CALLER_SLEEPS,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PIPETLS_MAX_PIPES + 1
 };
@@ -201,13 +204,13 @@ void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks)
         add(b, C_HIST + records, 1);
 }
 
-void pt_stats_record(size_t bytes, uint64_t crypto_ticks)
+void pt_stats_record(int records, size_t bytes, uint64_t crypto_ticks)
 {
     pt_block *b = block();
 
     if (b == NULL)
         return;
-    add(b, C_RECORDS, 1);
+    add(b, C_RECORDS, (uint64_t)records);
     add(b, C_BYTES, bytes);
     add(b, C_CRYPTO_NS, crypto_ticks);
 }
@@ -220,6 +223,16 @@ void pt_stats_stream(size_t bytes)
         return;
     add(b, C_STREAM_CALLS, 1);
     add(b, C_STREAM_BYTES, bytes);
+}
+
+void pt_stats_event(int which)
+{
+    pt_block *b = block();
+
+    if (b == NULL)
+        return;
+    add(b, which == PT_EV_WAKE ? C_WAKE_CALLS : which == PT_EV_WORKER_SLEEP ? C_WORKER_SLEEPS
+                                                                           : C_CALLER_SLEEPS, 1);
 }
 
 static void sum(pt_totals *t)
@@ -311,6 +324,9 @@ size_t pt_stats_format(char *buf, size_t len)
     put(buf, len, &off, "batch_ns %llu\n", (unsigned long long)t.c[C_BATCH_NS]);
     put(buf, len, &off, "stream_calls %llu\n", (unsigned long long)t.c[C_STREAM_CALLS]);
     put(buf, len, &off, "stream_bytes %llu\n", (unsigned long long)t.c[C_STREAM_BYTES]);
+    put(buf, len, &off, "wake_calls %llu\n", (unsigned long long)t.c[C_WAKE_CALLS]);
+    put(buf, len, &off, "worker_sleeps %llu\n", (unsigned long long)t.c[C_WORKER_SLEEPS]);
+    put(buf, len, &off, "caller_sleeps %llu\n", (unsigned long long)t.c[C_CALLER_SLEEPS]);
     for (i = 1; i <= PIPETLS_MAX_PIPES; i++)
         if (t.c[C_HIST + i] != 0)
             put(buf, len, &off, "hist.%d %llu\n", i, (unsigned long long)t.c[C_HIST + i]);

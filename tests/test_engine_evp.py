@@ -110,6 +110,14 @@ def test_known_answers(engine_path, offered_ciphers, family):
     assert sizes_seen >= {0, 1, 15, 16, 17, 255, 16383, 16384}
     assert len(nonces) == len(set(nonces)), "a nonce repeated"
 
+    for b in d["multiblock"]:  # stitched ciphers, MULTIBLOCK groups per lane
+        assert b["engine_rc"] > 0 and b["decrypt_rc"] > 0
+        for p_hex, out_hex in zip(b["plain"], b["decrypted"]):
+            assert bytes.fromhex(p_hex) in bytes.fromhex(out_hex)
+        check_independently(d, b)
+    if d["kind"] == "hmac":
+        assert len(d["multiblock"]) == 4
+
     neg = d["negative"]
     fail = -1 if d["kind"] in ("gcm", "chacha") else 0
     assert neg["counts_disagree"] == fail
