@@ -14,6 +14,15 @@
 #define EIV 8 /* EVP_GCM_TLS_EXPLICIT_IV_LEN */
 #define TAG 16 /* EVP_GCM_TLS_TAG_LEN */
 
+static uint64_t be64(uint64_t x)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(x);
+#else
+    return x;
+#endif
+}
+
 static size_t aad_len(const unsigned char *aad)
 {
     return (size_t)aad[11] << 8 | aad[12];
@@ -42,8 +51,7 @@ static int gcm_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
 static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 {
     unsigned char iv[12], aad[PT_TLS_AAD_LEN];
-    uint64_t seq = 0;
-    int k;
+    uint64_t seq;
 
     r->result = -1;
     if (r->len < EIV + TAG || r->len > INT_MAX)
@@ -56,8 +64,8 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
     memcpy(aad, r->aad, PT_TLS_AAD_LEN); /* OpenSSL rewrites the length */
     if (r->out != r->in)
         memmove(r->out, r->in, r->len);
-    for (k = 0; k < EIV; k++)
-        seq = seq << 8 | r->aad[k];
+    memcpy(&seq, r->aad, EIV);
+    seq = be64(seq);
     /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
      * by one, so when this lane's last record was seq - 1 the IV is already
      * right. Decrypting: the explicit nonce comes from the record; the lane

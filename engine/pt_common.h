@@ -49,6 +49,8 @@
 
 void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks);
 void pt_stats_record(int records, size_t bytes, uint64_t crypto_ticks);
+/* a batch of one job run inline: pt_stats_batch + pt_stats_record at once */
+void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed);
 void pt_stats_stream(size_t bytes); /* plain EVP use (not a TLS 1.2 record) */
 enum { PT_EV_WAKE, PT_EV_WORKER_SLEEP, PT_EV_CALLER_SLEEP };
 void pt_stats_event(int which); /* futex wake / sleeps: the pool's syscalls */

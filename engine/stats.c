@@ -215,6 +215,26 @@ void pt_stats_record(int records, size_t bytes, uint64_t crypto_ticks)
     add(b, C_CRYPTO_NS, crypto_ticks);
 }
 
+void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed)
+{
+    pt_block *b = block();
+
+    if (b == NULL)
+        return;
+    add(b, C_BATCHES, 1);
+    add(b, C_INLINE, 1);
+    add(b, C_RECORDS, (uint64_t)records);
+    add(b, C_BYTES, bytes);
+    add(b, C_CRYPTO_NS, ticks);
+    add(b, C_BATCH_NS, ticks);
+    if (records > 1)
+        add(b, C_PIPELINED, 1);
+    if (failed)
+        add(b, C_FAILED, 1);
+    if (records >= 1 && records <= PIPETLS_MAX_PIPES)
+        add(b, C_HIST + records, 1);
+}
+
 void pt_stats_stream(size_t bytes)
 {
     pt_block *b = block();
