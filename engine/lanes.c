@@ -18,6 +18,8 @@
  */
 #include "pt_common.h"
 
+#include <openssl/crypto.h>
+
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -187,6 +189,10 @@ static void *worker_main(void *argp)
         }
         atomic_fetch_sub(&pool.sleepers, 1);
     }
+    /* free what OpenSSL keeps per thread (the DRBG the MULTIBLOCK code drew
+     * explicit IVs from): the pool may be stopped from OPENSSL_cleanup(),
+     * too late for libcrypto's own thread-exit hook */
+    OPENSSL_thread_stop();
     return NULL;
 }
 
