@@ -247,10 +247,24 @@ static void atfork_child(void)
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static _Atomic int exiting;
+
+/*
+ * At exit, stop the workers before OPENSSL_cleanup() runs (atexit handlers
+ * run in reverse order; OpenSSL registered its own earlier): each worker
+ * then frees its per-thread OpenSSL state while libcrypto can still do it.
+ * Batches after this point run in the calling thread.
+ */
+static void stop_at_exit(void)
+{
+    atomic_store(&exiting, 1);
+    pt_lanes_shutdown();
+}
 
 static void init_pool(void)
 {
     pt_stats_init();
+    atexit(stop_at_exit);
     pool.lanes = default_lanes();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
@@ -265,7 +279,7 @@ static int ensure_workers(void)
 {
     int n = atomic_load_explicit(&pool.running, memory_order_acquire);
 
-    if (n > 0)
+    if (n > 0 || atomic_load_explicit(&exiting, memory_order_relaxed))
         return n;
     pthread_mutex_lock(&pool.cfg_mu);
     n = atomic_load(&pool.running);
