@@ -182,8 +182,14 @@ static int pt_cleanup(EVP_CIPHER_CTX *ctx)
     return 1;
 }
 
-static int set_pipes(pt_ctx *c, int *count, int arg)
+static int set_pipes(pt_ctx *c, int *count, int arg, const void *ptr)
 {
+    if (ptr == NULL) {
+        ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_NULL_PARAMETER,
+            "pipetls: pipeline ctrl without an array");
+        c->bad = 1;
+        return 0;
+    }
     if (arg < 1 || arg > PIPETLS_MAX_PIPES) {
         ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
             "pipetls: %d pipes, must be 1..%d", arg, PIPETLS_MAX_PIPES);
@@ -226,17 +232,17 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
     }
 
     case EVP_CTRL_SET_PIPELINE_OUTPUT_BUFS:
-        if (!set_pipes(c, &c->n_out, arg))
+        if (!set_pipes(c, &c->n_out, arg, ptr))
             return 0;
         memcpy(c->out_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
         return 1;
     case EVP_CTRL_SET_PIPELINE_INPUT_BUFS:
-        if (!set_pipes(c, &c->n_in, arg))
+        if (!set_pipes(c, &c->n_in, arg, ptr))
             return 0;
         memcpy(c->in_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
         return 1;
     case EVP_CTRL_SET_PIPELINE_INPUT_LENS:
-        if (!set_pipes(c, &c->n_len, arg))
+        if (!set_pipes(c, &c->n_len, arg, ptr))
             return 0;
         memcpy(c->lens, ptr, sizeof(size_t) * (size_t)arg);
         return 1;

@@ -55,7 +55,8 @@ engine="$build/pipetls.so"
 [ -f "$engine" ] || { echo "$0: $engine was not built" >&2; exit 1; }
 
 if [ $# -eq 0 ]; then
-    for t in tests/test_engine_evp.py tests/test_pipelining.py tests/test_load.py; do
+    for t in tests/test_engine_evp.py tests/test_pipelining.py tests/test_load.py \
+        tests/test_concurrency64.py tests/test_tamper.py tests/test_wire.py; do
         if [ -e "$root/$t" ]; then set -- "$@" "$t"; fi
     done
     if [ $# -eq 0 ]; then

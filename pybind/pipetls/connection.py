@@ -94,6 +94,10 @@ class Connection(PipelineKnobs):
             )
         if sock is not None and bio is not None:
             raise ConfigError("give a socket or a bio, not both", knob="bio")
+        if sock is not None and not (hasattr(sock, "fileno") and hasattr(sock, "gettimeout")):
+            raise ConfigTypeError(
+                "sock must be a socket (with fileno() and gettimeout()), not %s"
+                % type(sock).__name__, knob="sock")
         if sock is None and timeout is not _UNSET and timeout != 0:
             raise ConfigError("timeout applies to socket connections only; memory "
                               "connections are always non-blocking", knob="timeout")

@@ -144,6 +144,13 @@ class Context(PipelineKnobs):
             # Register before SSL_CTX_new so libssl picks the engine ciphers.
             from .engine import load_engine
 
+            from .engine import Engine
+
+            if engine is not True and not isinstance(engine, Engine):
+                raise ConfigTypeError(
+                    "engine must be True (the shared engine), False/None or a "
+                    "pipetls.Engine, not %s (load a path with pipetls.load_engine(path))"
+                    % type(engine).__name__, knob="engine")
             self._engine = load_engine(register=True) if engine is True else engine
             if not self._engine.registered:
                 self._engine.register_default()
