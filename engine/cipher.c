@@ -354,6 +354,7 @@ static int ensure_lane(pt_ctx *c, int i)
         return 0;
     c->lane_gen[i] = c->key_gen;
     c->lane_seq[i] = UINT64_MAX;
+    c->lane_iv_ok[i] = 0;
     return 1;
 }
 
@@ -543,4 +544,28 @@ EVP_CIPHER *pt_cipher_new(const pt_family *f)
 int pt_set_iv(EVP_CIPHER_CTX *lane, const unsigned char *iv)
 {
     return EVP_CipherInit_ex2(lane, NULL, NULL, iv, -1, NULL);
+}
+
+int pt_cbc_begin(pt_ctx *c, EVP_CIPHER_CTX *lane, const pt_record *r, unsigned char last[16])
+{
+    int p = r->pipe;
+
+    if (r->len >= 16)
+        memcpy(last, r->in + r->len - 16, 16);
+    if (c->lane_iv_ok[p] && memcmp(c->lane_iv[p], r->iv, 16) == 0)
+        return 1; /* consecutive records on one lane: the chain is right */
+    c->lane_iv_ok[p] = 0;
+    return pt_set_iv(lane, r->iv);
+}
+
+void pt_cbc_end(pt_ctx *c, const pt_record *r, int enc, const unsigned char last[16])
+{
+    int p = r->pipe;
+
+    if (r->len < 16) {
+        c->lane_iv_ok[p] = 0;
+        return;
+    }
+    memcpy(c->lane_iv[p], enc ? r->out + r->len - 16 : last, 16);
+    c->lane_iv_ok[p] = 1;
 }

@@ -7,13 +7,19 @@
 
 static int cbc_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 {
+    unsigned char last[16];
+
     r->result = -1;
     if (r->len % 16 != 0 || r->len > INT_MAX)
         return -1;
     if (r->len == 0)
         return r->result = 0;
-    if (!pt_set_iv(lane, r->iv) || EVP_Cipher(lane, r->out, r->in, (unsigned int)r->len) < 0)
+    if (!pt_cbc_begin(c, lane, r, last)
+        || EVP_Cipher(lane, r->out, r->in, (unsigned int)r->len) < 0) {
+        c->lane_iv_ok[r->pipe] = 0;
         return -1;
+    }
+    pt_cbc_end(c, r, enc, last);
     return r->result = (int)r->len;
 }
 

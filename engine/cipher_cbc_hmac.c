@@ -30,16 +30,19 @@ static int hmac_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
 
 static int hmac_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
 {
-    unsigned char aad[PT_TLS_AAD_LEN];
+    unsigned char aad[PT_TLS_AAD_LEN], last[16];
 
     r->result = -1;
     if (r->len % 16 != 0 || r->len == 0 || r->len > INT_MAX)
         return -1;
     memcpy(aad, r->aad, PT_TLS_AAD_LEN); /* OpenSSL rewrites the length */
-    if (!pt_set_iv(lane, r->iv)
+    if (!pt_cbc_begin(c, lane, r, last)
         || EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad) <= 0
-        || EVP_Cipher(lane, r->out, r->in, (unsigned int)r->len) < 0)
+        || EVP_Cipher(lane, r->out, r->in, (unsigned int)r->len) < 0) {
+        c->lane_iv_ok[r->pipe] = 0;
         return -1;
+    }
+    pt_cbc_end(c, r, enc, last);
     return r->result = (int)r->len;
 }
 
@@ -111,6 +114,7 @@ static int hmac_group(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int slot)
     mb.inp = aad;
     mb.len = PT_GROUP * p;
     mb.interleave = PT_GROUP;
+    c->lane_iv_ok[r[0].pipe] = 0;
     packlen = EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_TLS1_1_MULTIBLOCK_AAD, sizeof(mb), &mb);
     if (packlen != (int)(PT_GROUP * (5 + body)) || mb.interleave != PT_GROUP)
         return -1;
@@ -124,6 +128,7 @@ static int hmac_group(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int slot)
         memcpy(r[i].out, out + i * (5 + body) + 5, body);
         r[i].result = (int)body;
     }
+    c->lane_iv_ok[r[0].pipe] = 0; /* MULTIBLOCK leaves the lane's IV elsewhere */
     return 0;
 }
 

@@ -136,6 +136,10 @@ struct pt_ctx {
     /* GCM: the sequence number lane i's IV is at (its TLS mode counts on
      * after each record), or ~0 when unknown */
     uint64_t lane_seq[PIPETLS_MAX_PIPES];
+    /* CBC families: the IV lane i's context is at after its last record
+     * (the last ciphertext block), when lane_iv_ok[i] */
+    unsigned char lane_iv[PIPETLS_MAX_PIPES][16];
+    unsigned char lane_iv_ok[PIPETLS_MAX_PIPES];
     /* CBC-HMAC MULTIBLOCK groups: scratch for group slot i (records 4i..) */
     unsigned char *scratch[PIPETLS_MAX_PIPES / PT_GROUP];
     size_t scratch_len[PIPETLS_MAX_PIPES / PT_GROUP];
@@ -160,5 +164,11 @@ extern const pt_family *const pt_families[];
 
 /* Shared helpers for the families. */
 int pt_set_iv(EVP_CIPHER_CTX *lane, const unsigned char *iv);
+/* CBC families: start lane r->pipe at r->iv (skipped when it is already
+ * there), and remember where it ends: call pt_cbc_begin before the record
+ * (it saves the last input block: decryption may overwrite it) and
+ * pt_cbc_end after a successful one. */
+int pt_cbc_begin(pt_ctx *c, EVP_CIPHER_CTX *lane, const pt_record *r, unsigned char last[16]);
+void pt_cbc_end(pt_ctx *c, const pt_record *r, int enc, const unsigned char last[16]);
 
 #endif
