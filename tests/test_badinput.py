@@ -233,7 +233,7 @@ def test_stats_buffer_protocol_edges(engine):
     _ffi.ERR_clear_error()
 
 
-def test_ctrl_edges_in_a_child_do_not_crash():
+def test_ctrl_edges_in_a_child_do_not_crash(engine_path):
     """Raw ENGINE_ctrl edges (NULL buffer, length 0 and negative, STATS_FILE
     to a missing directory, RESET_STATS with junk arguments) in a child:
     no crash, a clean exit (the stats file write at unload may fail, but
@@ -254,7 +254,7 @@ print(_ffi.ENGINE_ctrl_cmd_string(h, b"STATS_FILE", b"/nonexistent/dir/stats.txt
 _ffi.ERR_clear_error()
 print("alive", e.stats().lanes > 0)
 """
-    r = run_isolated(code, timeout=60)
+    r = run_isolated(code, timeout=60, env={"PIPETLS_ENGINE": engine_path})
     assert not r.timed_out and not r.crashed, (r.returncode, r.stderr[-2000:])
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith("alive True")
@@ -368,13 +368,13 @@ print(json.dumps(out))
 """
 
 
-def test_bad_evp_ctrls_fail_cleanly():
+def test_bad_evp_ctrls_fail_cleanly(engine_path):
     """Where OpenSSL's own cipher refuses a ctrl, the engine's refuses it
     too (invariant 1); bad pipeline ctrls are refused (a NULL array, a
     count of -1, 33 or 2**30), and a batch of records too short for their
     tag fails -- with no crash or hang in any case. ``out_bufs_0`` may go
     either way."""
-    r = run_isolated(EVP_BAD_CTRLS, timeout=60)
+    r = run_isolated(EVP_BAD_CTRLS, timeout=60, env={"PIPETLS_ENGINE": engine_path})
     assert not r.timed_out, "a bad EVP ctrl hung the engine"
     assert not r.crashed, (f"a bad EVP ctrl crashed the engine (rc {r.returncode}); run "
                            f"the child with 'TRY' prints to see which\n{r.stderr[-3000:]}")
