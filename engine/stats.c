@@ -52,8 +52,9 @@ typedef struct {
 static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
 static pt_block *blocks;
 static pt_totals baseline;
-static _Thread_local pt_block *my_block;
-static _Thread_local int my_lane;
+/* Each thread's block hangs on a pthread key, not a _Thread_local: this
+ * library is dlopen()ed, so its thread-locals would live in dynamic TLS,
+ * which ThreadSanitizer cannot follow across thread exit and reuse. */
 static pthread_key_t release_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -142,22 +143,21 @@ static void make_key(void)
     pthread_key_create(&release_key, release_block);
 }
 
-static pt_block *block(void)
+/* This thread's block for lane `lane`: a free one of that lane, or new. */
+static pt_block *block_lane(int lane)
 {
-    pt_block *b = my_block;
+    pt_block *b;
 
-    if (b != NULL)
-        return b;
     pthread_once(&key_once, make_key);
     pthread_mutex_lock(&blocks_mu);
     for (b = blocks; b != NULL; b = b->next)
-        if (!b->in_use && b->lane == my_lane)
+        if (!b->in_use && b->lane == lane)
             break;
     if (b == NULL) {
         b = aligned_alloc(64, sizeof(*b));
         if (b != NULL) {
             memset(b, 0, sizeof(*b));
-            b->lane = my_lane;
+            b->lane = lane;
             b->next = blocks;
             blocks = b;
         }
@@ -165,11 +165,18 @@ static pt_block *block(void)
     if (b != NULL)
         b->in_use = 1;
     pthread_mutex_unlock(&blocks_mu);
-    if (b != NULL) {
+    if (b != NULL)
         pthread_setspecific(release_key, b);
-        my_block = b;
-    }
     return b;
+}
+
+static pt_block *block(void)
+{
+    pt_block *b;
+
+    pthread_once(&key_once, make_key);
+    b = pthread_getspecific(release_key);
+    return b != NULL ? b : block_lane(0); /* a calling thread: lane 0 */
 }
 
 static inline void add(pt_block *b, int i, uint64_t v)
@@ -182,8 +189,12 @@ static inline void add(pt_block *b, int i, uint64_t v)
 
 void pt_stats_set_lane(int lane)
 {
-    my_lane = lane;
-    my_block = NULL;
+    pt_block *old;
+
+    pthread_once(&key_once, make_key);
+    if ((old = pthread_getspecific(release_key)) != NULL)
+        release_block(old);
+    block_lane(lane);
 }
 
 void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks)
