@@ -629,16 +629,25 @@ def plot(results, path):
         raise SystemExit("pipetls bench --plot needs matplotlib: pip install 'pipetls[plot]'")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rows = [r for r in results if r.scenario in ("write", "read", "loopback")]
-    for key, ax, xlabel in (("lanes", axes[0], "lanes"), ("max_pipelines", axes[1], "max_pipelines")):
+    if not rows:
+        raise SystemExit("pipetls bench --plot: no write/read/loopback rows to plot")
+    top_mp = max(r.max_pipelines for r in rows)
+    top_lanes = max(r.lanes for r in rows)
+    # left: against lanes at the largest max_pipelines; right: against
+    # max_pipelines at the most lanes; one line per scenario and cipher
+    for key, fixed, value, ax in (("lanes", "max_pipelines", top_mp, axes[0]),
+                                  ("max_pipelines", "lanes", top_lanes, axes[1])):
         series = {}
         for r in rows:
-            series.setdefault((r.scenario, r.cipher), []).append((getattr(r, key), r.speedup))
+            if getattr(r, fixed) == value:
+                series.setdefault((r.scenario, r.cipher), []).append((getattr(r, key), r.speedup))
         for (scen, cipher), pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="%s %s" % (scen, cipher))
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(key)
         ax.set_ylabel("speedup vs stock")
+        ax.set_title("%s = %d" % (fixed, value), fontsize=9)
     axes[1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
