@@ -575,6 +575,8 @@ def main(args):
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
     json_to_stdout = args.json == "-"
     console = Console(stderr=json_to_stdout)
+    if not console.is_terminal:  # a log or a pipe: room for the whole table
+        console = Console(stderr=json_to_stdout, width=150)
     with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=console, transient=True) as prog:
