@@ -56,7 +56,7 @@ engine="$build/pipetls.so"
 
 if [ $# -eq 0 ]; then
     for t in tests/test_engine_evp.py tests/test_pipelining.py tests/test_load.py \
-        tests/test_concurrency64.py tests/test_tamper.py tests/test_wire.py; do
+        tests/test_concurrency64.py tests/test_tamper.py tests/test_wire.py tests/test_failure_paths.py; do
         if [ -e "$root/$t" ]; then set -- "$@" "$t"; fi
     done
     if [ $# -eq 0 ]; then

@@ -304,9 +304,7 @@ def _sink(conn, io_size, echo):
 
 
 def cmd_serve(args, console):
-    from .connection import Connection
     from .context import Context
-    from .errors import PipetlsError
 
     engine = _engine_for(args, console)
     tmp = None
@@ -315,63 +313,74 @@ def cmd_serve(args, console):
         tmp = tempfile.TemporaryDirectory(prefix="pipetls-serve-")
         cert, key = _selfsigned(tmp.name)
     try:
-        ctx = Context(server=True, certfile=cert, keyfile=key or cert)
-        _configure(ctx, args)
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        lsock = socket.socket(family, socket.SOCK_STREAM)
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind((args.host, args.port))
-        lsock.listen(16)
-        host, port = lsock.getsockname()[:2]
-        print("ACCEPT %s:%d" % (host, port), flush=True)
-        served = 0
-        while args.naccept is None or served < args.naccept:
-            sock, peer = lsock.accept()
-            served += 1
-            sock.settimeout(args.timeout)
-            try:
-                with Connection(ctx, sock) as conn:
-                    conn.do_handshake()
-                    if not args.quiet:
-                        console.print("[green]%s:%d[/green] %s %s" % (peer[0], peer[1],
-                                                                     conn.version, conn.cipher))
-                    if engine is not None:
-                        engine.reset_stats()
-                    if args.bulk is not None or args.echo:
-                        n, dt = _sink(conn, args.io_size, args.echo)
-                        print("received %d bytes: %s" % (n, _rate(n, dt)), flush=True)
-                        if args.bulk is not None and n != args.bulk:
-                            console.print("[red]expected %d bytes[/red]" % args.bulk)
-                    else:
-                        n, dt = _sink(conn, args.io_size, False)
-                        print("received %d bytes" % n, flush=True)
-                    if engine is not None and not args.quiet:
-                        console.print(_stats_table(engine, "engine (server)"))
-                    conn.shutdown(timeout=1.0)
-            except PipetlsError as exc:
-                console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
-            except OSError as exc:
-                console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
-            finally:
-                sock.close()
-        lsock.close()
+        with Context(server=True, certfile=cert, keyfile=key or cert) as ctx:
+            _configure(ctx, args)
+            family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as lsock:
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                lsock.bind((args.host, args.port))
+                lsock.listen(16)
+                _serve(ctx, lsock, engine, args, console)
     finally:
         if tmp is not None:
             tmp.cleanup()
     return 0
 
 
-def cmd_connect(args, console):
+def _serve(ctx, lsock, engine, args, console):
     from .connection import Connection
+    from .errors import PipetlsError
+
+    host, port = lsock.getsockname()[:2]
+    print("ACCEPT %s:%d" % (host, port), flush=True)
+    served = 0
+    while args.naccept is None or served < args.naccept:
+        sock, peer = lsock.accept()
+        served += 1
+        sock.settimeout(args.timeout)
+        try:
+            with Connection(ctx, sock) as conn:
+                conn.do_handshake()
+                if not args.quiet:
+                    console.print("[green]%s:%d[/green] %s %s" % (peer[0], peer[1],
+                                                                 conn.version, conn.cipher))
+                if engine is not None:
+                    engine.reset_stats()
+                if args.bulk is not None or args.echo:
+                    n, dt = _sink(conn, args.io_size, args.echo)
+                    print("received %d bytes: %s" % (n, _rate(n, dt)), flush=True)
+                    if args.bulk is not None and n != args.bulk:
+                        console.print("[red]expected %d bytes[/red]" % args.bulk)
+                else:
+                    n, dt = _sink(conn, args.io_size, False)
+                    print("received %d bytes" % n, flush=True)
+                if engine is not None and not args.quiet:
+                    console.print(_stats_table(engine, "engine (server)"))
+                conn.shutdown(timeout=1.0)
+        except PipetlsError as exc:
+            console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
+        except OSError as exc:
+            console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
+        finally:
+            sock.close()
+
+
+def cmd_connect(args, console):
     from .context import Context
-    from .errors import TLSClosed, TLSUnexpectedEOF
 
     engine = _engine_for(args, console)
     verify = not args.insecure
-    ctx = Context(server=False, verify=verify, cafile=args.cafile if verify else None)
-    if args.cert:
-        ctx.load_cert_chain(args.cert, args.key)
-    _configure(ctx, args)
+    with Context(server=False, verify=verify, cafile=args.cafile if verify else None) as ctx:
+        if args.cert:
+            ctx.load_cert_chain(args.cert, args.key)
+        _configure(ctx, args)
+        return _connect(ctx, engine, args, console)
+
+
+def _connect(ctx, engine, args, console):
+    from .connection import Connection
+    from .errors import TLSClosed, TLSUnexpectedEOF
+
     sock = socket.create_connection((args.host, args.port), timeout=args.timeout)
     servername = args.servername or args.host
     try:
@@ -516,6 +525,9 @@ def main(argv=None):
         return (args.func(args, console) if n >= 2 else args.func(args)) or 0
     except PipetlsError as exc:
         console.print("[red]pipetls: %s[/red]" % exc)
+        return 1
+    except OSError as exc:  # a refused connection, a missing file ...
+        console.print("[red]pipetls %s: %s[/red]" % (args.command, exc))
         return 1
     except KeyboardInterrupt:
         return 130

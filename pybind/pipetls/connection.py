@@ -13,15 +13,23 @@ Transports:
 * a BIO pair: ``Connection.memory_pair(server_ctx, client_ctx)`` joins two
   connections in-process; ``handshake_pair()`` and ``pump()`` drive them.
 * any BIO(s) of your own: ``Connection(ctx, bio=ptr)`` or
-  ``bio=(rbio, wbio)``; the connection takes ownership.
+  ``bio=(rbio, wbio)``; the connection takes ownership once it is made.
 
-Ownership: the BIOs belong to the SSL* and are freed by ``SSL_free``; the
-SSL* is freed by ``close()`` or, failing that, by a ``weakref.finalize`` when
-the object is collected.  A connection keeps its Context (and the callbacks
-OpenSSL points at) alive.  Every method raises ``ClosedError`` after
-``close()`` instead of touching freed memory; a per-connection lock
-serialises calls (OpenSSL allows one thread per SSL* at a time) and makes
-``close()`` from another thread safe.
+Ownership (one place frees each thing):
+
+* the ``SSL*`` is the Connection's from ``SSL_new`` on; ``close()`` frees it
+  (or, failing that, a ``weakref.finalize`` when the object is collected);
+  a constructor that raises has already freed it;
+* a BIO becomes the ``SSL*``'s only when ``SSL_set_bio`` succeeded, which is
+  the constructor's last step: afterwards ``SSL_free`` frees it (a socket BIO
+  from ``SSL_set_fd`` too; it does not close the fd).  If the constructor
+  raises, BIOs given with ``bio=`` are still the caller's to free;
+* the socket stays the caller's: ``close()`` never closes it.
+
+A connection keeps its Context (and the callbacks OpenSSL points at) alive.
+Every method raises ``ClosedError`` after ``close()`` instead of touching
+freed memory; a per-connection lock serialises calls (OpenSSL allows one
+thread per SSL* at a time) and makes ``close()`` from another thread safe.
 
 Buffers are never copied on the way in: ``write``/``sendall`` accept any
 contiguous bytes-like object (bytes, bytearray, memoryview, array, mmap) and
@@ -124,41 +132,11 @@ class Connection(PipelineKnobs):
         self._shutdown_sent = False
         self._timeout = None
         try:
-            if sock is not None:
-                fd = sock.fileno()
-                if fd < 0:
-                    raise ClosedError("the socket is closed")
-                check(_ffi.SSL_set_fd(ssl, fd), "SSL_set_fd failed")
-                self._sock = sock
-                self._fd = fd
-                self._sock_timeout = sock.gettimeout()
-                self._timeout = self._sock_timeout if timeout is _UNSET else timeout
-                sock.setblocking(False)  # OS-level non-blocking; we poll
-            elif bio is not None:
-                if isinstance(bio, tuple):
-                    rbio, wbio = bio
-                else:
-                    rbio = wbio = bio
-                rbio = getattr(rbio, "value", rbio)
-                wbio = getattr(wbio, "value", wbio)
-                if not rbio or not wbio:
-                    raise ConfigError("bio must be a non-NULL BIO pointer", knob="bio")
-                # Ownership passes to the SSL* (one reference each; one in
-                # all when rbio is wbio).
-                _ffi.SSL_set_bio(ssl, rbio, wbio)
-                self._timeout = 0.0
-            else:
-                rbio = check_ptr(_ffi.BIO_new(_ffi.BIO_s_mem()), "BIO_new failed")
-                wbio = _ffi.BIO_new(_ffi.BIO_s_mem())
-                if not wbio:
-                    _ffi.BIO_free(rbio)
-                    check_ptr(wbio, "BIO_new failed")
-                _ffi.SSL_set_bio(ssl, rbio, wbio)  # both now freed by SSL_free
-                self._rbio, self._wbio = rbio, wbio
-                self._timeout = 0.0
-            if self._timeout is not None:
-                self._timeout = self._check_timeout(self._timeout)
-
+            # Everything that can fail comes before the transport is attached,
+            # so that a constructor that raises leaves BIOs passed in with
+            # ``bio=`` with their owner (the caller).  See "Ownership" above.
+            if sock is None:
+                self._timeout = 0.0  # memory and BIO connections never block
             if self.server_side:
                 _ffi.SSL_set_accept_state(ssl)
             else:
@@ -171,9 +149,57 @@ class Connection(PipelineKnobs):
                         "context.check_hostname = False)",
                         knob="server_hostname",
                     )
+            if sock is not None:
+                fd = sock.fileno()
+                if fd < 0:
+                    raise ClosedError("the socket is closed")
+                sock_timeout = sock.gettimeout()
+                t = self._check_timeout(sock_timeout if timeout is _UNSET else timeout)
+                # SSL_set_fd makes a socket BIO (freed by SSL_free; it does
+                # not close the fd).
+                check(_ffi.SSL_set_fd(ssl, fd), "SSL_set_fd failed")
+                self._sock = sock
+                self._fd = fd
+                self._sock_timeout = sock_timeout
+                self._timeout = t
+                sock.setblocking(False)  # OS-level non-blocking; we poll
+            elif bio is not None:
+                rbio, wbio = self._bio_pointers(bio)
+                # From here on the SSL* owns the BIO(s) (one reference each;
+                # one in all when rbio is wbio) and SSL_free frees them.
+                # Nothing after this line can fail.
+                _ffi.SSL_set_bio(ssl, rbio, wbio)
+            else:
+                rbio = check_ptr(_ffi.BIO_new(_ffi.BIO_s_mem()), "BIO_new failed")
+                wbio = _ffi.BIO_new(_ffi.BIO_s_mem())
+                if not wbio:
+                    _ffi.BIO_free(rbio)  # not attached yet: ours to free
+                    check_ptr(wbio, "BIO_new failed")
+                _ffi.SSL_set_bio(ssl, rbio, wbio)  # both now freed by SSL_free
+                self._rbio, self._wbio = rbio, wbio
         except BaseException:
-            self.close()
+            self.close()  # frees the SSL* (and what SSL_set_* attached to it)
             raise
+
+    @staticmethod
+    def _bio_pointers(bio):
+        """(rbio, wbio) as ints from ``bio=`` (a pointer, a ctypes c_void_p, or
+        a pair of them); ConfigError / ConfigTypeError for anything else."""
+        pair = bio if isinstance(bio, tuple) else (bio, bio)
+        if len(pair) != 2:
+            raise ConfigError("bio must be a BIO pointer or a (rbio, wbio) pair", knob="bio")
+        out = []
+        for b in pair:
+            if isinstance(b, ctypes.c_void_p):
+                b = b.value
+            if isinstance(b, bool) or not isinstance(b, (int, type(None))):
+                raise ConfigTypeError(
+                    "bio must be a BIO pointer (int or ctypes.c_void_p), not %s"
+                    % type(b).__name__, knob="bio")
+            if not b:
+                raise ConfigError("bio must be a non-NULL BIO pointer", knob="bio")
+            out.append(b)
+        return out[0], out[1]
 
     @staticmethod
     def _set_hostname(ssl, name, check_name):
@@ -213,16 +239,18 @@ class Connection(PipelineKnobs):
         b1, b2 = _ffi.BIO(), _ffi.BIO()
         check(_ffi.BIO_new_bio_pair(ctypes.byref(b1), bufsize, ctypes.byref(b2), bufsize),
               "BIO_new_bio_pair failed")
+        # Each half is ours until the Connection made on it returns: a
+        # Connection that raises has not taken its BIO (see __init__), one
+        # that returned owns it and frees it through SSL_free on close().
+        server = client = None
         try:
             server = cls(server_ctx, bio=b1.value)
-        except BaseException:
-            _ffi.BIO_free(b1.value)
-            _ffi.BIO_free(b2.value)
-            raise
-        try:
             client = cls(client_ctx, bio=b2.value, server_hostname=server_hostname)
         except BaseException:
-            server.close()
+            if server is None:
+                _ffi.BIO_free(b1.value)
+            else:
+                server.close()
             _ffi.BIO_free(b2.value)
             raise
         return server, client
@@ -576,6 +604,10 @@ class Connection(PipelineKnobs):
             self._need_memory()
             avail = _ffi.BIO_ctrl_pending(self._wbio)
             if n is not None:
+                if isinstance(n, bool) or not isinstance(n, int):
+                    raise ConfigTypeError("n must be an int or None", knob="n")
+                if n < 0:
+                    raise ConfigError("n=%d is out of range: allowed >= 0" % n, knob="n")
                 avail = min(avail, n)
             if avail == 0:
                 return b""
@@ -676,6 +708,8 @@ def _shuttle(a, b):
 def handshake_pair(server, client, max_rounds=100):
     """Drive both ends of a memory pair (or two memory connections, whose
     ciphertext is shuttled) until both handshakes are done."""
+    _check_pair(server, client)
+    max_rounds = _positive("max_rounds", max_rounds)
     for _ in range(max_rounds):
         for c in (client, server):
             if not c.handshake_done:
@@ -689,6 +723,22 @@ def handshake_pair(server, client, max_rounds=100):
         if not (_has_input(server) or _has_input(client)):
             break
     raise TLSError("handshake_pair: the handshake did not complete")
+
+
+def _positive(knob, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError("%s must be an int, not %s" % (knob, type(value).__name__), knob=knob)
+    if value < 1:
+        raise ConfigError("%s=%d is out of range: allowed >= 1" % (knob, value), knob=knob)
+    return value
+
+
+def _check_pair(a, b):
+    for c in (a, b):
+        if not isinstance(c, Connection):
+            raise ConfigTypeError("expected a pipetls.Connection, not %s" % type(c).__name__,
+                                  knob="connection")
+        c.handle  # ClosedError after close()
 
 
 def _has_input(c):
@@ -707,7 +757,14 @@ def pump(sender, receiver, data, *, write_size=1 << 17, read_size=1 << 20, on_da
     called with a memoryview of each decrypted chunk (valid only during the
     call).  Returns the number of bytes received.
     """
+    _check_pair(sender, receiver)
+    write_size = _positive("write_size", write_size)
+    read_size = _positive("read_size", read_size)
+    if on_data is not None and not callable(on_data):
+        raise ConfigTypeError("on_data must be callable", knob="on_data")
     if isinstance(data, int) and not isinstance(data, bool):
+        if data < 0:
+            raise ConfigError("data=%d is out of range: allowed >= 0 bytes" % data, knob="data")
         total = data
         zeros = bytearray(min(write_size, max(total, 1)))
     else:

@@ -164,47 +164,53 @@ class Context(PipelineKnobs):
         self._keepalive = _KeepAlive()
         self._knobs = dict(DEFAULTS)
         self._alpn = None
-        _ffi.SSL_CTX_set_info_callback(ptr, _INFO_CB)
-        # Partial writes: write() returns after each batch of records, so a
-        # non-blocking sender makes progress; moving buffer: a retry may pass
-        # a different (equal) buffer object.
-        _ffi.SSL_CTX_set_mode(
-            ptr, _ffi.SSL_MODE_ENABLE_PARTIAL_WRITE | _ffi.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
-        )
+        try:
+            _ffi.SSL_CTX_set_info_callback(ptr, _INFO_CB)
+            # Partial writes: write() returns after each batch of records, so a
+            # non-blocking sender makes progress; moving buffer: a retry may pass
+            # a different (equal) buffer object.
+            _ffi.SSL_CTX_set_mode(
+                ptr, _ffi.SSL_MODE_ENABLE_PARTIAL_WRITE | _ffi.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+            )
 
-        if verify is None:
-            verify = not self.server
-        self._check_hostname = False
-        self.verify = verify
-        if check_hostname is not None:
-            self.check_hostname = check_hostname
-        if cafile is not None:
-            self.load_verify_locations(cafile)
-        elif self.verify and not self.server:
-            check(_ffi.SSL_CTX_set_default_verify_paths(ptr), "SSL_CTX_set_default_verify_paths")
-        if certfile is not None:
-            self.load_cert_chain(certfile, keyfile)
-        self.set_versions(min_version, max_version)
-        if ciphers is not None:
-            self.set_ciphers(ciphers)
-        if ciphersuites is not None:
-            self.set_ciphersuites(ciphersuites)
-        if alpn_protocols is not None:
-            self.set_alpn_protocols(alpn_protocols)
-        if keylog_file is not None or keylog_callback is not None:
-            self.set_keylog(file=keylog_file, callback=keylog_callback)
-        if max_send_fragment is not None:
-            self.max_send_fragment = max_send_fragment
-        if max_pipelines is not None:
-            self.max_pipelines = max_pipelines
-        if split_send_fragment is not None:
-            self.split_send_fragment = split_send_fragment
-        if read_ahead is not None:
-            self.read_ahead = read_ahead
-        if default_read_buffer_len is not None:
-            self.default_read_buffer_len = default_read_buffer_len
-        if encrypt_then_mac is not None:
-            self.encrypt_then_mac = encrypt_then_mac
+            if verify is None:
+                verify = not self.server
+            self._check_hostname = False
+            self.verify = verify
+            if check_hostname is not None:
+                self.check_hostname = check_hostname
+            if cafile is not None:
+                self.load_verify_locations(cafile)
+            elif self.verify and not self.server:
+                check(_ffi.SSL_CTX_set_default_verify_paths(ptr), "SSL_CTX_set_default_verify_paths")
+            if certfile is not None:
+                self.load_cert_chain(certfile, keyfile)
+            self.set_versions(min_version, max_version)
+            if ciphers is not None:
+                self.set_ciphers(ciphers)
+            if ciphersuites is not None:
+                self.set_ciphersuites(ciphersuites)
+            if alpn_protocols is not None:
+                self.set_alpn_protocols(alpn_protocols)
+            if keylog_file is not None or keylog_callback is not None:
+                self.set_keylog(file=keylog_file, callback=keylog_callback)
+            if max_send_fragment is not None:
+                self.max_send_fragment = max_send_fragment
+            if max_pipelines is not None:
+                self.max_pipelines = max_pipelines
+            if split_send_fragment is not None:
+                self.split_send_fragment = split_send_fragment
+            if read_ahead is not None:
+                self.read_ahead = read_ahead
+            if default_read_buffer_len is not None:
+                self.default_read_buffer_len = default_read_buffer_len
+            if encrypt_then_mac is not None:
+                self.encrypt_then_mac = encrypt_then_mac
+        except BaseException:
+            # A constructor that fails part-way frees what it made: the
+            # SSL_CTX and a keylog file it opened.
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ life
     @property
@@ -380,8 +386,21 @@ class Context(PipelineKnobs):
             raise ConfigTypeError("alpn_protocols must be a list of str", knob="alpn_protocols")
         wire = bytearray()
         names = []
+        try:
+            protocols = list(protocols)
+        except TypeError:
+            raise ConfigTypeError("alpn_protocols must be a list of str", knob="alpn_protocols") from None
         for p in protocols:
-            b = p.encode("ascii") if isinstance(p, str) else bytes(p)
+            if isinstance(p, str):
+                try:
+                    b = p.encode("ascii")
+                except UnicodeEncodeError:
+                    raise ConfigError("ALPN protocol %r is not ASCII" % (p,), knob="alpn_protocols") from None
+            elif isinstance(p, (bytes, bytearray)):
+                b = bytes(p)
+            else:
+                raise ConfigTypeError("ALPN protocols must be str or bytes, not %s"
+                                      % type(p).__name__, knob="alpn_protocols")
             if not 1 <= len(b) <= 255:
                 raise ConfigError("ALPN protocol %r: length must be 1..255" % (p,), knob="alpn_protocols")
             wire += bytes([len(b)]) + b

@@ -18,7 +18,7 @@ import weakref
 
 from . import _ffi
 from ._knobs import in_range
-from .errors import ClosedError, EngineError, check, check_ptr, drain_errors
+from .errors import ClosedError, ConfigTypeError, EngineError, check, check_ptr, drain_errors
 
 __all__ = ["Engine", "EngineStats", "engine_path", "load_engine", "shared_engine"]
 
@@ -176,6 +176,8 @@ class Engine:
             inline_below = in_range("inline_below", inline_below, *INLINE_BELOW_RANGE)
         if path is None:
             path = engine_path()
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise ConfigTypeError("path must be a path, not %s" % type(path).__name__, knob="path")
         path = os.fsdecode(path)
         if not os.path.isfile(path):
             raise EngineError("engine %s: no such file" % path)
@@ -223,7 +225,11 @@ class Engine:
         with _live_lock:
             _live[key] = self
         if register:
-            self.register_default()
+            try:
+                self.register_default()
+            except BaseException:
+                self.close()  # a constructor that raises leaves nothing loaded
+                raise
 
     # ------------------------------------------------------------------ life
     @property
@@ -288,8 +294,9 @@ class Engine:
     def unregister(self):
         """Stop being the default for new cipher contexts."""
         with self._lock:
+            e = self.handle  # ClosedError after close()
             if self._registered[0]:
-                _ffi.ENGINE_unregister_ciphers(self.handle)
+                _ffi.ENGINE_unregister_ciphers(e)
                 self._registered[0] = False
 
     # --------------------------------------------------------------- control

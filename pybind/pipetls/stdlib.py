@@ -9,11 +9,21 @@ implementation for every user of those ciphers in the process.
 Finding the ``SSL_CTX*``: CPython's ``PySSLContext`` is
 ``{PyObject_HEAD; SSL_CTX *ctx; ...}``, so the pointer sits right after the
 object header, at ``id(ctx) + object.__basicsize__``.  That address is only
-a candidate until proven: an option bit is flipped through Python
-(``ctx.options``) and read back through ``SSL_CTX_get_options`` on the
-candidate, both ways, then restored.  Anything unexpected -- another Python
-implementation, a different libssl behind ``_ssl``, a failed proof -- is a
-clear :class:`StdlibError`, never a guess.
+a candidate until proven, and nothing here dereferences an unproven pointer:
+
+* memory is read through ``/proc/self/mem`` (:func:`_read_memory`), where an
+  address that is not mapped is an ``OSError``, never a fault;
+* the offset of ``options`` inside an ``SSL_CTX`` is measured on one made
+  here (``SSL_CTX_get_options`` against the bytes of our own ``SSL_CTX``);
+* the proof: an option bit is flipped through Python (``ctx.options``, which
+  is the documented route to the real ``SSL_CTX``) and the candidate's
+  ``options`` word, read through ``/proc/self/mem``, must follow it both
+  ways; then it is restored.
+
+Only a proven pointer is handed to OpenSSL.  Anything unexpected -- another
+Python implementation, no ``/proc``, a different libssl behind ``_ssl``, a
+different object layout, a failed proof -- is a clear :class:`StdlibError`,
+never a guess and never a crash.
 
 What a Python ``ssl`` connection pipelines is what OpenSSL pipelines: TLS 1.2
 (set ``maximum_version = ssl.TLSVersion.TLSv1_2``) with the engine's ciphers
@@ -24,7 +34,9 @@ enable_pipelining() keep the old settings (SSL_new copies them).
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import struct
 
 from . import _ffi
 from ._knobs import default_read_buffer_for, in_range
@@ -59,20 +71,96 @@ class StdlibPipelining:
                                          self.split_send_fragment, self.read_buffer_len))
 
 
+_U64 = struct.Struct("=Q")
+_PTR = struct.Struct("@P")  # native pointer
+
+
+def _read_memory(address, size):
+    """``size`` bytes of this process's memory at ``address``, or None when
+    any of it is not mapped.  Through /proc/self/mem: the kernel answers an
+    unmapped address with EIO, so a wrong guess cannot crash the process."""
+    if not isinstance(address, int) or address <= 0 or address % 8:
+        return None
+    try:
+        fd = os.open("/proc/self/mem", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise StdlibError("cannot validate the SSL_CTX of an ssl.SSLContext without "
+                          "/proc/self/mem (%s); refusing to guess" % exc) from None
+    try:
+        data = os.pread(fd, size, address)
+    except (OSError, OverflowError):
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
+def _read_u64(address):
+    data = _read_memory(address, 8)
+    return None if data is None else _U64.unpack(data)[0]
+
+
+_options_offset_cache = []
+
+
+def _options_offset():
+    """Offset of ``options`` in an SSL_CTX of the loaded libssl, measured on
+    an SSL_CTX made here: the one 8-byte word that equals
+    SSL_CTX_get_options() under three different option sets."""
+    if _options_offset_cache:
+        return _options_offset_cache[0]
+    ctx = _ffi.SSL_CTX_new(_ffi.TLS_method())
+    if not ctx:
+        _ffi.ERR_clear_error()
+        raise StdlibError("SSL_CTX_new failed while measuring the SSL_CTX layout")
+    try:
+        window = 4096
+        found = None
+        for bits in (0, _ffi.SSL_OP_NO_TICKET | _ffi.SSL_OP_NO_COMPRESSION,
+                     _ffi.SSL_OP_NO_RENEGOTIATION | _ffi.SSL_OP_ENABLE_KTLS):
+            _ffi.SSL_CTX_clear_options(ctx, _PROBE_BITS)
+            _ffi.SSL_CTX_set_options(ctx, bits)
+            want = _ffi.SSL_CTX_get_options(ctx)
+            data = b""
+            while window >= 64 and not data:  # our SSL_CTX may end near a page end
+                data = _read_memory(ctx, window) or b""
+                if not data:
+                    window //= 2
+            offsets = {o for o in range(0, len(data) - 7, 8)
+                       if _U64.unpack_from(data, o)[0] == want}
+            found = offsets if found is None else found & offsets
+    finally:
+        _ffi.SSL_CTX_free(ctx)
+    if not found or len(found) != 1:
+        raise StdlibError("cannot locate the options field of this libssl's SSL_CTX "
+                          "(%d candidates); refusing to guess" % len(found or ()))
+    _options_offset_cache.append(found.pop())
+    return _options_offset_cache[0]
+
+
+# The option bits _options_offset() plays with on its own SSL_CTX.
+_PROBE_BITS = (_ffi.SSL_OP_NO_TICKET | _ffi.SSL_OP_NO_COMPRESSION
+               | _ffi.SSL_OP_NO_RENEGOTIATION | _ffi.SSL_OP_ENABLE_KTLS)
+
+
 def _read_candidate_pointer(ssl_context):
-    """The word right after the PyObject header of ``ssl_context``."""
-    return ctypes.c_void_p.from_address(id(ssl_context) + object.__basicsize__).value
+    """The word right after the PyObject header of ``ssl_context`` (read
+    through /proc/self/mem, inside the object), or None."""
+    data = _read_memory(id(ssl_context) + object.__basicsize__, _PTR.size)
+    return None if data is None else _PTR.unpack(data)[0]
 
 
 def _prove(ssl_context, candidate):
     """True if ``candidate`` is the SSL_CTX* of ``ssl_context``: an option
-    flipped through Python is seen through SSL_CTX_get_options, both ways."""
+    flipped through Python is seen in the candidate's options word, both
+    ways.  The candidate is only read through /proc/self/mem."""
+    offset = _options_offset()
     original = ssl_context.options
     try:
         for value in (original ^ _PROOF_BIT, original):
             ssl_context.options = value
-            seen = _ffi.SSL_CTX_get_options(candidate)
-            if seen != int(ssl_context.options):
+            seen = _read_u64(candidate + offset)
+            if seen is None or seen != int(ssl_context.options):
                 return False
             if bool(seen & _PROOF_BIT) != bool(value & _PROOF_BIT):
                 return False
