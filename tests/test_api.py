@@ -48,10 +48,8 @@ from pipetls.errors import (
     OpenSSLError,
     TLSTimeout,
     TLSUnexpectedEOF,
-    check,
-    check_ptr,
-    drain_errors,
 )
+from pipetls._ffi import check, check_ptr, drain_errors
 
 pytestmark = pytest.mark.usefixtures("clean_error_queue")
 
@@ -219,7 +217,8 @@ def test_check_drains_the_queue():
     finally:
         _ffi.SSL_CTX_free(ctx)
     assert check(1, "ok") == 1
-    assert pipetls.errors.handle_openssl_error is check
+    with pytest.warns(DeprecationWarning):
+        assert pipetls.errors.handle_openssl_error is check
     assert check_ptr(1234, "ok") == 1234
     with pytest.raises(ConfigError, match="nullptr"):
         check_ptr(None, "nullptr", exc=ConfigError)
@@ -499,16 +498,16 @@ def test_context_engine_argument_and_wrap(pt_engine, pt_certs):
                   max_version="TLSv1.2")
     cli = Context(cafile=pt_certs.ca, engine=pt_engine, max_version="TLSv1.2")
     assert srv._engine is pt_engine and cli._engine is pt_engine and pt_engine.registered
-    s, c = srv.wrap(), cli.wrap(server_hostname="localhost")
+    s, c = Connection(srv), Connection(cli, server_hostname="localhost")
     with s, c:
         handshake_pair(s, c)
         assert not c.session_reused
-        c.send(b"abc")
+        c.write(b"abc")
         s.feed(c.drain())
-        assert s.recv(1) == b"a" and s.pending == 2
+        assert s.read(1) == b"a" and s.pending_plaintext == 2
         buf = bytearray(5)
-        assert s.recv_into(buf) == 2 and buf[:2] == b"bc"
-        assert c.unwrap() is False  # memory transport: no reply yet
+        assert s.readinto(buf) == 2 and buf[:2] == b"bc"
+        assert c.shutdown() is False  # memory transport: no reply yet
     assert repr(srv).startswith("<pipetls.Context server")
 
 
@@ -596,10 +595,10 @@ def pair(pt_engine, pt_certs):
 
 def test_memory_pair_basics(pair, pt_certs):
     s, c = pair
-    assert s.version == c.version == "TLSv1.2"
-    assert s.cipher == c.cipher and "GCM" in c.cipher
-    assert c.peer_certificate == pt_certs.leaf_der
-    assert s.peer_certificate is None  # no client certificate asked
+    assert s.tls_version == c.tls_version == "TLSv1.2"
+    assert s.cipher_name == c.cipher_name and "GCM" in c.cipher_name
+    assert c.getpeercert(binary_form=True) == pt_certs.leaf_der
+    assert s.getpeercert(binary_form=True) is None  # no client certificate asked
     assert c.verify_result == 0
     assert c.handshake_done and s.handshake_done
     assert c.write(b"hello") == 5
@@ -717,8 +716,9 @@ def test_use_after_close(pair):
     assert c.closed
     ops = [lambda: c.read(1), lambda: c.readinto(bytearray(1)), lambda: c.write(b"x"),
            lambda: c.write(b""), lambda: c.sendall(b"x"), c.do_handshake, c.shutdown,
-           lambda: c.version, lambda: c.cipher, lambda: c.peer_certificate,
-           lambda: c.max_pipelines, lambda: setattr(c, "max_pipelines", 2), lambda: c.pending,
+           lambda: c.tls_version, lambda: c.cipher_name, lambda: c.getpeercert(True),
+           lambda: c.max_pipelines, lambda: setattr(c, "max_pipelines", 2),
+           lambda: c.pending_plaintext,
            lambda: c.read(0), c.fileno, lambda: c.handle]
     for op in ops:
         with pytest.raises(ClosedError):
@@ -729,7 +729,7 @@ def test_use_after_close(pair):
 
 
 def test_garbage_collection_frees_the_ssl(pt_certs, pt_engine):
-    from pipetls.context import _alert_sinks
+    from pipetls.connection import _alert_sinks
 
     before = len(_alert_sinks)
     for _ in range(20):
@@ -813,12 +813,12 @@ def test_alpn(pt_certs, pt_engine):
     s, c = Connection.memory_pair(srv, cli, server_hostname="localhost")
     with s, c:
         handshake_pair(s, c)
-        assert s.alpn_protocol == c.alpn_protocol == "http/1.1"
+        assert s.selected_alpn_protocol() == c.selected_alpn_protocol() == "http/1.1"
     cli = tls12_client_ctx(pt_certs, alpn_protocols=["spdy/1"])
     s, c = Connection.memory_pair(srv, cli, server_hostname="localhost")
     with s, c:
         handshake_pair(s, c)
-        assert c.alpn_protocol is None
+        assert c.selected_alpn_protocol() is None
 
 
 @pytest.mark.parametrize("version,label", [("TLSv1.2", "CLIENT_RANDOM "),
@@ -968,7 +968,7 @@ def test_client_against_openssl_s_server(pt_certs, pt_engine):
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
         with Connection(cli, sock, server_hostname="localhost") as c:
             c.do_handshake()
-            assert c.version == "TLSv1.2"
+            assert c.tls_version == "TLSv1.2"
             data = os.urandom(8 << 20)
             with stats_delta(pt_engine) as d:
                 c.sendall(data)

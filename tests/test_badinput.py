@@ -407,7 +407,7 @@ def test_use_after_close(engine, certs):
     sctx, cctx, s, c = _pair(engine, certs)
     c.close()
     for call in (lambda: c.read(1), lambda: c.write(b"x"), lambda: c.write(b""),
-                 c.do_handshake, c.shutdown, lambda: c.pending, lambda: c.version,
+                 c.do_handshake, c.shutdown, lambda: c.pending_plaintext, lambda: c.tls_version,
                  lambda: c.max_pipelines, lambda: setattr(c, "max_pipelines", 2),
                  lambda: c.sendall(b"abc"), lambda: c.readinto(bytearray(4))):
         with pytest.raises(pipetls.ClosedError) as ei:

@@ -16,7 +16,7 @@ Quick start::
 """
 
 from ._ffi import openssl_version
-from .connection import Connection, handshake_pair, pump
+from .connection import Connection
 from .context import Context
 from .engine import Engine, EngineStats, engine_path, load_engine, shared_engine
 from .errors import (
@@ -36,6 +36,7 @@ from .errors import (
     WantRead,
     WantWrite,
 )
+from .pairs import handshake_pair, pump
 from .stdlib import enable_pipelining
 
 __version__ = "0.1.0"

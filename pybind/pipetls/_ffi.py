@@ -1,35 +1,33 @@
-"""ctypes prototypes for libssl and libcrypto: the only module that binds C.
+"""ctypes prototypes for libssl and libcrypto, and the one OpenSSL error gate.
 
-Model: oscrypto ``_openssl/_libssl_ctypes.py``.  Opaque handle aliases first,
-then one ``_fn(lib, name, restype, *argtypes)`` line for every function that
-pipetls calls; a missing symbol fails *here*, at import, with a clear
-``MissingSymbolError`` (an ``ImportError``) -- never a segfault later.
+Model: oscrypto ``_openssl/_libssl_ctypes.py`` and ``_libcrypto.py``.
+Opaque handle aliases first, then the constants, then one
+``NAME = _fn(lib, "NAME", restype, *argtypes)`` line for every function
+that pipetls calls: each prototype is a module attribute a type checker can
+see, typed by its ``restype`` (int, bytes or None for ``char *``, an int
+or None for a pointer).  A missing symbol fails *here*, at import, with a
+clear ``MissingSymbolError`` (an ``ImportError``) -- never a segfault later.
 OpenSSL macros (``SSL_CTX_set_max_pipelines`` ...) are ``SSL_CTX_ctrl`` /
 ``SSL_ctrl`` with the named constants below; every number was read from the
 OpenSSL 3.0 headers (``ssl.h``, ``tls1.h``, ``bio.h``, ``evp.h``,
-``engine.h``, ``err.h``) and is the same in 3.5.
+``engine.h``, ``err.h``) and is the same in 3.5.  The ``PIPETLS_CMD_*``
+numbers are the engine's (``engine/pipetls.h``); tests compare them.
 
-Which OpenSSL (invariant 7: one libcrypto per process):
+The gate: :func:`check` / :func:`check_ptr` return a call's result or raise
+with OpenSSL's (per-thread) error queue drained into the exception
+(:func:`drain_errors`), so the queue is always left empty.  Every ctypes
+call that can fail goes through them.
 
-* default: exactly the libssl/libcrypto that Python's own ``ssl`` module
-  uses.  ``_ssl`` is imported first, then the paths it mapped are read from
-  ``/proc/self/maps`` (without /proc: ``dladdr`` on a symbol resolved through
-  ``_ssl``'s own handle; last resort ``ctypes.util.find_library``).
-* ``PIPETLS_OPENSSL=/prefix``: ``prefix/lib64`` or ``prefix/lib``
-  (``libcrypto.so.3``, ``libssl.so.3``).  ``_ssl`` is *not* imported, and a
-  different libcrypto already mapped in the process is refused.  Such an
-  OpenSSL belongs in a process of its own (``LD_LIBRARY_PATH``).
+Which libraries are loaded is :mod:`pipetls._libload`'s business.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import os
-import sys
 from ctypes import (
     CFUNCTYPE,
     POINTER,
+    _SimpleCData,
     c_char_p,
     c_int,
     c_long,
@@ -39,10 +37,23 @@ from ctypes import (
     c_ulong,
     c_void_p,
 )
+from typing import Any, Callable, Optional, TypeVar, overload
 
-from .errors import MissingSymbolError, PipetlsError
+from ._libload import LIBCRYPTO_PATH, LIBSSL_PATH, libcrypto, libssl, stdlib_shares_openssl
+from .errors import MissingSymbolError, OpenSSLError, PipetlsError
 
-__all__ = ["libssl", "libcrypto", "LIBSSL_PATH", "LIBCRYPTO_PATH", "stdlib_shares_openssl"]
+__all__ = [
+    "libssl",
+    "libcrypto",
+    "LIBSSL_PATH",
+    "LIBCRYPTO_PATH",
+    "stdlib_shares_openssl",
+    "openssl_version",
+    "check",
+    "check_ptr",
+    "drain_errors",
+    "clear_errors",
+]
 
 # --------------------------------------------------------------------------
 # Opaque handle types.  They are all plain pointers; the aliases only say
@@ -197,6 +208,7 @@ PIPETLS_CMD_STATS = ENGINE_CMD_BASE + 2
 PIPETLS_CMD_RESET_STATS = ENGINE_CMD_BASE + 3
 PIPETLS_CMD_STATS_FILE = ENGINE_CMD_BASE + 4
 PIPETLS_CMD_INFO = ENGINE_CMD_BASE + 5
+PIPETLS_CMD_MULTIBLOCK = ENGINE_CMD_BASE + 6
 
 # --------------------------------------------------------------------------
 # Callback types.  The Python objects made from these must be kept alive for
@@ -216,163 +228,23 @@ VERIFY_CB = CFUNCTYPE(c_int, c_int, c_void_p)
 
 
 # --------------------------------------------------------------------------
-# Finding and loading the libraries.
-# --------------------------------------------------------------------------
-def _mapped_libraries():
-    """Paths of libssl.so*/libcrypto.so* mapped in this process, in map order.
-
-    Returns None when /proc is not available.
-    """
-    try:
-        with open("/proc/self/maps", "r", encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    ssl_paths, crypto_paths = [], []
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) < 6:
-            continue
-        path = parts[5].strip()
-        if not path.startswith("/"):
-            continue
-        base = os.path.basename(path)
-        if base.startswith("libssl.so") and path not in ssl_paths:
-            ssl_paths.append(path)
-        elif base.startswith("libcrypto.so") and path not in crypto_paths:
-            crypto_paths.append(path)
-    return ssl_paths, crypto_paths
-
-
-class _DlInfo(ctypes.Structure):
-    _fields_ = [
-        ("dli_fname", c_char_p),
-        ("dli_fbase", c_void_p),
-        ("dli_sname", c_char_p),
-        ("dli_saddr", c_void_p),
-    ]
-
-
-def _dladdr_path(handle_path, symbol):
-    """Path of the object that provides ``symbol`` as seen from ``handle_path``.
-
-    dlsym() on a handle searches that object and then its dependencies, so
-    looking up SSL_CTX_new through _ssl's own handle finds exactly the libssl
-    _ssl uses; dladdr() names its file.
-    """
-    try:
-        lib = ctypes.CDLL(handle_path)
-        addr = ctypes.cast(getattr(lib, symbol), c_void_p).value
-        libc = ctypes.CDLL(None)
-        dladdr = libc.dladdr
-        dladdr.argtypes = [c_void_p, POINTER(_DlInfo)]
-        dladdr.restype = c_int
-        info = _DlInfo()
-        if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
-            return os.fsdecode(info.dli_fname)
-    except (OSError, AttributeError):
-        pass
-    return None
-
-
-def _stdlib_ssl_paths():
-    """(libssl, libcrypto) paths used by Python's _ssl, or (None, None)."""
-    try:
-        import _ssl  # noqa: F401  (maps the libraries into the process)
-    except ImportError:
-        return None, None
-    mapped = _mapped_libraries()
-    if mapped is not None and len(mapped[0]) == 1 and len(mapped[1]) == 1:
-        return mapped[0][0], mapped[1][0]
-    # No /proc, or several candidates (another OpenSSL was loaded by someone
-    # else): ask the dynamic linker which ones _ssl itself resolves.
-    ssl_file = getattr(sys.modules.get("_ssl"), "__file__", None)
-    if ssl_file:
-        ssl_path = _dladdr_path(ssl_file, "SSL_CTX_new")
-        crypto_path = _dladdr_path(ssl_file, "ERR_get_error")
-        if ssl_path and crypto_path:
-            return ssl_path, crypto_path
-    return None, None
-
-
-def _prefix_paths(prefix):
-    for sub in ("lib64", "lib"):
-        d = os.path.join(prefix, sub)
-        ssl_path = os.path.join(d, "libssl.so.3")
-        crypto_path = os.path.join(d, "libcrypto.so.3")
-        if os.path.exists(ssl_path) and os.path.exists(crypto_path):
-            return ssl_path, crypto_path
-    raise PipetlsError(
-        "PIPETLS_OPENSSL=%s: no libssl.so.3/libcrypto.so.3 in %s/lib64 or %s/lib"
-        % (prefix, prefix, prefix)
-    )
-
-
-def _check_single_libcrypto(crypto_path):
-    """Invariant 7: refuse if another libcrypto is already in the process."""
-    mapped = _mapped_libraries()
-    if mapped is None:
-        return
-    want = os.path.realpath(crypto_path)
-    for path in mapped[1]:
-        if os.path.realpath(path) != want:
-            raise PipetlsError(
-                "PIPETLS_OPENSSL asks for %s but %s is already loaded in this "
-                "process (invariant 7: one libcrypto per process). Run the other "
-                "OpenSSL in a process of its own, started with LD_LIBRARY_PATH, "
-                "and do not import ssl before pipetls." % (want, os.path.realpath(path))
-            )
-
-
-def _load():
-    prefix = os.environ.get("PIPETLS_OPENSSL")
-    if prefix:
-        ssl_path, crypto_path = _prefix_paths(prefix)
-        _check_single_libcrypto(crypto_path)
-    else:
-        ssl_path, crypto_path = _stdlib_ssl_paths()
-        if not ssl_path or not crypto_path:
-            # _ssl linked statically or absent: the system library, and the
-            # stdlib integration will refuse (stdlib_shares_openssl()).
-            ssl_path = ctypes.util.find_library("ssl")
-            crypto_path = ctypes.util.find_library("crypto")
-            if not ssl_path or not crypto_path:
-                raise PipetlsError("cannot find libssl/libcrypto to load")
-    # libcrypto first: libssl's DT_NEEDED "libcrypto.so.3" then resolves to it
-    # by soname instead of searching the default paths.
-    crypto = ctypes.CDLL(crypto_path, mode=ctypes.RTLD_GLOBAL)
-    # use_errno: SSL_ERROR_SYSCALL is explained by errno (ctypes.get_errno()).
-    ssl = ctypes.CDLL(ssl_path, mode=ctypes.RTLD_GLOBAL, use_errno=True)
-    if prefix:
-        _check_single_libcrypto(crypto_path)
-    return ssl, crypto, ssl_path, crypto_path
-
-
-libssl, libcrypto, LIBSSL_PATH, LIBCRYPTO_PATH = _load()
-
-
-def stdlib_shares_openssl():
-    """True when Python's ``ssl`` uses the same libssl/libcrypto as pipetls.
-
-    Imports ``_ssl`` (when PIPETLS_OPENSSL selected another OpenSSL, that
-    import itself is what breaks invariant 7: call this only to check before
-    touching the stdlib).
-    """
-    if os.environ.get("PIPETLS_OPENSSL") and "_ssl" not in sys.modules:
-        return False
-    s, c = _stdlib_ssl_paths()
-    return bool(
-        s
-        and c
-        and os.path.realpath(s) == os.path.realpath(LIBSSL_PATH)
-        and os.path.realpath(c) == os.path.realpath(LIBCRYPTO_PATH)
-    )
-
-
-# --------------------------------------------------------------------------
 # Prototypes.
 # --------------------------------------------------------------------------
-def _fn(lib, name, restype, *argtypes):
+_T = TypeVar("_T")
+
+
+@overload
+def _fn(lib: ctypes.CDLL, name: str, restype: None, *argtypes: Any) -> Callable[..., None]: ...
+
+
+@overload
+def _fn(
+    lib: ctypes.CDLL, name: str, restype: type[_SimpleCData[_T]], *argtypes: Any
+) -> Callable[..., _T]: ...
+
+
+def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
+    """The prototype of ``name`` in ``lib``; MissingSymbolError if absent."""
     try:
         f = getattr(lib, name)
     except AttributeError:
@@ -383,296 +255,273 @@ def _fn(lib, name, restype, *argtypes):
         ) from None
     f.restype = restype
     f.argtypes = list(argtypes)
-    globals()[name] = f
-    return f
+    return f  # type: ignore[no-any-return]
 
 
 # ---- libcrypto: version, errors -------------------------------------------
-_fn(libcrypto, "OpenSSL_version", c_char_p, c_int)
-_fn(libcrypto, "OpenSSL_version_num", c_ulong)
-_fn(libcrypto, "ERR_get_error", c_ulong)
-_fn(libcrypto, "ERR_peek_error", c_ulong)
-_fn(libcrypto, "ERR_peek_last_error", c_ulong)
-_fn(libcrypto, "ERR_error_string_n", None, c_ulong, c_char_p, c_size_t)
-_fn(libcrypto, "ERR_clear_error", None)
-_fn(libcrypto, "ERR_reason_error_string", c_char_p, c_ulong)
-_fn(libcrypto, "OBJ_sn2nid", c_int, c_char_p)
-_fn(libcrypto, "OBJ_nid2sn", c_char_p, c_int)
-_fn(libcrypto, "CRYPTO_free", None, c_void_p, c_char_p, c_int)
+OpenSSL_version = _fn(libcrypto, "OpenSSL_version", c_char_p, c_int)
+OpenSSL_version_num = _fn(libcrypto, "OpenSSL_version_num", c_ulong)
+ERR_get_error = _fn(libcrypto, "ERR_get_error", c_ulong)
+ERR_peek_error = _fn(libcrypto, "ERR_peek_error", c_ulong)
+ERR_peek_last_error = _fn(libcrypto, "ERR_peek_last_error", c_ulong)
+ERR_error_string_n = _fn(libcrypto, "ERR_error_string_n", None, c_ulong, c_char_p, c_size_t)
+ERR_clear_error = _fn(libcrypto, "ERR_clear_error", None)
+ERR_reason_error_string = _fn(libcrypto, "ERR_reason_error_string", c_char_p, c_ulong)
+OBJ_sn2nid = _fn(libcrypto, "OBJ_sn2nid", c_int, c_char_p)
+OBJ_nid2sn = _fn(libcrypto, "OBJ_nid2sn", c_char_p, c_int)
+CRYPTO_free = _fn(libcrypto, "CRYPTO_free", None, c_void_p, c_char_p, c_int)
 
 # ---- libcrypto: ENGINE ----------------------------------------------------
-_fn(libcrypto, "ENGINE_load_builtin_engines", None)
-_fn(libcrypto, "ENGINE_by_id", ENGINE, c_char_p)
-_fn(libcrypto, "ENGINE_ctrl_cmd_string", c_int, ENGINE, c_char_p, c_char_p, c_int)
-_fn(libcrypto, "ENGINE_ctrl", c_int, ENGINE, c_int, c_long, c_void_p, c_void_p)
-_fn(libcrypto, "ENGINE_init", c_int, ENGINE)
-_fn(libcrypto, "ENGINE_finish", c_int, ENGINE)
-_fn(libcrypto, "ENGINE_free", c_int, ENGINE)
-_fn(libcrypto, "ENGINE_set_default", c_int, ENGINE, c_uint)
-_fn(libcrypto, "ENGINE_set_default_ciphers", c_int, ENGINE)
-_fn(libcrypto, "ENGINE_unregister_ciphers", None, ENGINE)
-_fn(libcrypto, "ENGINE_get_cipher", EVP_CIPHER, ENGINE, c_int)
-_fn(libcrypto, "ENGINE_get_cipher_engine", ENGINE, c_int)
-_fn(libcrypto, "ENGINE_get_id", c_char_p, ENGINE)
-_fn(libcrypto, "ENGINE_get_name", c_char_p, ENGINE)
+ENGINE_load_builtin_engines = _fn(libcrypto, "ENGINE_load_builtin_engines", None)
+ENGINE_by_id = _fn(libcrypto, "ENGINE_by_id", ENGINE, c_char_p)
+ENGINE_ctrl_cmd_string = _fn(libcrypto, "ENGINE_ctrl_cmd_string", c_int, ENGINE, c_char_p, c_char_p, c_int)
+ENGINE_ctrl = _fn(libcrypto, "ENGINE_ctrl", c_int, ENGINE, c_int, c_long, c_void_p, c_void_p)
+ENGINE_init = _fn(libcrypto, "ENGINE_init", c_int, ENGINE)
+ENGINE_finish = _fn(libcrypto, "ENGINE_finish", c_int, ENGINE)
+ENGINE_free = _fn(libcrypto, "ENGINE_free", c_int, ENGINE)
+ENGINE_set_default = _fn(libcrypto, "ENGINE_set_default", c_int, ENGINE, c_uint)
+ENGINE_set_default_ciphers = _fn(libcrypto, "ENGINE_set_default_ciphers", c_int, ENGINE)
+ENGINE_unregister_ciphers = _fn(libcrypto, "ENGINE_unregister_ciphers", None, ENGINE)
+ENGINE_get_cipher = _fn(libcrypto, "ENGINE_get_cipher", EVP_CIPHER, ENGINE, c_int)
+ENGINE_get_cipher_engine = _fn(libcrypto, "ENGINE_get_cipher_engine", ENGINE, c_int)
+ENGINE_get_id = _fn(libcrypto, "ENGINE_get_id", c_char_p, ENGINE)
+ENGINE_get_name = _fn(libcrypto, "ENGINE_get_name", c_char_p, ENGINE)
 
 # ---- libcrypto: EVP ciphers -----------------------------------------------
-_fn(libcrypto, "EVP_CIPHER_CTX_new", EVP_CIPHER_CTX)
-_fn(libcrypto, "EVP_CIPHER_CTX_free", None, EVP_CIPHER_CTX)
-_fn(libcrypto, "EVP_CIPHER_CTX_reset", c_int, EVP_CIPHER_CTX)
-_fn(libcrypto, "EVP_CIPHER_CTX_ctrl", c_int, EVP_CIPHER_CTX, c_int, c_int, c_void_p)
-_fn(libcrypto, "EVP_CIPHER_CTX_set_padding", c_int, EVP_CIPHER_CTX, c_int)
-_fn(libcrypto, "EVP_CIPHER_CTX_get0_cipher", EVP_CIPHER, EVP_CIPHER_CTX)
-_fn(libcrypto, "EVP_CipherInit_ex", c_int,
+EVP_CIPHER_CTX_new = _fn(libcrypto, "EVP_CIPHER_CTX_new", EVP_CIPHER_CTX)
+EVP_CIPHER_CTX_free = _fn(libcrypto, "EVP_CIPHER_CTX_free", None, EVP_CIPHER_CTX)
+EVP_CIPHER_CTX_reset = _fn(libcrypto, "EVP_CIPHER_CTX_reset", c_int, EVP_CIPHER_CTX)
+EVP_CIPHER_CTX_ctrl = _fn(libcrypto, "EVP_CIPHER_CTX_ctrl", c_int, EVP_CIPHER_CTX, c_int, c_int, c_void_p)
+EVP_CIPHER_CTX_set_padding = _fn(libcrypto, "EVP_CIPHER_CTX_set_padding", c_int, EVP_CIPHER_CTX, c_int)
+EVP_CIPHER_CTX_get0_cipher = _fn(libcrypto, "EVP_CIPHER_CTX_get0_cipher", EVP_CIPHER, EVP_CIPHER_CTX)
+EVP_CipherInit_ex = _fn(libcrypto, "EVP_CipherInit_ex", c_int,
     EVP_CIPHER_CTX, EVP_CIPHER, ENGINE, c_void_p, c_void_p, c_int)
-_fn(libcrypto, "EVP_CipherUpdate", c_int,
+EVP_CipherUpdate = _fn(libcrypto, "EVP_CipherUpdate", c_int,
     EVP_CIPHER_CTX, c_void_p, POINTER(c_int), c_void_p, c_int)
-_fn(libcrypto, "EVP_CipherFinal_ex", c_int, EVP_CIPHER_CTX, c_void_p, POINTER(c_int))
-_fn(libcrypto, "EVP_Cipher", c_int, EVP_CIPHER_CTX, c_void_p, c_void_p, c_uint)
-_fn(libcrypto, "EVP_CIPHER_fetch", EVP_CIPHER, OSSL_LIB_CTX, c_char_p, c_char_p)
-_fn(libcrypto, "EVP_CIPHER_free", None, EVP_CIPHER)
-_fn(libcrypto, "EVP_get_cipherbyname", EVP_CIPHER, c_char_p)
-_fn(libcrypto, "EVP_CIPHER_get_nid", c_int, EVP_CIPHER)
-_fn(libcrypto, "EVP_CIPHER_get_flags", c_ulong, EVP_CIPHER)
-_fn(libcrypto, "EVP_CIPHER_get_key_length", c_int, EVP_CIPHER)
-_fn(libcrypto, "EVP_CIPHER_get_iv_length", c_int, EVP_CIPHER)
-_fn(libcrypto, "EVP_CIPHER_get_block_size", c_int, EVP_CIPHER)
-_fn(libcrypto, "EVP_CIPHER_get0_provider", c_void_p, EVP_CIPHER)
+EVP_CipherFinal_ex = _fn(libcrypto, "EVP_CipherFinal_ex", c_int, EVP_CIPHER_CTX, c_void_p, POINTER(c_int))
+EVP_Cipher = _fn(libcrypto, "EVP_Cipher", c_int, EVP_CIPHER_CTX, c_void_p, c_void_p, c_uint)
+EVP_CIPHER_fetch = _fn(libcrypto, "EVP_CIPHER_fetch", EVP_CIPHER, OSSL_LIB_CTX, c_char_p, c_char_p)
+EVP_CIPHER_free = _fn(libcrypto, "EVP_CIPHER_free", None, EVP_CIPHER)
+EVP_get_cipherbyname = _fn(libcrypto, "EVP_get_cipherbyname", EVP_CIPHER, c_char_p)
+EVP_CIPHER_get_nid = _fn(libcrypto, "EVP_CIPHER_get_nid", c_int, EVP_CIPHER)
+EVP_CIPHER_get_flags = _fn(libcrypto, "EVP_CIPHER_get_flags", c_ulong, EVP_CIPHER)
+EVP_CIPHER_get_key_length = _fn(libcrypto, "EVP_CIPHER_get_key_length", c_int, EVP_CIPHER)
+EVP_CIPHER_get_iv_length = _fn(libcrypto, "EVP_CIPHER_get_iv_length", c_int, EVP_CIPHER)
+EVP_CIPHER_get_block_size = _fn(libcrypto, "EVP_CIPHER_get_block_size", c_int, EVP_CIPHER)
+EVP_CIPHER_get0_provider = _fn(libcrypto, "EVP_CIPHER_get0_provider", c_void_p, EVP_CIPHER)
 
 # ---- libcrypto: BIO -------------------------------------------------------
-_fn(libcrypto, "BIO_s_mem", BIO_METHOD)
-_fn(libcrypto, "BIO_s_null", BIO_METHOD)
-_fn(libcrypto, "BIO_new", BIO, BIO_METHOD)
-_fn(libcrypto, "BIO_new_mem_buf", BIO, c_void_p, c_int)
-_fn(libcrypto, "BIO_new_bio_pair", c_int, POINTER(BIO), c_size_t, POINTER(BIO), c_size_t)
-_fn(libcrypto, "BIO_read", c_int, BIO, c_void_p, c_int)
-_fn(libcrypto, "BIO_write", c_int, BIO, c_void_p, c_int)
-_fn(libcrypto, "BIO_ctrl", c_long, BIO, c_int, c_long, c_void_p)
-_fn(libcrypto, "BIO_ctrl_pending", c_size_t, BIO)
-_fn(libcrypto, "BIO_ctrl_wpending", c_size_t, BIO)
-_fn(libcrypto, "BIO_up_ref", c_int, BIO)
-_fn(libcrypto, "BIO_free", c_int, BIO)
+BIO_s_mem = _fn(libcrypto, "BIO_s_mem", BIO_METHOD)
+BIO_s_null = _fn(libcrypto, "BIO_s_null", BIO_METHOD)
+BIO_new = _fn(libcrypto, "BIO_new", BIO, BIO_METHOD)
+BIO_new_mem_buf = _fn(libcrypto, "BIO_new_mem_buf", BIO, c_void_p, c_int)
+BIO_new_bio_pair = _fn(libcrypto, "BIO_new_bio_pair", c_int, POINTER(BIO), c_size_t, POINTER(BIO), c_size_t)
+BIO_read = _fn(libcrypto, "BIO_read", c_int, BIO, c_void_p, c_int)
+BIO_write = _fn(libcrypto, "BIO_write", c_int, BIO, c_void_p, c_int)
+BIO_ctrl = _fn(libcrypto, "BIO_ctrl", c_long, BIO, c_int, c_long, c_void_p)
+BIO_ctrl_pending = _fn(libcrypto, "BIO_ctrl_pending", c_size_t, BIO)
+BIO_ctrl_wpending = _fn(libcrypto, "BIO_ctrl_wpending", c_size_t, BIO)
+BIO_up_ref = _fn(libcrypto, "BIO_up_ref", c_int, BIO)
+BIO_free = _fn(libcrypto, "BIO_free", c_int, BIO)
 
 # ---- libcrypto: X509 ------------------------------------------------------
-_fn(libcrypto, "i2d_X509", c_int, X509, POINTER(ctypes.POINTER(ctypes.c_ubyte)))
-_fn(libcrypto, "X509_free", None, X509)
-_fn(libcrypto, "X509_verify_cert_error_string", c_char_p, c_long)
-_fn(libcrypto, "X509_VERIFY_PARAM_set1_ip_asc", c_int, X509_VERIFY_PARAM, c_char_p)
+i2d_X509 = _fn(libcrypto, "i2d_X509", c_int, X509, POINTER(ctypes.POINTER(ctypes.c_ubyte)))
+X509_free = _fn(libcrypto, "X509_free", None, X509)
+X509_verify_cert_error_string = _fn(libcrypto, "X509_verify_cert_error_string", c_char_p, c_long)
+X509_VERIFY_PARAM_set1_ip_asc = _fn(libcrypto, "X509_VERIFY_PARAM_set1_ip_asc", c_int, X509_VERIFY_PARAM, c_char_p)
 
 # ---- libssl: contexts -----------------------------------------------------
-_fn(libssl, "TLS_method", SSL_METHOD)
-_fn(libssl, "TLS_server_method", SSL_METHOD)
-_fn(libssl, "TLS_client_method", SSL_METHOD)
-_fn(libssl, "SSL_CTX_new", SSL_CTX, SSL_METHOD)
-_fn(libssl, "SSL_CTX_free", None, SSL_CTX)
-_fn(libssl, "SSL_CTX_ctrl", c_long, SSL_CTX, c_int, c_long, c_void_p)
-_fn(libssl, "SSL_CTX_get_options", c_uint64, SSL_CTX)
-_fn(libssl, "SSL_CTX_set_options", c_uint64, SSL_CTX, c_uint64)
-_fn(libssl, "SSL_CTX_clear_options", c_uint64, SSL_CTX, c_uint64)
-_fn(libssl, "SSL_CTX_set_cipher_list", c_int, SSL_CTX, c_char_p)
-_fn(libssl, "SSL_CTX_set_ciphersuites", c_int, SSL_CTX, c_char_p)
-_fn(libssl, "SSL_CTX_use_certificate_chain_file", c_int, SSL_CTX, c_char_p)
-_fn(libssl, "SSL_CTX_use_PrivateKey_file", c_int, SSL_CTX, c_char_p, c_int)
-_fn(libssl, "SSL_CTX_check_private_key", c_int, SSL_CTX)
-_fn(libssl, "SSL_CTX_load_verify_locations", c_int, SSL_CTX, c_char_p, c_char_p)
-_fn(libssl, "SSL_CTX_set_default_verify_paths", c_int, SSL_CTX)
-_fn(libssl, "SSL_CTX_set_verify", None, SSL_CTX, c_int, c_void_p)
-_fn(libssl, "SSL_CTX_get_verify_mode", c_int, SSL_CTX)
-_fn(libssl, "SSL_CTX_set_alpn_protos", c_int, SSL_CTX, c_char_p, c_uint)
-_fn(libssl, "SSL_CTX_set_alpn_select_cb", None, SSL_CTX, ALPN_SELECT_CB, c_void_p)
-_fn(libssl, "SSL_select_next_proto", c_int,
+TLS_method = _fn(libssl, "TLS_method", SSL_METHOD)
+TLS_server_method = _fn(libssl, "TLS_server_method", SSL_METHOD)
+TLS_client_method = _fn(libssl, "TLS_client_method", SSL_METHOD)
+SSL_CTX_new = _fn(libssl, "SSL_CTX_new", SSL_CTX, SSL_METHOD)
+SSL_CTX_free = _fn(libssl, "SSL_CTX_free", None, SSL_CTX)
+SSL_CTX_ctrl = _fn(libssl, "SSL_CTX_ctrl", c_long, SSL_CTX, c_int, c_long, c_void_p)
+SSL_CTX_get_options = _fn(libssl, "SSL_CTX_get_options", c_uint64, SSL_CTX)
+SSL_CTX_set_options = _fn(libssl, "SSL_CTX_set_options", c_uint64, SSL_CTX, c_uint64)
+SSL_CTX_clear_options = _fn(libssl, "SSL_CTX_clear_options", c_uint64, SSL_CTX, c_uint64)
+SSL_CTX_set_cipher_list = _fn(libssl, "SSL_CTX_set_cipher_list", c_int, SSL_CTX, c_char_p)
+SSL_CTX_set_ciphersuites = _fn(libssl, "SSL_CTX_set_ciphersuites", c_int, SSL_CTX, c_char_p)
+SSL_CTX_use_certificate_chain_file = _fn(libssl, "SSL_CTX_use_certificate_chain_file", c_int, SSL_CTX, c_char_p)
+SSL_CTX_use_PrivateKey_file = _fn(libssl, "SSL_CTX_use_PrivateKey_file", c_int, SSL_CTX, c_char_p, c_int)
+SSL_CTX_check_private_key = _fn(libssl, "SSL_CTX_check_private_key", c_int, SSL_CTX)
+SSL_CTX_load_verify_locations = _fn(libssl, "SSL_CTX_load_verify_locations", c_int, SSL_CTX, c_char_p, c_char_p)
+SSL_CTX_set_default_verify_paths = _fn(libssl, "SSL_CTX_set_default_verify_paths", c_int, SSL_CTX)
+SSL_CTX_set_verify = _fn(libssl, "SSL_CTX_set_verify", None, SSL_CTX, c_int, c_void_p)
+SSL_CTX_get_verify_mode = _fn(libssl, "SSL_CTX_get_verify_mode", c_int, SSL_CTX)
+SSL_CTX_set_alpn_protos = _fn(libssl, "SSL_CTX_set_alpn_protos", c_int, SSL_CTX, c_char_p, c_uint)
+SSL_CTX_set_alpn_select_cb = _fn(libssl, "SSL_CTX_set_alpn_select_cb", None, SSL_CTX, ALPN_SELECT_CB, c_void_p)
+SSL_select_next_proto = _fn(libssl, "SSL_select_next_proto", c_int,
     POINTER(c_void_p), POINTER(ctypes.c_ubyte), c_void_p, c_uint, c_void_p, c_uint)
-_fn(libssl, "SSL_CTX_set_keylog_callback", None, SSL_CTX, KEYLOG_CB)
-_fn(libssl, "SSL_CTX_set_info_callback", None, SSL_CTX, INFO_CB)
-_fn(libssl, "SSL_CTX_set_default_read_buffer_len", None, SSL_CTX, c_size_t)
+SSL_CTX_set_keylog_callback = _fn(libssl, "SSL_CTX_set_keylog_callback", None, SSL_CTX, KEYLOG_CB)
+SSL_CTX_set_info_callback = _fn(libssl, "SSL_CTX_set_info_callback", None, SSL_CTX, INFO_CB)
+SSL_set_info_callback = _fn(libssl, "SSL_set_info_callback", None, SSL, INFO_CB)
+SSL_CTX_set_default_read_buffer_len = _fn(libssl, "SSL_CTX_set_default_read_buffer_len", None, SSL_CTX, c_size_t)
 
 # ---- libssl: connections --------------------------------------------------
-_fn(libssl, "SSL_new", SSL, SSL_CTX)
-_fn(libssl, "SSL_free", None, SSL)
-_fn(libssl, "SSL_ctrl", c_long, SSL, c_int, c_long, c_void_p)
-_fn(libssl, "SSL_get_options", c_uint64, SSL)
-_fn(libssl, "SSL_set_options", c_uint64, SSL, c_uint64)
-_fn(libssl, "SSL_clear_options", c_uint64, SSL, c_uint64)
-_fn(libssl, "SSL_set_fd", c_int, SSL, c_int)
-_fn(libssl, "SSL_set_bio", None, SSL, BIO, BIO)
-_fn(libssl, "SSL_get_rbio", BIO, SSL)
-_fn(libssl, "SSL_get_wbio", BIO, SSL)
-_fn(libssl, "SSL_set_connect_state", None, SSL)
-_fn(libssl, "SSL_set_accept_state", None, SSL)
-_fn(libssl, "SSL_do_handshake", c_int, SSL)
-_fn(libssl, "SSL_is_init_finished", c_int, SSL)
-_fn(libssl, "SSL_read_ex", c_int, SSL, c_void_p, c_size_t, POINTER(c_size_t))
-_fn(libssl, "SSL_write_ex", c_int, SSL, c_void_p, c_size_t, POINTER(c_size_t))
-_fn(libssl, "SSL_pending", c_int, SSL)
-_fn(libssl, "SSL_shutdown", c_int, SSL)
-_fn(libssl, "SSL_get_shutdown", c_int, SSL)
-_fn(libssl, "SSL_get_error", c_int, SSL, c_int)
-_fn(libssl, "SSL_get_version", c_char_p, SSL)
-_fn(libssl, "SSL_version", c_int, SSL)
-_fn(libssl, "SSL_get_current_cipher", SSL_CIPHER, SSL)
-_fn(libssl, "SSL_CIPHER_get_name", c_char_p, SSL_CIPHER)
-_fn(libssl, "SSL_get1_peer_certificate", X509, SSL)
-_fn(libssl, "SSL_get_verify_result", c_long, SSL)
-_fn(libssl, "SSL_set1_host", c_int, SSL, c_char_p)
-_fn(libssl, "SSL_get0_param", X509_VERIFY_PARAM, SSL)
-_fn(libssl, "SSL_set_verify", None, SSL, c_int, c_void_p)
-_fn(libssl, "SSL_get0_alpn_selected", None, SSL, POINTER(c_void_p), POINTER(c_uint))
-_fn(libssl, "SSL_alert_desc_string_long", c_char_p, c_int)
-_fn(libssl, "SSL_alert_type_string_long", c_char_p, c_int)
-_fn(libssl, "SSL_get_read_ahead", c_int, SSL)
-_fn(libssl, "SSL_set_read_ahead", None, SSL, c_int)
-_fn(libssl, "SSL_set_default_read_buffer_len", None, SSL, c_size_t)
-_fn(libssl, "SSL_session_reused", c_int, SSL)
+SSL_new = _fn(libssl, "SSL_new", SSL, SSL_CTX)
+SSL_free = _fn(libssl, "SSL_free", None, SSL)
+SSL_ctrl = _fn(libssl, "SSL_ctrl", c_long, SSL, c_int, c_long, c_void_p)
+SSL_get_options = _fn(libssl, "SSL_get_options", c_uint64, SSL)
+SSL_set_options = _fn(libssl, "SSL_set_options", c_uint64, SSL, c_uint64)
+SSL_clear_options = _fn(libssl, "SSL_clear_options", c_uint64, SSL, c_uint64)
+SSL_set_fd = _fn(libssl, "SSL_set_fd", c_int, SSL, c_int)
+SSL_set_bio = _fn(libssl, "SSL_set_bio", None, SSL, BIO, BIO)
+SSL_get_rbio = _fn(libssl, "SSL_get_rbio", BIO, SSL)
+SSL_get_wbio = _fn(libssl, "SSL_get_wbio", BIO, SSL)
+SSL_set_connect_state = _fn(libssl, "SSL_set_connect_state", None, SSL)
+SSL_set_accept_state = _fn(libssl, "SSL_set_accept_state", None, SSL)
+SSL_do_handshake = _fn(libssl, "SSL_do_handshake", c_int, SSL)
+SSL_is_init_finished = _fn(libssl, "SSL_is_init_finished", c_int, SSL)
+SSL_read_ex = _fn(libssl, "SSL_read_ex", c_int, SSL, c_void_p, c_size_t, POINTER(c_size_t))
+SSL_write_ex = _fn(libssl, "SSL_write_ex", c_int, SSL, c_void_p, c_size_t, POINTER(c_size_t))
+SSL_pending = _fn(libssl, "SSL_pending", c_int, SSL)
+SSL_shutdown = _fn(libssl, "SSL_shutdown", c_int, SSL)
+SSL_get_shutdown = _fn(libssl, "SSL_get_shutdown", c_int, SSL)
+SSL_get_error = _fn(libssl, "SSL_get_error", c_int, SSL, c_int)
+SSL_get_version = _fn(libssl, "SSL_get_version", c_char_p, SSL)
+SSL_version = _fn(libssl, "SSL_version", c_int, SSL)
+SSL_get_current_cipher = _fn(libssl, "SSL_get_current_cipher", SSL_CIPHER, SSL)
+SSL_CIPHER_get_name = _fn(libssl, "SSL_CIPHER_get_name", c_char_p, SSL_CIPHER)
+SSL_get1_peer_certificate = _fn(libssl, "SSL_get1_peer_certificate", X509, SSL)
+SSL_get_verify_result = _fn(libssl, "SSL_get_verify_result", c_long, SSL)
+SSL_set1_host = _fn(libssl, "SSL_set1_host", c_int, SSL, c_char_p)
+SSL_get0_param = _fn(libssl, "SSL_get0_param", X509_VERIFY_PARAM, SSL)
+SSL_set_verify = _fn(libssl, "SSL_set_verify", None, SSL, c_int, c_void_p)
+SSL_get0_alpn_selected = _fn(libssl, "SSL_get0_alpn_selected", None, SSL, POINTER(c_void_p), POINTER(c_uint))
+SSL_alert_desc_string_long = _fn(libssl, "SSL_alert_desc_string_long", c_char_p, c_int)
+SSL_alert_type_string_long = _fn(libssl, "SSL_alert_type_string_long", c_char_p, c_int)
+SSL_get_read_ahead = _fn(libssl, "SSL_get_read_ahead", c_int, SSL)
+SSL_set_read_ahead = _fn(libssl, "SSL_set_read_ahead", None, SSL, c_int)
+SSL_set_default_read_buffer_len = _fn(libssl, "SSL_set_default_read_buffer_len", None, SSL, c_size_t)
+SSL_session_reused = _fn(libssl, "SSL_session_reused", c_int, SSL)
 
 
 # --------------------------------------------------------------------------
 # Macros (ssl.h), as functions over the ctrl entry points.
 # --------------------------------------------------------------------------
-def SSL_CTX_set_max_pipelines(ctx, n):
+def SSL_CTX_set_max_pipelines(ctx: int, n: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_PIPELINES, n, None)
 
 
-def SSL_CTX_set_split_send_fragment(ctx, n):
+def SSL_CTX_set_split_send_fragment(ctx: int, n: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_SPLIT_SEND_FRAGMENT, n, None)
 
 
-def SSL_CTX_set_max_send_fragment(ctx, n):
+def SSL_CTX_set_max_send_fragment(ctx: int, n: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_SEND_FRAGMENT, n, None)
 
 
-def SSL_CTX_set_read_ahead(ctx, yes):
+def SSL_CTX_set_read_ahead(ctx: int, yes: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_READ_AHEAD, int(bool(yes)), None)
 
 
-def SSL_CTX_get_read_ahead(ctx):
+def SSL_CTX_get_read_ahead(ctx: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_GET_READ_AHEAD, 0, None)
 
 
-def SSL_CTX_set_min_proto_version(ctx, v):
+def SSL_CTX_set_min_proto_version(ctx: int, v: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MIN_PROTO_VERSION, v, None)
 
 
-def SSL_CTX_set_max_proto_version(ctx, v):
+def SSL_CTX_set_max_proto_version(ctx: int, v: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_PROTO_VERSION, v, None)
 
 
-def SSL_CTX_get_min_proto_version(ctx):
+def SSL_CTX_get_min_proto_version(ctx: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_GET_MIN_PROTO_VERSION, 0, None)
 
 
-def SSL_CTX_get_max_proto_version(ctx):
+def SSL_CTX_get_max_proto_version(ctx: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_GET_MAX_PROTO_VERSION, 0, None)
 
 
-def SSL_CTX_set_mode(ctx, mode):
+def SSL_CTX_set_mode(ctx: int, mode: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, mode, None)
 
 
-def SSL_set_mode(ssl, mode):
+def SSL_set_mode(ssl: int, mode: int) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_MODE, mode, None)
 
 
-def SSL_set_max_pipelines(ssl, n):
+def SSL_set_max_pipelines(ssl: int, n: int) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_SET_MAX_PIPELINES, n, None)
 
 
-def SSL_set_split_send_fragment(ssl, n):
+def SSL_set_split_send_fragment(ssl: int, n: int) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_SET_SPLIT_SEND_FRAGMENT, n, None)
 
 
-def SSL_set_max_send_fragment(ssl, n):
+def SSL_set_max_send_fragment(ssl: int, n: int) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_SET_MAX_SEND_FRAGMENT, n, None)
 
 
-def SSL_set_tlsext_host_name(ssl, name):
+def SSL_set_tlsext_host_name(ssl: int, name: bytes) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, name)
 
 
-def BIO_set_mem_eof_return(bio, v):
+def BIO_set_mem_eof_return(bio: int, v: int) -> int:
     return BIO_ctrl(bio, BIO_C_SET_BUF_MEM_EOF_RETURN, v, None)
 
 
-def BIO_set_write_buf_size(bio, size):
+def BIO_set_write_buf_size(bio: int, size: int) -> int:
     return BIO_ctrl(bio, BIO_C_SET_WRITE_BUF_SIZE, size, None)
 
 
-def ERR_GET_LIB(code):
+def ERR_GET_LIB(code: int) -> int:
     if code & ERR_SYSTEM_FLAG:
         return 2  # ERR_LIB_SYS
     return (code >> ERR_LIB_OFFSET) & ERR_LIB_MASK
 
 
-def ERR_GET_REASON(code):
+def ERR_GET_REASON(code: int) -> int:
     if code & ERR_SYSTEM_FLAG:
         return code & 0x7FFFFFFF
     return code & ERR_REASON_MASK
 
 
-def openssl_version():
+def openssl_version() -> str:
     """The OpenSSL version string of the loaded libcrypto."""
-    return OpenSSL_version(OPENSSL_VERSION).decode()
+    return (OpenSSL_version(OPENSSL_VERSION) or b"").decode()
 
 
 # --------------------------------------------------------------------------
-# Zero-copy access to Python buffers (bytes, bytearray, memoryview, array,
-# mmap ...).  PyObject_GetBuffer pins the memory (a bytearray cannot resize
-# while exported) for the duration of the C call; nothing is copied.
+# The gate.
 # --------------------------------------------------------------------------
-class Py_buffer(ctypes.Structure):
-    _fields_ = [
-        ("buf", c_void_p),
-        ("obj", c_void_p),
-        ("len", ctypes.c_ssize_t),
-        ("itemsize", ctypes.c_ssize_t),
-        ("readonly", c_int),
-        ("ndim", c_int),
-        ("format", c_char_p),
-        ("shape", c_void_p),
-        ("strides", c_void_p),
-        ("suboffsets", c_void_p),
-        ("internal", c_void_p),
-    ]
+def drain_errors() -> tuple[list[str], list[int]]:
+    """Empty this thread's OpenSSL error queue; return (lines, codes)."""
+    lines: list[str] = []
+    codes: list[int] = []
+    buf = ctypes.create_string_buffer(256)
+    while True:
+        code = ERR_get_error()
+        if not code:
+            break
+        ERR_error_string_n(code, buf, len(buf))
+        lines.append(buf.value.decode("utf-8", "replace"))
+        codes.append(code)
+    return lines, codes
 
 
-_PyObject_GetBuffer = ctypes.pythonapi.PyObject_GetBuffer
-_PyObject_GetBuffer.argtypes = [ctypes.py_object, POINTER(Py_buffer), c_int]
-_PyObject_GetBuffer.restype = c_int
-_PyBuffer_Release = ctypes.pythonapi.PyBuffer_Release
-_PyBuffer_Release.argtypes = [POINTER(Py_buffer)]
-_PyBuffer_Release.restype = None
-_PyBUF_SIMPLE = 0
-_PyBUF_WRITABLE = 1
+def clear_errors() -> None:
+    """Discard this thread's OpenSSL error queue."""
+    ERR_clear_error()
 
 
-class pinned_buffer:
-    """``with pinned_buffer(obj, writable) as (address, length):``
+def check(result: Optional[int], message: str, exc: type[PipetlsError] = OpenSSLError,
+          **kwargs: Any) -> int:
+    """Return ``result`` if it is > 0; else raise ``exc`` with the drained
+    error queue.  For the many OpenSSL calls that return 1 on success."""
+    if result is not None and result > 0:
+        return result
+    lines, codes = drain_errors()
+    raise exc(message, lines, codes, **kwargs)
 
-    Exposes the memory of any C-contiguous buffer object without copying.
-    Raises TypeError for objects without the buffer protocol, for
-    non-contiguous views, and (writable=True) for read-only buffers.
-    """
 
-    __slots__ = ("_obj", "_flags", "_view")
-
-    def __init__(self, obj, writable=False):
-        self._obj = obj
-        self._flags = _PyBUF_WRITABLE if writable else _PyBUF_SIMPLE
-        self._view = None
-
-    def __enter__(self):
-        view = Py_buffer()
-        try:
-            _PyObject_GetBuffer(self._obj, ctypes.byref(view), self._flags)
-        except (BufferError, TypeError) as e:
-            raise TypeError(
-                "expected a contiguous%s bytes-like object, got %s (%s)"
-                % (" writable" if self._flags else "", type(self._obj).__name__, e)
-            ) from None
-        self._view = view
-        return view.buf or 0, view.len
-
-    def __exit__(self, *exc):
-        if self._view is not None:
-            _PyBuffer_Release(ctypes.byref(self._view))
-            self._view = None
-        return False
+def check_ptr(ptr: Optional[int], message: str, exc: type[PipetlsError] = OpenSSLError,
+              **kwargs: Any) -> int:
+    """Return ``ptr`` if it is not NULL; else raise as :func:`check`."""
+    if ptr:
+        return ptr
+    lines, codes = drain_errors()
+    raise exc(message, lines, codes, **kwargs)

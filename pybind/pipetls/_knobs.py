@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import numbers
 import operator
+from typing import Any, Optional
 
 from . import _ffi
-from .errors import ConfigError, ConfigTypeError, check
+from ._ffi import check
+from .errors import ConfigError, ConfigTypeError
 
 MAX_READ_BUFFER_LEN = 1 << 30
 
 # OpenSSL's defaults for a new SSL_CTX.
-DEFAULTS = {
+DEFAULTS: dict[str, int] = {
     "max_pipelines": 1,
     "max_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
     "split_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
@@ -42,7 +44,7 @@ DEFAULTS = {
 }
 
 
-def as_int(knob, value):
+def as_int(knob: str, value: object) -> int:
     """``value`` as an int, or ConfigTypeError naming the knob."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigTypeError(
@@ -51,7 +53,15 @@ def as_int(knob, value):
     return operator.index(value)
 
 
-def in_range(knob, value, lo, hi, hi_text=None):
+def at_least(knob: str, value: object, lo: int) -> int:
+    """``value`` as an int >= ``lo``, or ConfigError / ConfigTypeError."""
+    v = as_int(knob, value)
+    if v < lo:
+        raise ConfigError("%s=%d is out of range: allowed >= %d" % (knob, v, lo), knob=knob)
+    return v
+
+
+def in_range(knob: str, value: object, lo: int, hi: int, hi_text: Optional[str] = None) -> int:
     value = as_int(knob, value)
     if not lo <= value <= hi:
         raise ConfigError(
@@ -61,7 +71,7 @@ def in_range(knob, value, lo, hi, hi_text=None):
     return value
 
 
-def as_bool(knob, value):
+def as_bool(knob: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral) and value in (0, 1):
@@ -71,7 +81,7 @@ def as_bool(knob, value):
     )
 
 
-def default_read_buffer_for(max_pipelines):
+def default_read_buffer_for(max_pipelines: int) -> int:
     """A read buffer that holds ``max_pipelines`` full TLS records.
 
     libssl already sizes its read buffer as max_pipelines records when
@@ -90,11 +100,26 @@ class PipelineKnobs:
     ``_knob_set_read_ahead(bool)`` and a ``_knobs`` dict of cached values.
     """
 
-    _knobs: dict
+    _knobs: dict[str, int]
+
+    def _knob_handle(self) -> int:
+        raise NotImplementedError
+
+    def _knob_ctrl(self, cmd: int, value: int) -> int:
+        raise NotImplementedError
+
+    def _knob_set_read_buffer_len(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _knob_get_read_ahead(self) -> bool:
+        raise NotImplementedError
+
+    def _knob_set_read_ahead(self, yes: bool) -> None:
+        raise NotImplementedError
 
     # -- max_pipelines ----------------------------------------------------
     @property
-    def max_pipelines(self):
+    def max_pipelines(self) -> int:
         """Most records one SSL_write / SSL_read batch may carry (1..32).
 
         Cached in Python: OpenSSL has no getter."""
@@ -102,7 +127,7 @@ class PipelineKnobs:
         return self._knobs["max_pipelines"]
 
     @max_pipelines.setter
-    def max_pipelines(self, value):
+    def max_pipelines(self, value: int) -> None:
         value = in_range("max_pipelines", value, 1, _ffi.SSL_MAX_PIPELINES)
         self._knob_apply("max_pipelines", _ffi.SSL_CTRL_SET_MAX_PIPELINES, value)
         self._knobs["max_pipelines"] = value
@@ -113,13 +138,13 @@ class PipelineKnobs:
 
     # -- max_send_fragment ------------------------------------------------
     @property
-    def max_send_fragment(self):
+    def max_send_fragment(self) -> int:
         """Largest plaintext per record (512..16384).  Cached in Python."""
         self._knob_handle()
         return self._knobs["max_send_fragment"]
 
     @max_send_fragment.setter
-    def max_send_fragment(self, value):
+    def max_send_fragment(self, value: int) -> None:
         value = in_range(
             "max_send_fragment", value, _ffi.SSL_MIN_SEND_FRAGMENT, _ffi.SSL3_RT_MAX_PLAIN_LENGTH
         )
@@ -130,14 +155,14 @@ class PipelineKnobs:
 
     # -- split_send_fragment ----------------------------------------------
     @property
-    def split_send_fragment(self):
+    def split_send_fragment(self) -> int:
         """Plaintext per pipeline before another record is used
         (512..max_send_fragment).  Cached in Python."""
         self._knob_handle()
         return self._knobs["split_send_fragment"]
 
     @split_send_fragment.setter
-    def split_send_fragment(self, value):
+    def split_send_fragment(self, value: int) -> None:
         hi = self._knobs["max_send_fragment"]
         value = in_range(
             "split_send_fragment",
@@ -151,35 +176,36 @@ class PipelineKnobs:
 
     # -- read_ahead -------------------------------------------------------
     @property
-    def read_ahead(self):
+    def read_ahead(self) -> bool:
         """Read as much as the transport offers (needed for read pipelining).
         Read from OpenSSL."""
         self._knob_handle()
         return self._knob_get_read_ahead()
 
     @read_ahead.setter
-    def read_ahead(self, value):
+    def read_ahead(self, value: bool) -> None:
         value = as_bool("read_ahead", value)
         self._knob_handle()
         self._knob_set_read_ahead(value)
 
     # -- default_read_buffer_len ------------------------------------------
     @property
-    def default_read_buffer_len(self):
+    def default_read_buffer_len(self) -> int:
         """Size of the read buffer allocated on first read (0..2**30; 0 keeps
         OpenSSL's default).  Cached in Python: OpenSSL has no getter."""
         self._knob_handle()
         return self._knobs["default_read_buffer_len"]
 
     @default_read_buffer_len.setter
-    def default_read_buffer_len(self, value):
+    def default_read_buffer_len(self, value: int) -> None:
         value = in_range("default_read_buffer_len", value, 0, MAX_READ_BUFFER_LEN, "2**30")
         self._knob_handle()
         self._knob_set_read_buffer_len(value)
         self._knobs["default_read_buffer_len"] = value
 
-    def set_pipelining(self, max_pipelines, split_send_fragment=None,
-                       read_buffer_len=None, max_send_fragment=None):
+    def set_pipelining(self, max_pipelines: int, split_send_fragment: Optional[int] = None,
+                       read_buffer_len: Optional[int] = None,
+                       max_send_fragment: Optional[int] = None) -> None:
         """Set several knobs at once (all validated before any is applied)."""
         in_range("max_pipelines", max_pipelines, 1, _ffi.SSL_MAX_PIPELINES)
         msf = self._knobs["max_send_fragment"]
@@ -200,10 +226,7 @@ class PipelineKnobs:
             self.default_read_buffer_len = read_buffer_len
 
     # -- helpers ------------------------------------------------------------
-    def _knob_handle(self):
-        raise NotImplementedError
-
-    def _knob_apply(self, knob, cmd, value):
+    def _knob_apply(self, knob: str, cmd: int, value: int) -> None:
         self._knob_handle()  # raises ClosedError after close()
         check(
             self._knob_ctrl(cmd, value),

@@ -343,7 +343,7 @@ def _serve(ctx, lsock, engine, args, console):
                 conn.do_handshake()
                 if not args.quiet:
                     console.print("[green]%s:%d[/green] %s %s" % (peer[0], peer[1],
-                                                                 conn.version, conn.cipher))
+                                                                 conn.tls_version, conn.cipher_name))
                 if engine is not None:
                     engine.reset_stats()
                 if args.bulk is not None or args.echo:
@@ -387,7 +387,7 @@ def _connect(ctx, engine, args, console):
         with Connection(ctx, sock, server_hostname=servername) as conn:
             conn.do_handshake()
             if not args.quiet:
-                console.print("connected: %s %s" % (conn.version, conn.cipher), style="green")
+                console.print("connected: %s %s" % (conn.tls_version, conn.cipher_name), style="green")
             if engine is not None:
                 engine.reset_stats()
             if args.bulk is not None:

@@ -11,7 +11,8 @@ Transports:
 * memory: ``Connection(ctx)`` with no socket gets two memory BIOs; move the
   ciphertext with ``feed()`` / ``drain()`` (like ``ssl.MemoryBIO``).
 * a BIO pair: ``Connection.memory_pair(server_ctx, client_ctx)`` joins two
-  connections in-process; ``handshake_pair()`` and ``pump()`` drive them.
+  connections in-process; ``handshake_pair()`` and ``pump()``
+  (:mod:`pipetls.pairs`) drive them.
 * any BIO(s) of your own: ``Connection(ctx, bio=ptr)`` or
   ``bio=(rbio, wbio)``; the connection takes ownership once it is made.
 
@@ -31,6 +32,22 @@ Every method raises ``ClosedError`` after ``close()`` instead of touching
 freed memory; a per-connection lock serialises calls (OpenSSL allows one
 thread per SSL* at a time) and makes ``close()`` from another thread safe.
 
+Alerts: every SSL* gets the info callback (``SSL_set_info_callback``) that
+records the alerts it sends and receives, so a failure can name the alert
+(:class:`TLSAlertError`).  The registry of SSL* -> alert list lives here.
+
+Names: where a Connection answers what ``ssl.SSLObject`` answers it uses
+the stdlib's name and shape (``getpeercert(binary_form=True)``,
+``selected_alpn_protocol()``, ``session_reused``) or a name of its own where
+its shape differs (``tls_version``, ``cipher_name``, ``pending_plaintext``
+are properties, not the stdlib's methods: ``cipher()`` there is a tuple).
+The old properties ``version``, ``cipher``, ``pending``, ``alpn_protocol``,
+``peer_certificate`` and the aliases ``recv``, ``recv_into``, ``send``,
+``unwrap`` keep working for one release with a DeprecationWarning.  They
+were not turned into stdlib-style methods under the same names: the old
+uses (``conn.version == "TLSv1.2"``, ``if conn.pending:``) would then
+compare or test a bound method, silently wrong instead of warned about.
+
 Buffers are never copied on the way in: ``write``/``sendall`` accept any
 contiguous bytes-like object (bytes, bytearray, memoryview, array, mmap) and
 pass its memory to ``SSL_write_ex`` directly; ``readinto`` decrypts straight
@@ -45,11 +62,15 @@ import os
 import select
 import threading
 import time
+import warnings
 import weakref
+from typing import Any, Callable, Optional, Union
 
 from . import _ffi
-from ._knobs import PipelineKnobs
-from .context import Context, _alert_sinks
+from ._buffers import pinned_buffer
+from ._ffi import check, check_ptr, drain_errors
+from ._knobs import PipelineKnobs, at_least
+from .context import Context
 from .errors import (
     CertificateError,
     ClosedError,
@@ -63,27 +84,48 @@ from .errors import (
     TLSUnexpectedEOF,
     WantRead,
     WantWrite,
-    check,
-    check_ptr,
-    drain_errors,
 )
 
-__all__ = ["Connection", "handshake_pair", "pump"]
+__all__ = ["Connection"]
 
-_UNSET = object()
+_UNSET: Any = object()
 _DEFAULT_SHUTDOWN_WAIT = 2.0
 _PAIR_BUFSIZE = 1 << 20
 
+# A BIO given with bio=: an address, a ctypes pointer, or a (read, write) pair.
+BioArg = Union[int, ctypes.c_void_p, "tuple[Union[int, ctypes.c_void_p], Union[int, ctypes.c_void_p]]"]
 
-def _free_ssl(ssl, keepalive=None):
+# --------------------------------------------------------------------------
+# Alerts: SSL* address -> the list its info callback appends
+# (sent, level, alert) to.  A Connection registers its SSL* when it makes it
+# and removes it when it frees it; plain dict operations are atomic under
+# the GIL.
+# --------------------------------------------------------------------------
+_alert_sinks: dict[int, list[tuple[bool, int, int]]] = {}
+
+
+def _info_callback(ssl: int, where: int, ret: int) -> None:
+    """SSL_set_info_callback: record alerts sent and received."""
+    if where & _ffi.SSL_CB_ALERT:
+        sink = _alert_sinks.get(ssl)
+        if sink is not None:
+            sink.append((bool(where & _ffi.SSL_CB_WRITE), (ret >> 8) & 0xFF, ret & 0xFF))
+
+
+# One C callback for every connection (it only looks the SSL* up), created
+# once and never freed, so OpenSSL can never call into a dead ctypes thunk.
+_INFO_CB = _ffi.INFO_CB(_info_callback)
+
+
+def _free_ssl(ssl: int, keepalive: object = None) -> None:
     # ``keepalive`` (the Context's callbacks) is only held so that it
-    # outlives the SSL*.  SSL_free also frees the BIOs attached with SSL_set_fd / SSL_set_bio
-    # (a socket BIO from SSL_set_fd does not close the fd).
+    # outlives the SSL*.  SSL_free also frees the BIOs attached with
+    # SSL_set_fd / SSL_set_bio (a socket BIO does not close the fd).
     _alert_sinks.pop(ssl, None)
     _ffi.SSL_free(ssl)
 
 
-def _is_ip(name):
+def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
         return True
@@ -91,10 +133,16 @@ def _is_ip(name):
         return False
 
 
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn("Connection.%s is deprecated: use %s" % (old, new), DeprecationWarning,
+                  stacklevel=3)
+
+
 class Connection(PipelineKnobs):
     """One TLS connection.  See the module docstring for transports."""
 
-    def __init__(self, context, sock=None, *, bio=None, server_hostname=None, timeout=_UNSET):
+    def __init__(self, context: Context, sock: Any = None, *, bio: Optional[BioArg] = None,
+                 server_hostname: Optional[str] = None, timeout: Optional[float] = _UNSET) -> None:
         if not isinstance(context, Context):
             raise ConfigTypeError(
                 "context must be a pipetls.Context, not %s" % type(context).__name__,
@@ -109,28 +157,31 @@ class Connection(PipelineKnobs):
         if sock is None and timeout is not _UNSET and timeout != 0:
             raise ConfigError("timeout applies to socket connections only; memory "
                               "connections are always non-blocking", knob="timeout")
-        ctx = context.handle  # ClosedError if the context is closed
         self._lock = threading.RLock()
-        self._ssl = None
-        ssl = check_ptr(_ffi.SSL_new(ctx), "SSL_new failed")
+        self._ssl: Optional[int] = None
+        new = context._new_ssl()  # ClosedError if the context is closed
+        ssl = new.ssl
         self._ssl = ssl
         self._context = context
         # finalize holds its arguments until it runs: the Context's callbacks
         # stay alive until after SSL_free.
-        self._finalizer = weakref.finalize(self, _free_ssl, ssl, context._keepalive)
-        self._alerts = []
+        self._finalizer = weakref.finalize(self, _free_ssl, ssl, new.keepalive)
+        self._alerts: list[tuple[bool, int, int]] = []
         _alert_sinks[ssl] = self._alerts
-        self._knobs = dict(context._knobs)
+        _ffi.SSL_set_info_callback(ssl, _INFO_CB)
+        self._knobs = new.knobs
         self.server_side = context.server
         self.server_hostname = server_hostname
-        self._sock = None
-        self._fd = None
-        self._sock_timeout = None
-        self._rbio = self._wbio = None
+        self._sock: Any = None
+        self._fd: Optional[int] = None
+        self._sock_timeout: Optional[float] = None
+        self._rbio: Optional[int] = None
+        self._wbio: Optional[int] = None
+        self._transport = "memory" if sock is None and bio is None else ("socket" if bio is None else "bio")
         self._handshake_done = False
         self._failed = False
         self._shutdown_sent = False
-        self._timeout = None
+        self._timeout: Optional[float] = None
         try:
             # Everything that can fail comes before the transport is attached,
             # so that a constructor that raises leaves BIOs passed in with
@@ -182,13 +233,13 @@ class Connection(PipelineKnobs):
             raise
 
     @staticmethod
-    def _bio_pointers(bio):
+    def _bio_pointers(bio: Any) -> tuple[int, int]:
         """(rbio, wbio) as ints from ``bio=`` (a pointer, a ctypes c_void_p, or
         a pair of them); ConfigError / ConfigTypeError for anything else."""
         pair = bio if isinstance(bio, tuple) else (bio, bio)
         if len(pair) != 2:
             raise ConfigError("bio must be a BIO pointer or a (rbio, wbio) pair", knob="bio")
-        out = []
+        out: list[int] = []
         for b in pair:
             if isinstance(b, ctypes.c_void_p):
                 b = b.value
@@ -202,7 +253,7 @@ class Connection(PipelineKnobs):
         return out[0], out[1]
 
     @staticmethod
-    def _set_hostname(ssl, name, check_name):
+    def _set_hostname(ssl: int, name: str, check_name: bool) -> None:
         if not isinstance(name, str):
             raise ConfigTypeError("server_hostname must be a str", knob="server_hostname")
         ip = _is_ip(name)
@@ -219,7 +270,7 @@ class Connection(PipelineKnobs):
                       exc=ConfigError, knob="server_hostname")
 
     @staticmethod
-    def _check_timeout(t):
+    def _check_timeout(t: object) -> Optional[float]:
         if t is None:
             return None
         if isinstance(t, bool) or not isinstance(t, (int, float)):
@@ -230,7 +281,9 @@ class Connection(PipelineKnobs):
 
     # ---------------------------------------------------------------- pairs
     @classmethod
-    def memory_pair(cls, server_ctx, client_ctx, *, server_hostname=None, bufsize=_PAIR_BUFSIZE):
+    def memory_pair(cls, server_ctx: Context, client_ctx: Context, *,
+                    server_hostname: Optional[str] = None,
+                    bufsize: int = _PAIR_BUFSIZE) -> tuple[Connection, Connection]:
         """Two connections joined in-process by a BIO pair of ``bufsize``
         bytes each way: returns ``(server, client)``.  Both are non-blocking
         (``WantRead``/``WantWrite``); drive them with handshake_pair()/pump()."""
@@ -242,7 +295,8 @@ class Connection(PipelineKnobs):
         # Each half is ours until the Connection made on it returns: a
         # Connection that raises has not taken its BIO (see __init__), one
         # that returned owns it and frees it through SSL_free on close().
-        server = client = None
+        server: Optional[Connection] = None
+        client: Optional[Connection] = None
         try:
             server = cls(server_ctx, bio=b1.value)
             client = cls(client_ctx, bio=b2.value, server_hostname=server_hostname)
@@ -253,28 +307,36 @@ class Connection(PipelineKnobs):
                 server.close()
             _ffi.BIO_free(b2.value)
             raise
+        assert server is not None and client is not None
         return server, client
 
     # ------------------------------------------------------------ life cycle
     @property
-    def handle(self):
+    def handle(self) -> int:
         """The ``SSL*`` as an int."""
         ssl = self._ssl
         if ssl is None:
             raise ClosedError("Connection is closed")
         return ssl
 
-    _knob_handle = handle.fget
+    def _knob_handle(self) -> int:
+        return self.handle
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._ssl is None
 
     @property
-    def context(self):
+    def context(self) -> Context:
         return self._context
 
-    def close(self):
+    @property
+    def transport(self) -> str:
+        """'socket', 'memory' (feed()/drain() work) or 'bio' (a BIO pair or
+        BIOs of your own)."""
+        return self._transport
+
+    def close(self) -> None:
         """Free the SSL* (and its BIOs).  Does not send close_notify (see
         shutdown()) and does not close the socket."""
         with self._lock:
@@ -290,10 +352,11 @@ class Connection(PipelineKnobs):
                 except OSError:
                     pass
 
-    def __enter__(self):
+    def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: object) -> None:
         if exc_type is None and not self.closed:
             try:
                 self.shutdown(timeout=0)
@@ -302,41 +365,40 @@ class Connection(PipelineKnobs):
             except OSError:
                 pass
         self.close()
-        return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._ssl is None else "0x%x" % self._ssl
         return "<pipetls.Connection %s %s>" % ("server" if self.server_side else "client", state)
 
     # -------------------------------------------------------------- timeouts
     @property
-    def timeout(self):
+    def timeout(self) -> Optional[float]:
         """None: block; 0: non-blocking; t > 0: seconds per operation."""
         return self._timeout
 
     @timeout.setter
-    def timeout(self, value):
+    def timeout(self, value: Optional[float]) -> None:
         value = self._check_timeout(value)
         if self._fd is None and value != 0.0:
             raise ConfigError("timeout applies to socket connections only; memory "
                               "connections are always non-blocking", knob="timeout")
         self._timeout = value
 
-    def settimeout(self, value):
+    def settimeout(self, value: Optional[float]) -> None:
         self.timeout = value
 
-    def gettimeout(self):
+    def gettimeout(self) -> Optional[float]:
         return self._timeout
 
-    def setblocking(self, flag):
+    def setblocking(self, flag: bool) -> None:
         self.timeout = None if flag else 0.0
 
-    def fileno(self):
+    def fileno(self) -> int:
         self.handle
         return self._fd if self._fd is not None else -1
 
     # ---------------------------------------------------------- the I/O loop
-    def _wait(self, want, deadline):
+    def _wait(self, want: type[PipetlsError], deadline: Optional[float]) -> None:
         """Wait for the socket to be readable/writable (want is WantRead or
         WantWrite), or raise ``want`` (non-blocking) / TLSTimeout."""
         if self._fd is None or self._timeout == 0.0:
@@ -349,11 +411,12 @@ class Connection(PipelineKnobs):
                 raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
         ev = select.POLLIN if want is WantRead else select.POLLOUT
         p = select.poll()
+        assert self._fd is not None
         p.register(self._fd, ev | select.POLLERR | select.POLLHUP)
         if not p.poll(None if remaining is None else max(0, remaining) * 1000.0):
             raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
 
-    def _run(self, call, op):
+    def _run(self, call: Callable[[int], int], op: str) -> int:
         """Run ``call(ssl) -> ret`` until ret > 0, waiting per the timeout.
         Returns ret.  Maps every failure to an exception."""
         deadline = None
@@ -368,6 +431,7 @@ class Connection(PipelineKnobs):
                 if ret > 0:
                     return ret
                 err = _ffi.SSL_get_error(ssl, ret)
+                want: type[PipetlsError]
                 if err == _ffi.SSL_ERROR_WANT_READ:
                     want = WantRead
                 elif err == _ffi.SSL_ERROR_WANT_WRITE:
@@ -378,7 +442,7 @@ class Connection(PipelineKnobs):
                 deadline = time.monotonic() + self._timeout
             self._wait(want, deadline)
 
-    def _error(self, ssl, err, op):
+    def _error(self, ssl: int, err: int, op: str) -> Exception:
         """The exception for SSL_get_error() == err (error queue drained)."""
         errno = ctypes.get_errno()
         lines, codes = drain_errors()
@@ -416,56 +480,67 @@ class Connection(PipelineKnobs):
         return TLSError("%s failed" % op, lines, codes)
 
     @staticmethod
-    def _alert_text(alert):
+    def _alert_text(alert: int) -> Optional[str]:
         t = _ffi.SSL_alert_desc_string_long(alert)
         return t.decode() if t else None
 
     # ------------------------------------------------------------- handshake
-    def do_handshake(self):
+    def do_handshake(self) -> None:
         """Complete the TLS handshake."""
         self._run(_ffi.SSL_do_handshake, "handshake")
         self._handshake_done = True
 
     @property
-    def handshake_done(self):
+    def handshake_done(self) -> bool:
         if self._ssl is None:
             return self._handshake_done
         return bool(_ffi.SSL_is_init_finished(self._ssl))
 
     # ------------------------------------------------------------------ read
-    def readinto(self, buffer):
+    def readinto(self, buffer: Any) -> int:
         """Decrypt up to len(buffer) bytes straight into ``buffer`` (any
         writable contiguous buffer); returns the count (0 only for an empty
         buffer).  Raises TLSClosed after the peer's close_notify."""
         n = ctypes.c_size_t(0)
-        with _ffi.pinned_buffer(buffer, writable=True) as (addr, length):
+        with pinned_buffer(buffer, writable=True) as (addr, length):
             if length == 0:
                 self.handle
                 return 0
             self._run(lambda ssl: _ffi.SSL_read_ex(ssl, addr, length, ctypes.byref(n)), "read")
         return n.value
 
-    def read(self, n=16384):
+    def read(self, n: int = 16384) -> bytes:
         """Read up to ``n`` bytes (at least 1, unless n == 0)."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise ConfigTypeError("n must be an int", knob="n")
-        if n < 0:
-            raise ConfigError("n=%d is out of range: allowed >= 0" % n, knob="n")
+        n = at_least("n", n, 0)
         buf = bytearray(n)
         k = self.readinto(buf)
         del buf[k:]
         return bytes(buf)
 
-    recv = read
-    recv_into = readinto
+    def recv(self, n: int = 16384) -> bytes:
+        """Deprecated alias of :meth:`read`."""
+        _deprecated("recv()", "read()")
+        return self.read(n)
+
+    def recv_into(self, buffer: Any) -> int:
+        """Deprecated alias of :meth:`readinto`."""
+        _deprecated("recv_into()", "readinto()")
+        return self.readinto(buffer)
 
     @property
-    def pending(self):
-        """Decrypted bytes buffered in OpenSSL (SSL_pending)."""
+    def pending_plaintext(self) -> int:
+        """Decrypted bytes buffered in OpenSSL, readable without I/O
+        (SSL_pending; ``ssl.SSLObject.pending()``)."""
         return _ffi.SSL_pending(self.handle)
 
+    @property
+    def pending(self) -> int:
+        """Deprecated: :attr:`pending_plaintext`."""
+        _deprecated("pending", "Connection.pending_plaintext")
+        return self.pending_plaintext
+
     # ----------------------------------------------------------------- write
-    def _write_addr(self, addr, length):
+    def _write_addr(self, addr: int, length: int) -> int:
         n = ctypes.c_size_t(0)
         if self._shutdown_sent:
             self.handle
@@ -473,36 +548,39 @@ class Connection(PipelineKnobs):
         self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
         return n.value
 
-    def write(self, data):
+    def write(self, data: Any) -> int:
         """One SSL_write_ex of ``data`` (any contiguous bytes-like object,
         not copied).  Returns the bytes written: all of them on a blocking
         socket unless a record batch is cut short (partial writes are on, so
         a non-blocking sender makes progress); 0 for empty data (OpenSSL is
         not called).  Up to max_pipelines records are encrypted per batch."""
-        with _ffi.pinned_buffer(data) as (addr, length):
+        with pinned_buffer(data) as (addr, length):
             if length == 0:
                 self.handle
                 return 0
             return self._write_addr(addr, length)
 
-    send = write
+    def send(self, data: Any) -> int:
+        """Deprecated alias of :meth:`write`."""
+        _deprecated("send()", "write()")
+        return self.write(data)
 
-    def sendall(self, data):
+    def sendall(self, data: Any) -> int:
         """Write all of ``data``.  Non-blocking: raises WantWrite with
         ``.written`` set to the bytes already sent."""
-        with _ffi.pinned_buffer(data) as (addr, length):
+        with pinned_buffer(data) as (addr, length):
             done = 0
             self.handle
             while done < length:
                 try:
                     done += self._write_addr(addr + done, length - done)
                 except (WantRead, WantWrite) as e:
-                    e.written = done
+                    e.written = done  # type: ignore[attr-defined]
                     raise
             return done
 
     # -------------------------------------------------------------- shutdown
-    def shutdown(self, timeout=None):
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
         """Send close_notify and wait (bounded) for the peer's.
 
         Returns True when both close_notify alerts have been exchanged,
@@ -523,8 +601,9 @@ class Connection(PipelineKnobs):
         if wait is None:
             wait = _DEFAULT_SHUTDOWN_WAIT if self._timeout is None else min(
                 self._timeout, _DEFAULT_SHUTDOWN_WAIT)
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (wait or 0.0)
         sent_now = False
+        want: type[PipetlsError]
         while True:
             with self._lock:
                 ssl = self.handle
@@ -562,57 +641,58 @@ class Connection(PipelineKnobs):
             if not p.poll(remaining * 1000.0):
                 return False
 
-    unwrap = shutdown
+    def unwrap(self, timeout: Optional[float] = None) -> bool:
+        """Deprecated alias of :meth:`shutdown` (``ssl.SSLSocket.unwrap``
+        returns the socket; this returns shutdown()'s bool)."""
+        _deprecated("unwrap()", "shutdown()")
+        return self.shutdown(timeout)
 
     # ------------------------------------------------------------- memory IO
-    def _need_memory(self):
+    def _memory_bios(self) -> tuple[int, int]:
         self.handle
-        if self._rbio is None:
+        if self._rbio is None or self._wbio is None:
             raise PipetlsError("feed()/drain() need a memory Connection (no socket, no bio)")
+        return self._rbio, self._wbio
 
-    def feed(self, data):
+    def feed(self, data: Any) -> int:
         """Memory connections: hand ``data`` (ciphertext from the peer) to
         OpenSSL.  Returns len(data)."""
         with self._lock:
-            self._need_memory()
-            with _ffi.pinned_buffer(data) as (addr, length):
+            rbio, _ = self._memory_bios()
+            with pinned_buffer(data) as (addr, length):
                 done = 0
                 while done < length:
                     chunk = min(length - done, 1 << 30)
-                    n = _ffi.BIO_write(self._rbio, addr + done, chunk)
+                    n = _ffi.BIO_write(rbio, addr + done, chunk)
                     check(n, "BIO_write failed")
                     done += n
                 return done
 
-    def feed_eof(self):
+    def feed_eof(self) -> None:
         """Memory connections: the peer's transport has ended."""
         with self._lock:
-            self._need_memory()
-            _ffi.BIO_set_mem_eof_return(self._rbio, 0)
+            rbio, _ = self._memory_bios()
+            _ffi.BIO_set_mem_eof_return(rbio, 0)
 
     @property
-    def pending_out(self):
+    def pending_out(self) -> int:
         """Memory connections: ciphertext waiting for drain()."""
         with self._lock:
-            self._need_memory()
-            return _ffi.BIO_ctrl_pending(self._wbio)
+            _, wbio = self._memory_bios()
+            return _ffi.BIO_ctrl_pending(wbio)
 
-    def drain(self, n=None):
+    def drain(self, n: Optional[int] = None) -> bytes:
         """Memory connections: take up to ``n`` (default: all) bytes of
         ciphertext OpenSSL produced for the peer."""
         with self._lock:
-            self._need_memory()
-            avail = _ffi.BIO_ctrl_pending(self._wbio)
+            _, wbio = self._memory_bios()
+            avail = _ffi.BIO_ctrl_pending(wbio)
             if n is not None:
-                if isinstance(n, bool) or not isinstance(n, int):
-                    raise ConfigTypeError("n must be an int or None", knob="n")
-                if n < 0:
-                    raise ConfigError("n=%d is out of range: allowed >= 0" % n, knob="n")
-                avail = min(avail, n)
+                avail = min(avail, at_least("n", n, 0))
             if avail == 0:
                 return b""
             buf = ctypes.create_string_buffer(avail)
-            got = _ffi.BIO_read(self._wbio, buf, avail)
+            got = _ffi.BIO_read(wbio, buf, avail)
             if got <= 0:
                 drain_errors()
                 return b""
@@ -620,31 +700,39 @@ class Connection(PipelineKnobs):
 
     # ------------------------------------------------------------ properties
     @property
-    def version(self):
-        """Negotiated protocol ('TLSv1.2', 'TLSv1.3'), None before the handshake."""
+    def tls_version(self) -> Optional[str]:
+        """Negotiated protocol ('TLSv1.2', 'TLSv1.3'), None before the
+        handshake (``ssl.SSLObject.version()``)."""
         ssl = self.handle
         if not _ffi.SSL_is_init_finished(ssl):
             return None
-        return _ffi.SSL_get_version(ssl).decode()
+        v = _ffi.SSL_get_version(ssl)
+        return v.decode() if v else None
 
     @property
-    def cipher(self):
-        """Negotiated cipher suite name (OpenSSL's), None before the handshake."""
+    def cipher_name(self) -> Optional[str]:
+        """Negotiated cipher suite, OpenSSL's name (``ssl.SSLObject.cipher()[0]``),
+        None before the handshake."""
         c = _ffi.SSL_get_current_cipher(self.handle)
         if not c:
             return None
         name = _ffi.SSL_CIPHER_get_name(c)
         return name.decode() if name else None
 
-    @property
-    def peer_certificate(self):
-        """The peer's certificate as DER bytes, or None."""
+    def getpeercert(self, binary_form: bool = False) -> Optional[bytes]:
+        """The peer's certificate as DER bytes (``binary_form=True``, as
+        ``ssl.SSLObject.getpeercert(True)``), or None when the peer sent none.
+
+        The decoded-dict form of the stdlib is not offered: parse the DER
+        (e.g. with ``cryptography.x509.load_der_x509_certificate``)."""
+        if not binary_form:
+            raise ConfigError("pipetls returns the certificate as DER only: "
+                              "getpeercert(binary_form=True)", knob="binary_form")
         x = _ffi.SSL_get1_peer_certificate(self.handle)
         if not x:
             return None
         try:
-            n = _ffi.i2d_X509(x, None)
-            check(n, "i2d_X509 failed")
+            n = check(_ffi.i2d_X509(x, None), "i2d_X509 failed")
             buf = (ctypes.c_ubyte * n)()
             p = ctypes.cast(buf, ctypes.POINTER(ctypes.c_ubyte))
             check(_ffi.i2d_X509(x, ctypes.byref(p)), "i2d_X509 failed")
@@ -652,9 +740,8 @@ class Connection(PipelineKnobs):
         finally:
             _ffi.X509_free(x)
 
-    @property
-    def alpn_protocol(self):
-        """The ALPN protocol agreed on, or None."""
+    def selected_alpn_protocol(self) -> Optional[str]:
+        """The ALPN protocol agreed on, or None (``ssl.SSLObject``'s name)."""
         data = ctypes.c_void_p()
         n = ctypes.c_uint(0)
         _ffi.SSL_get0_alpn_selected(self.handle, ctypes.byref(data), ctypes.byref(n))
@@ -663,149 +750,53 @@ class Connection(PipelineKnobs):
         return ctypes.string_at(data.value, n.value).decode("ascii", "replace")
 
     @property
-    def session_reused(self):
+    def session_reused(self) -> bool:
         return bool(_ffi.SSL_session_reused(self.handle))
 
     @property
-    def verify_result(self):
+    def verify_result(self) -> int:
         """SSL_get_verify_result: 0 (X509_V_OK) when the peer verified."""
         return _ffi.SSL_get_verify_result(self.handle)
 
+    # ---- deprecated names (one release) ------------------------------------
+    @property
+    def version(self) -> Optional[str]:
+        """Deprecated: :attr:`tls_version`."""
+        _deprecated("version", "Connection.tls_version")
+        return self.tls_version
+
+    @property
+    def cipher(self) -> Optional[str]:
+        """Deprecated: :attr:`cipher_name`."""
+        _deprecated("cipher", "Connection.cipher_name")
+        return self.cipher_name
+
+    @property
+    def peer_certificate(self) -> Optional[bytes]:
+        """Deprecated: ``getpeercert(binary_form=True)``."""
+        _deprecated("peer_certificate", "Connection.getpeercert(binary_form=True)")
+        return self.getpeercert(binary_form=True)
+
+    @property
+    def alpn_protocol(self) -> Optional[str]:
+        """Deprecated: :meth:`selected_alpn_protocol`."""
+        _deprecated("alpn_protocol", "Connection.selected_alpn_protocol()")
+        return self.selected_alpn_protocol()
+
     # ------------------------------------------------------------ pipelining
-    def _knob_ctrl(self, cmd, value):
+    def _knob_ctrl(self, cmd: int, value: int) -> int:
         with self._lock:
             return _ffi.SSL_ctrl(self.handle, cmd, value, None)
 
-    def _knob_set_read_buffer_len(self, n):
+    def _knob_set_read_buffer_len(self, n: int) -> None:
         # Takes effect when the read buffer is allocated (the first read,
         # i.e. the handshake): set it before do_handshake().
         with self._lock:
             _ffi.SSL_set_default_read_buffer_len(self.handle, n)
 
-    def _knob_get_read_ahead(self):
+    def _knob_get_read_ahead(self) -> bool:
         return bool(_ffi.SSL_get_read_ahead(self.handle))
 
-    def _knob_set_read_ahead(self, yes):
+    def _knob_set_read_ahead(self, yes: bool) -> None:
         with self._lock:
             _ffi.SSL_set_read_ahead(self.handle, 1 if yes else 0)
-
-
-# --------------------------------------------------------------------------
-# Driving memory connections.
-# --------------------------------------------------------------------------
-def _shuttle(a, b):
-    """Move ciphertext between two memory-mode connections; True if any moved."""
-    moved = False
-    if a._rbio is not None and b._rbio is not None:
-        for src, dst in ((a, b), (b, a)):
-            data = src.drain()
-            if data:
-                dst.feed(data)
-                moved = True
-    return moved
-
-
-def handshake_pair(server, client, max_rounds=100):
-    """Drive both ends of a memory pair (or two memory connections, whose
-    ciphertext is shuttled) until both handshakes are done."""
-    _check_pair(server, client)
-    max_rounds = _positive("max_rounds", max_rounds)
-    for _ in range(max_rounds):
-        for c in (client, server):
-            if not c.handshake_done:
-                try:
-                    c.do_handshake()
-                except (WantRead, WantWrite):
-                    pass
-        _shuttle(server, client)
-        if server.handshake_done and client.handshake_done:
-            return
-        if not (_has_input(server) or _has_input(client)):
-            break
-    raise TLSError("handshake_pair: the handshake did not complete")
-
-
-def _positive(knob, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigTypeError("%s must be an int, not %s" % (knob, type(value).__name__), knob=knob)
-    if value < 1:
-        raise ConfigError("%s=%d is out of range: allowed >= 1" % (knob, value), knob=knob)
-    return value
-
-
-def _check_pair(a, b):
-    for c in (a, b):
-        if not isinstance(c, Connection):
-            raise ConfigTypeError("expected a pipetls.Connection, not %s" % type(c).__name__,
-                                  knob="connection")
-        c.handle  # ClosedError after close()
-
-
-def _has_input(c):
-    """Ciphertext is waiting for ``c`` to read (memory BIO or BIO pair)."""
-    rbio = _ffi.SSL_get_rbio(c.handle)
-    return bool(rbio) and _ffi.BIO_ctrl_pending(rbio) > 0
-
-
-def pump(sender, receiver, data, *, write_size=1 << 17, read_size=1 << 20, on_data=None):
-    """Send ``data`` from ``sender`` to ``receiver`` (a memory pair, or two
-    memory connections) and read it all on the other side.
-
-    ``data``: a bytes-like object, or an int N to send N bytes from one
-    reusable zero buffer.  ``write_size``: bytes per SSL_write (with
-    max_pipelines k and full records, k records per batch).  ``on_data``:
-    called with a memoryview of each decrypted chunk (valid only during the
-    call).  Returns the number of bytes received.
-    """
-    _check_pair(sender, receiver)
-    write_size = _positive("write_size", write_size)
-    read_size = _positive("read_size", read_size)
-    if on_data is not None and not callable(on_data):
-        raise ConfigTypeError("on_data must be callable", knob="on_data")
-    if isinstance(data, int) and not isinstance(data, bool):
-        if data < 0:
-            raise ConfigError("data=%d is out of range: allowed >= 0 bytes" % data, knob="data")
-        total = data
-        zeros = bytearray(min(write_size, max(total, 1)))
-    else:
-        view = memoryview(data).cast("B")
-        total = len(view)
-        zeros = None
-    rbuf = bytearray(read_size)
-    rview = memoryview(rbuf)
-    sent = got = 0
-    stalls = 0
-    while got < total:
-        progress = False
-        if sent < total:
-            n = min(write_size, total - sent)
-            chunk = memoryview(zeros)[:n] if zeros is not None else view[sent:sent + n]
-            try:
-                w = sender.write(chunk)
-                sent += w
-                progress = progress or w > 0
-            except (WantWrite, WantRead):
-                pass
-        if _shuttle(sender, receiver):
-            progress = True
-        while True:
-            try:
-                k = receiver.readinto(rbuf)
-            except WantRead:
-                break
-            except WantWrite:
-                _shuttle(sender, receiver)
-                break
-            got += k
-            progress = True
-            if on_data is not None:
-                on_data(rview[:k])
-            if got >= total:
-                break
-        if not progress:
-            stalls += 1
-            if stalls > 3:
-                raise TLSError("pump: no progress (sent %d, received %d of %d)" % (sent, got, total))
-        else:
-            stalls = 0
-    return got

@@ -11,14 +11,19 @@ get them (SSL_new copies them).
 
 from __future__ import annotations
 
-import os
-import threading
-import weakref
 import ctypes
+import os
+import sys
+import threading
+import warnings
+import weakref
+from typing import IO, Any, Callable, Iterable, NamedTuple, Optional, Union
 
 from . import _ffi
+from ._ffi import check, check_ptr, drain_errors
 from ._knobs import DEFAULTS, PipelineKnobs, as_bool
-from .errors import ClosedError, ConfigError, ConfigTypeError, OpenSSLError, check, check_ptr
+from .engine import Engine, load_engine
+from .errors import ClosedError, ConfigError, ConfigTypeError, OpenSSLError
 
 __all__ = ["Context", "TLS_VERSIONS"]
 
@@ -36,26 +41,11 @@ _VERSION_NAMES = {
     _ffi.TLS1_3_VERSION: "TLSv1.3",
 }
 
-# SSL* address -> list that the info callback appends (sent, level, alert) to.
-# Connections register themselves (see connection.py); plain dict operations
-# are atomic under the GIL.
-_alert_sinks: dict = {}
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+TLSVersionName = Union[str, int, None]
 
 
-def _info_callback(ssl, where, ret):
-    """SSL_CTX_set_info_callback: record alerts sent and received."""
-    if where & _ffi.SSL_CB_ALERT:
-        sink = _alert_sinks.get(ssl)
-        if sink is not None:
-            sink.append((bool(where & _ffi.SSL_CB_WRITE), (ret >> 8) & 0xFF, ret & 0xFF))
-
-
-# One C callback for every context (it only looks the SSL* up), created once
-# and never freed, so OpenSSL can never call into a dead ctypes thunk.
-_INFO_CB = _ffi.INFO_CB(_info_callback)
-
-
-def _version_value(v, what):
+def _version_value(v: TLSVersionName, what: str) -> int:
     if v is None:
         return 0
     if isinstance(v, str):
@@ -77,7 +67,7 @@ def _version_value(v, what):
     return int(v)
 
 
-def _path(p, what):
+def _path(p: object, what: str) -> bytes:
     if not isinstance(p, (str, bytes, os.PathLike)):
         raise ConfigTypeError("%s must be a path, not %s" % (what, type(p).__name__), knob=what)
     return os.fsencode(p)
@@ -90,10 +80,23 @@ class _KeepAlive:
     __slots__ = ("keylog_cb", "alpn_cb", "alpn_wire", "keylog_fn", "keylog_file",
                  "keylog_lock", "__weakref__")
 
-    def __init__(self):
-        self.keylog_cb = self.alpn_cb = self.alpn_wire = None
-        self.keylog_fn = self.keylog_file = None
+    def __init__(self) -> None:
+        self.keylog_cb: Any = None
+        self.alpn_cb: Any = None
+        self.alpn_wire: Any = None
+        self.keylog_fn: Optional[Callable[[str], object]] = None
+        self.keylog_file: Optional[IO[str]] = None
         self.keylog_lock = threading.Lock()
+
+
+class NewSSL(NamedTuple):
+    """What :meth:`Context._new_ssl` hands a Connection: a fresh ``SSL*``
+    (the caller owns it and must ``SSL_free`` it), the objects OpenSSL points
+    at that must outlive it, and the knob values it inherited."""
+
+    ssl: int
+    keepalive: _KeepAlive
+    knobs: dict[str, int]
 
 
 class Context(PipelineKnobs):
@@ -116,36 +119,33 @@ class Context(PipelineKnobs):
 
     def __init__(
         self,
-        server=False,
+        server: bool = False,
         *,
-        verify=None,
-        check_hostname=None,
-        cafile=None,
-        certfile=None,
-        keyfile=None,
-        min_version="TLSv1.2",
-        max_version=None,
-        ciphers=None,
-        ciphersuites=None,
-        alpn_protocols=None,
-        keylog_file=None,
-        keylog_callback=None,
-        max_pipelines=None,
-        split_send_fragment=None,
-        max_send_fragment=None,
-        read_ahead=None,
-        default_read_buffer_len=None,
-        encrypt_then_mac=None,
-        engine=None,
-    ):
+        verify: Optional[bool] = None,
+        check_hostname: Optional[bool] = None,
+        cafile: Optional[StrPath] = None,
+        certfile: Optional[StrPath] = None,
+        keyfile: Optional[StrPath] = None,
+        min_version: TLSVersionName = "TLSv1.2",
+        max_version: TLSVersionName = None,
+        ciphers: Optional[str] = None,
+        ciphersuites: Optional[str] = None,
+        alpn_protocols: Optional[Iterable[Union[str, bytes]]] = None,
+        keylog_file: Optional[StrPath] = None,
+        keylog_callback: Optional[Callable[[str], object]] = None,
+        max_pipelines: Optional[int] = None,
+        split_send_fragment: Optional[int] = None,
+        max_send_fragment: Optional[int] = None,
+        read_ahead: Optional[bool] = None,
+        default_read_buffer_len: Optional[int] = None,
+        encrypt_then_mac: Optional[bool] = None,
+        engine: Union[bool, Engine, None] = None,
+    ) -> None:
         self.server = as_bool("server", server)
-        self._engine = None
+        self._engine: Optional[Engine] = None
+        self._ctx: Optional[int] = None
         if engine is not None and engine is not False:
             # Register before SSL_CTX_new so libssl picks the engine ciphers.
-            from .engine import load_engine
-
-            from .engine import Engine
-
             if engine is not True and not isinstance(engine, Engine):
                 raise ConfigTypeError(
                     "engine must be True (the shared engine), False/None or a "
@@ -163,9 +163,8 @@ class Context(PipelineKnobs):
         self._finalizer = weakref.finalize(self, _ffi.SSL_CTX_free, ptr)
         self._keepalive = _KeepAlive()
         self._knobs = dict(DEFAULTS)
-        self._alpn = None
+        self._alpn: Optional[list[str]] = None
         try:
-            _ffi.SSL_CTX_set_info_callback(ptr, _INFO_CB)
             # Partial writes: write() returns after each batch of records, so a
             # non-blocking sender makes progress; moving buffer: a retry may pass
             # a different (equal) buffer object.
@@ -214,19 +213,27 @@ class Context(PipelineKnobs):
 
     # ------------------------------------------------------------------ life
     @property
-    def handle(self):
+    def handle(self) -> int:
         """The ``SSL_CTX*`` as an int (for code that calls OpenSSL itself)."""
         if self._ctx is None:
             raise ClosedError("Context is closed")
         return self._ctx
 
-    _knob_handle = handle.fget
+    def _knob_handle(self) -> int:
+        return self.handle
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._ctx is None
 
-    def close(self):
+    def _new_ssl(self) -> NewSSL:
+        """For Connection, the one way it uses a Context's insides: a new
+        ``SSL*`` from this context (ClosedError once closed), with what must
+        outlive it and the knob values it inherits (SSL_new copies them)."""
+        ssl = check_ptr(_ffi.SSL_new(self.handle), "SSL_new failed")
+        return NewSSL(ssl, self._keepalive, dict(self._knobs))
+
+    def close(self) -> None:
         """Drop this object's reference to the SSL_CTX.  Connections made from
         it keep working (each SSL* holds its own reference)."""
         if self._ctx is None:
@@ -239,19 +246,18 @@ class Context(PipelineKnobs):
                 self._keepalive.keylog_file = None
                 f.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Context:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._ctx is None else "0x%x" % self._ctx
         return "<pipetls.Context %s %s>" % ("server" if self.server else "client", state)
 
     # --------------------------------------------------------- certificates
-    def load_cert_chain(self, certfile, keyfile=None):
+    def load_cert_chain(self, certfile: StrPath, keyfile: Optional[StrPath] = None) -> None:
         """Load a PEM certificate chain and its private key (PEM, unencrypted;
         ``keyfile`` defaults to ``certfile``)."""
         ctx = self.handle
@@ -268,7 +274,8 @@ class Context(PipelineKnobs):
         )
         check(_ffi.SSL_CTX_check_private_key(ctx), "private key does not match the certificate")
 
-    def load_verify_locations(self, cafile=None, capath=None):
+    def load_verify_locations(self, cafile: Optional[StrPath] = None,
+                              capath: Optional[StrPath] = None) -> None:
         """Trust the PEM certificates in ``cafile`` (and/or hashed ``capath``)."""
         ctx = self.handle
         if cafile is None and capath is None:
@@ -281,13 +288,13 @@ class Context(PipelineKnobs):
         )
 
     @property
-    def verify(self):
+    def verify(self) -> bool:
         """Verify the peer's certificate (clients: the server's; servers:
         require a client certificate)."""
         return bool(_ffi.SSL_CTX_get_verify_mode(self.handle) & _ffi.SSL_VERIFY_PEER)
 
     @verify.setter
-    def verify(self, value):
+    def verify(self, value: bool) -> None:
         value = as_bool("verify", value)
         mode = _ffi.SSL_VERIFY_NONE
         if value:
@@ -301,13 +308,13 @@ class Context(PipelineKnobs):
             self._check_hostname = True
 
     @property
-    def check_hostname(self):
+    def check_hostname(self) -> bool:
         """Clients: match the server certificate against ``server_hostname``
         (on by default when ``verify`` is)."""
         return self._check_hostname
 
     @check_hostname.setter
-    def check_hostname(self, value):
+    def check_hostname(self, value: bool) -> None:
         value = as_bool("check_hostname", value)
         if value and self.server:
             raise ConfigError("check_hostname is for client contexts", knob="check_hostname")
@@ -316,7 +323,7 @@ class Context(PipelineKnobs):
         self._check_hostname = value
 
     # ------------------------------------------------------ protocol choices
-    def set_versions(self, min=None, max=None):
+    def set_versions(self, min: TLSVersionName = None, max: TLSVersionName = None) -> None:
         """Limit the protocol versions: names 'TLSv1.2', 'TLSv1.3' (or
         ssl.TLSVersion values); None means no limit on that side."""
         lo = _version_value(min, "min_version")
@@ -333,14 +340,14 @@ class Context(PipelineKnobs):
               exc=ConfigError, knob="max_version")
 
     @property
-    def versions(self):
+    def versions(self) -> tuple[Optional[str], Optional[str]]:
         """(min, max) as names; None where unlimited."""
         ctx = self.handle
         lo = _ffi.SSL_CTX_get_min_proto_version(ctx)
         hi = _ffi.SSL_CTX_get_max_proto_version(ctx)
         return _VERSION_NAMES.get(lo), _VERSION_NAMES.get(hi)
 
-    def set_ciphers(self, ciphers):
+    def set_ciphers(self, ciphers: str) -> None:
         """TLS 1.2 and older cipher list (OpenSSL syntax, e.g.
         'ECDHE-RSA-AES128-GCM-SHA256')."""
         if not isinstance(ciphers, str):
@@ -348,7 +355,7 @@ class Context(PipelineKnobs):
         check(_ffi.SSL_CTX_set_cipher_list(self.handle, ciphers.encode()),
               "no usable cipher in %r" % ciphers, exc=ConfigError, knob="ciphers")
 
-    def set_ciphersuites(self, ciphersuites):
+    def set_ciphersuites(self, ciphersuites: str) -> None:
         """TLS 1.3 cipher suites (e.g. 'TLS_AES_128_GCM_SHA256')."""
         if not isinstance(ciphersuites, str):
             raise ConfigTypeError("ciphersuites must be a str", knob="ciphersuites")
@@ -356,31 +363,31 @@ class Context(PipelineKnobs):
               "bad TLS 1.3 ciphersuites %r" % ciphersuites, exc=ConfigError, knob="ciphersuites")
 
     @property
-    def options(self):
+    def options(self) -> int:
         """SSL_CTX_get_options (a uint64 bit set)."""
         return _ffi.SSL_CTX_get_options(self.handle)
 
-    def set_options(self, bits):
+    def set_options(self, bits: int) -> int:
         return _ffi.SSL_CTX_set_options(self.handle, bits)
 
-    def clear_options(self, bits):
+    def clear_options(self, bits: int) -> int:
         return _ffi.SSL_CTX_clear_options(self.handle, bits)
 
     @property
-    def encrypt_then_mac(self):
+    def encrypt_then_mac(self) -> bool:
         """Encrypt-then-MAC for CBC suites (RFC 7366; on by default).  Off
         lets libssl use the stitched CBC-HMAC ciphers."""
         return not (self.options & _ffi.SSL_OP_NO_ENCRYPT_THEN_MAC)
 
     @encrypt_then_mac.setter
-    def encrypt_then_mac(self, value):
+    def encrypt_then_mac(self, value: bool) -> None:
         if as_bool("encrypt_then_mac", value):
             self.clear_options(_ffi.SSL_OP_NO_ENCRYPT_THEN_MAC)
         else:
             self.set_options(_ffi.SSL_OP_NO_ENCRYPT_THEN_MAC)
 
     # ------------------------------------------------------------------ ALPN
-    def set_alpn_protocols(self, protocols):
+    def set_alpn_protocols(self, protocols: Iterable[Union[str, bytes]]) -> None:
         """ALPN protocols in preference order, e.g. ['h2', 'http/1.1']."""
         if isinstance(protocols, (str, bytes)):
             raise ConfigTypeError("alpn_protocols must be a list of str", knob="alpn_protocols")
@@ -409,7 +416,8 @@ class Context(PipelineKnobs):
         buf = ctypes.create_string_buffer(bytes(wire), len(wire))
         keep = self._keepalive
         if self.server:
-            def select(ssl, out, outlen, inp, inlen, arg, _buf=buf, _n=len(wire)):
+            def select(ssl: int, out: Any, outlen: Any, inp: int, inlen: int, arg: int,
+                       _buf: Any = buf, _n: int = len(wire)) -> int:
                 r = _ffi.SSL_select_next_proto(out, outlen, ctypes.addressof(_buf), _n, inp, inlen)
                 if r == _ffi.OPENSSL_NPN_NEGOTIATED:
                     return _ffi.SSL_TLSEXT_ERR_OK
@@ -424,18 +432,17 @@ class Context(PipelineKnobs):
         else:
             # SSL_CTX_set_alpn_protos copies the list and returns 0 on success.
             if _ffi.SSL_CTX_set_alpn_protos(ctx, bytes(wire), len(wire)) != 0:
-                from .errors import drain_errors
-
                 lines, codes = drain_errors()
                 raise ConfigError("OpenSSL refused alpn_protocols", lines, codes, knob="alpn_protocols")
         self._alpn = names
 
     @property
-    def alpn_protocols(self):
+    def alpn_protocols(self) -> Optional[list[str]]:
         return list(self._alpn) if self._alpn is not None else None
 
     # ---------------------------------------------------------------- keylog
-    def set_keylog(self, file=None, callback=None):
+    def set_keylog(self, file: Optional[StrPath] = None,
+                   callback: Optional[Callable[[str], object]] = None) -> None:
         """Log TLS secrets in SSLKEYLOGFILE format: append lines to ``file``
         and/or call ``callback(line)``.  Both None turns logging off."""
         ctx = self.handle
@@ -453,7 +460,7 @@ class Context(PipelineKnobs):
         if keep.keylog_cb is None:
             ref = weakref.ref(keep)
 
-            def keylog(ssl, line):
+            def keylog(ssl: int, line: bytes) -> None:
                 k = ref()
                 if k is None:
                     return
@@ -470,21 +477,27 @@ class Context(PipelineKnobs):
         _ffi.SSL_CTX_set_keylog_callback(ctx, keep.keylog_cb)
 
     # ------------------------------------------------------------ pipelining
-    def _knob_ctrl(self, cmd, value):
+    def _knob_ctrl(self, cmd: int, value: int) -> int:
         return _ffi.SSL_CTX_ctrl(self.handle, cmd, value, None)
 
-    def _knob_set_read_buffer_len(self, n):
+    def _knob_set_read_buffer_len(self, n: int) -> None:
         _ffi.SSL_CTX_set_default_read_buffer_len(self.handle, n)
 
-    def _knob_get_read_ahead(self):
+    def _knob_get_read_ahead(self) -> bool:
         return bool(_ffi.SSL_CTX_get_read_ahead(self.handle))
 
-    def _knob_set_read_ahead(self, yes):
+    def _knob_set_read_ahead(self, yes: bool) -> None:
         _ffi.SSL_CTX_set_read_ahead(self.handle, yes)
 
     # ------------------------------------------------------------ connections
-    def wrap(self, sock=None, **kw):
-        """Shortcut for ``Connection(self, sock, **kw)``."""
-        from .connection import Connection
+    def wrap(self, sock: Any = None, **kw: Any) -> Any:
+        """Deprecated: ``Connection(ctx, sock, **kw)`` is the one way to make
+        a connection.  Kept for one release with a DeprecationWarning.
 
-        return Connection(self, sock, **kw)
+        The Connection class is looked up in sys.modules (pipetls/__init__.py
+        always loads it), not imported: context.py does not depend on
+        connection.py, which depends on it."""
+        warnings.warn("Context.wrap() is deprecated: use pipetls.Connection(ctx, sock, ...)",
+                      DeprecationWarning, stacklevel=2)
+        connection = sys.modules[__name__.rpartition(".")[0] + ".connection"]
+        return connection.Connection(self, sock, **kw)

@@ -14,11 +14,13 @@ import ctypes
 import dataclasses
 import os
 import threading
+import warnings
 import weakref
 
 from . import _ffi
 from ._knobs import in_range
-from .errors import ClosedError, ConfigTypeError, EngineError, check, check_ptr, drain_errors
+from ._ffi import check, check_ptr, drain_errors
+from .errors import ClosedError, ConfigTypeError, EngineError
 
 __all__ = ["Engine", "EngineStats", "engine_path", "load_engine", "shared_engine"]
 
@@ -264,7 +266,11 @@ class Engine:
             if _shared is self:
                 _shared = None
 
-    unload = close
+    def unload(self) -> None:
+        """Deprecated alias of :meth:`close`."""
+        warnings.warn("Engine.unload() is deprecated: use Engine.close()", DeprecationWarning,
+                      stacklevel=2)
+        self.close()
 
     def __enter__(self):
         return self

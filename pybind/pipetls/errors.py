@@ -18,15 +18,17 @@
      +-- ClosedError            the pipetls object was closed (also ValueError)
      +-- MissingSymbolError      libssl/libcrypto lack a symbol (ImportError)
 
-Model: oscrypto ``errors.py`` and ``_openssl/_libcrypto.py``
-(``handle_openssl_error``).  Every ctypes call that can fail goes through
-:func:`check` / :func:`check_ptr`, which drain OpenSSL's (per-thread) error
-queue into the exception, so the queue is always left empty.
+Model: oscrypto ``errors.py``.  This module is a leaf: it imports nothing
+from pipetls.  The gate that drains OpenSSL's error queue into these
+exceptions (``check`` / ``check_ptr`` / ``drain_errors``) lives beside the
+prototypes, in :mod:`pipetls._ffi`.
 """
 
 from __future__ import annotations
 
-import ctypes
+import sys
+import warnings
+from typing import Any, Optional, Sequence
 
 __all__ = [
     "PipetlsError",
@@ -45,11 +47,6 @@ __all__ = [
     "TLSTimeout",
     "ClosedError",
     "MissingSymbolError",
-    "check",
-    "check_ptr",
-    "handle_openssl_error",
-    "drain_errors",
-    "clear_errors",
     "ALERT_NAMES",
 ]
 
@@ -62,7 +59,8 @@ class PipetlsError(Exception):
     ``codes`` holds the packed error codes.  Both may be empty.
     """
 
-    def __init__(self, message="", errors=(), codes=()):
+    def __init__(self, message: str = "", errors: Sequence[str] = (),
+                 codes: Sequence[int] = ()) -> None:
         self.errors = list(errors)
         self.codes = list(codes)
         self.message = message
@@ -80,7 +78,8 @@ class ConfigError(PipetlsError, ValueError):
     touched; the message names the knob and the allowed range), of the wrong
     type, or refused by OpenSSL itself."""
 
-    def __init__(self, message, errors=(), codes=(), knob=None):
+    def __init__(self, message: str, errors: Sequence[str] = (), codes: Sequence[int] = (),
+                 knob: Optional[str] = None) -> None:
         self.knob = knob
         super().__init__(message, errors, codes)
 
@@ -102,7 +101,7 @@ class TLSError(PipetlsError):
 
 
 # TLS alert descriptions (RFC 5246 / 8446), number -> the RFC's name.
-ALERT_NAMES = {
+ALERT_NAMES: dict[int, str] = {
     0: "close_notify",
     10: "unexpected_message",
     20: "bad_record_mac",
@@ -150,7 +149,8 @@ class TLSAlertError(TLSError):
     here), False if the peer sent it.
     """
 
-    def __init__(self, alert, sent, description=None, errors=(), codes=()):
+    def __init__(self, alert: int, sent: bool, description: Optional[str] = None,
+                 errors: Sequence[str] = (), codes: Sequence[int] = ()) -> None:
         self.alert = int(alert)
         self.alert_name = ALERT_NAMES.get(self.alert, "alert_%d" % self.alert)
         self.description = description or self.alert_name.replace("_", " ")
@@ -176,7 +176,9 @@ class CertificateError(TLSError):
     """Peer certificate verification failed; ``verify_code``/``verify_message``
     come from SSL_get_verify_result."""
 
-    def __init__(self, message, verify_code=None, verify_message=None, errors=(), codes=()):
+    def __init__(self, message: str, verify_code: Optional[int] = None,
+                 verify_message: Optional[str] = None, errors: Sequence[str] = (),
+                 codes: Sequence[int] = ()) -> None:
         self.verify_code = verify_code
         self.verify_message = verify_message
         if verify_message:
@@ -203,53 +205,39 @@ class ClosedError(PipetlsError, ValueError):
 class MissingSymbolError(PipetlsError, ImportError):
     """libssl/libcrypto lacks a function pipetls needs (raised at import)."""
 
-    def __init__(self, message, name=None):
-        self.errors, self.codes, self.message = [], [], message
+    def __init__(self, message: str, name: Optional[str] = None) -> None:
+        self.errors: list[str] = []
+        self.codes: list[int] = []
+        self.message = message
         ImportError.__init__(self, message, name=name)
 
 
 # --------------------------------------------------------------------------
-# The gate.
+# Deprecated: the gate used to live here (and ``handle_openssl_error`` was a
+# second name for ``check``).  For one release these names still resolve,
+# with a DeprecationWarning, to the functions in pipetls._ffi.  That module
+# is looked up in sys.modules, not imported: importing any pipetls module
+# runs pipetls/__init__.py, which has loaded _ffi, and errors.py stays a
+# leaf of the import graph.
 # --------------------------------------------------------------------------
-def drain_errors():
-    """Empty this thread's OpenSSL error queue; return (lines, codes)."""
-    from . import _ffi
-
-    lines, codes = [], []
-    buf = ctypes.create_string_buffer(256)
-    while True:
-        code = _ffi.ERR_get_error()
-        if not code:
-            break
-        _ffi.ERR_error_string_n(code, buf, len(buf))
-        lines.append(buf.value.decode("utf-8", "replace"))
-        codes.append(code)
-    return lines, codes
+_MOVED = {
+    "check": "check",
+    "check_ptr": "check_ptr",
+    "drain_errors": "drain_errors",
+    "clear_errors": "clear_errors",
+    "handle_openssl_error": "check",
+}
 
 
-def clear_errors():
-    """Discard this thread's OpenSSL error queue."""
-    from . import _ffi
-
-    _ffi.ERR_clear_error()
-
-
-def check(result, message, exc=OpenSSLError, **kwargs):
-    """Return ``result`` if it is > 0; else raise ``exc`` with the drained
-    error queue.  For the many OpenSSL calls that return 1 on success."""
-    if result is not None and result > 0:
-        return result
-    lines, codes = drain_errors()
-    raise exc(message, lines, codes, **kwargs)
-
-
-# oscrypto's name for the gate.
-handle_openssl_error = check
-
-
-def check_ptr(ptr, message, exc=OpenSSLError, **kwargs):
-    """Return ``ptr`` if it is not NULL; else raise as :func:`check`."""
-    if ptr:
-        return ptr
-    lines, codes = drain_errors()
-    raise exc(message, lines, codes, **kwargs)
+def __getattr__(name: str) -> Any:
+    target = _MOVED.get(name)
+    if target is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    warnings.warn(
+        "pipetls.errors.%s is deprecated: use pipetls._ffi.%s (the OpenSSL error gate "
+        "lives beside the prototypes now)" % (name, target),
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    ffi = sys.modules[__name__.rpartition(".")[0] + "._ffi"]
+    return getattr(ffi, target)

@@ -40,7 +40,8 @@ import struct
 
 from . import _ffi
 from ._knobs import default_read_buffer_for, in_range
-from .errors import ConfigError, StdlibError, check
+from ._ffi import check
+from .errors import ConfigError, StdlibError
 
 __all__ = ["enable_pipelining", "ssl_ctx_pointer", "StdlibPipelining"]
 
