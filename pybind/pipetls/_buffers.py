@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import POINTER, c_char_p, c_int, c_void_p
+from typing import Optional
 
 __all__ = ["pinned_buffer"]
 
@@ -49,12 +50,12 @@ class pinned_buffer:
 
     __slots__ = ("_obj", "_flags", "_view")
 
-    def __init__(self, obj, writable=False):
+    def __init__(self, obj: object, writable: bool = False) -> None:
         self._obj = obj
         self._flags = _PyBUF_WRITABLE if writable else _PyBUF_SIMPLE
-        self._view = None
+        self._view: Optional[Py_buffer] = None
 
-    def __enter__(self):
+    def __enter__(self) -> tuple[int, int]:
         view = Py_buffer()
         try:
             _PyObject_GetBuffer(self._obj, ctypes.byref(view), self._flags)
@@ -66,8 +67,7 @@ class pinned_buffer:
         self._view = view
         return view.buf or 0, view.len
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._view is not None:
             _PyBuffer_Release(ctypes.byref(self._view))
             self._view = None
-        return False

@@ -18,13 +18,14 @@ import ctypes.util
 import os
 import sys
 from ctypes import POINTER, c_char_p, c_int, c_void_p
+from typing import Optional
 
 from .errors import PipetlsError
 
 __all__ = ["libssl", "libcrypto", "LIBSSL_PATH", "LIBCRYPTO_PATH", "stdlib_shares_openssl"]
 
 
-def _mapped_libraries():
+def _mapped_libraries() -> Optional[tuple[list[str], list[str]]]:
     """Paths of libssl.so*/libcrypto.so* mapped in this process, in map order.
 
     Returns None when /proc is not available.
@@ -34,7 +35,8 @@ def _mapped_libraries():
             lines = f.readlines()
     except OSError:
         return None
-    ssl_paths, crypto_paths = [], []
+    ssl_paths: list[str] = []
+    crypto_paths: list[str] = []
     for line in lines:
         parts = line.split(None, 5)
         if len(parts) < 6:
@@ -59,7 +61,7 @@ class _DlInfo(ctypes.Structure):
     ]
 
 
-def _dladdr_path(handle_path, symbol):
+def _dladdr_path(handle_path: str, symbol: str) -> Optional[str]:
     """Path of the object that provides ``symbol`` as seen from ``handle_path``.
 
     dlsym() on a handle searches that object and then its dependencies, so
@@ -81,7 +83,7 @@ def _dladdr_path(handle_path, symbol):
     return None
 
 
-def _stdlib_ssl_paths():
+def _stdlib_ssl_paths() -> tuple[Optional[str], Optional[str]]:
     """(libssl, libcrypto) paths used by Python's _ssl, or (None, None)."""
     try:
         import _ssl  # noqa: F401  (maps the libraries into the process)
@@ -101,7 +103,7 @@ def _stdlib_ssl_paths():
     return None, None
 
 
-def _prefix_paths(prefix):
+def _prefix_paths(prefix: str) -> tuple[str, str]:
     for sub in ("lib64", "lib"):
         d = os.path.join(prefix, sub)
         ssl_path = os.path.join(d, "libssl.so.3")
@@ -114,7 +116,7 @@ def _prefix_paths(prefix):
     )
 
 
-def _check_single_libcrypto(crypto_path):
+def _check_single_libcrypto(crypto_path: str) -> None:
     """Invariant 7: refuse if another libcrypto is already in the process."""
     mapped = _mapped_libraries()
     if mapped is None:
@@ -130,20 +132,21 @@ def _check_single_libcrypto(crypto_path):
             )
 
 
-def _load():
+def _load() -> tuple[ctypes.CDLL, ctypes.CDLL, str, str]:
     prefix = os.environ.get("PIPETLS_OPENSSL")
+    found: tuple[Optional[str], Optional[str]]
     if prefix:
-        ssl_path, crypto_path = _prefix_paths(prefix)
-        _check_single_libcrypto(crypto_path)
+        found = _prefix_paths(prefix)
+        _check_single_libcrypto(found[1] or "")
     else:
-        ssl_path, crypto_path = _stdlib_ssl_paths()
-        if not ssl_path or not crypto_path:
+        found = _stdlib_ssl_paths()
+        if not found[0] or not found[1]:
             # _ssl linked statically or absent: the system library, and the
             # stdlib integration will refuse (stdlib_shares_openssl()).
-            ssl_path = ctypes.util.find_library("ssl")
-            crypto_path = ctypes.util.find_library("crypto")
-            if not ssl_path or not crypto_path:
-                raise PipetlsError("cannot find libssl/libcrypto to load")
+            found = ctypes.util.find_library("ssl"), ctypes.util.find_library("crypto")
+    ssl_path, crypto_path = found
+    if not ssl_path or not crypto_path:
+        raise PipetlsError("cannot find libssl/libcrypto to load")
     # libcrypto first: libssl's DT_NEEDED "libcrypto.so.3" then resolves to it
     # by soname instead of searching the default paths.
     crypto = ctypes.CDLL(crypto_path, mode=ctypes.RTLD_GLOBAL)
@@ -157,7 +160,7 @@ def _load():
 libssl, libcrypto, LIBSSL_PATH, LIBCRYPTO_PATH = _load()
 
 
-def stdlib_shares_openssl():
+def stdlib_shares_openssl() -> bool:
     """True when Python's ``ssl`` uses the same libssl/libcrypto as pipetls.
 
     Imports ``_ssl`` (when PIPETLS_OPENSSL selected another OpenSSL, that

@@ -21,10 +21,12 @@ From an installed wheel, run it inside the source checkout, or pass
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Optional
 
 __all__ = ["add_parser", "main", "find_patch_dir"]
 
@@ -35,7 +37,7 @@ def _is_patch_dir(d: Path) -> bool:
     return (d / "series").is_file() and (d / "build.py").is_file()
 
 
-def find_patch_dir(explicit=None):
+def find_patch_dir(explicit: Optional[str] = None) -> Optional[Path]:
     """The openssl_patches directory (with series and build.py), or None."""
     candidates = []
     if explicit:
@@ -52,7 +54,7 @@ def find_patch_dir(explicit=None):
     return None
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``build-openssl`` on an argparse subparsers object."""
     p = subparsers.add_parser("build-openssl", help=_HELP, description=_HELP + ". "
                               "Progress goes to stderr; the last stdout line is the "
@@ -83,10 +85,11 @@ def add_parser(subparsers):
                         "is cached")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=main)
+    assert isinstance(p, argparse.ArgumentParser)
     return p
 
 
-def builder_argv(args, patch_dir: Path) -> list:
+def builder_argv(args: argparse.Namespace, patch_dir: Path) -> list[str]:
     """The build.py command line for parsed ``args``."""
     argv = [sys.executable, str(patch_dir / "build.py"), "--patches", str(patch_dir)]
     for opt, attr in (("--tarball", "tarball"), ("--sha256", "sha256"),
@@ -102,7 +105,7 @@ def builder_argv(args, patch_dir: Path) -> list:
     return argv
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     patch_dir = find_patch_dir(getattr(args, "patches", None))
     if patch_dir is None:
         print("pipetls build-openssl: openssl_patches/ (series, build.py) not found: "

@@ -23,8 +23,17 @@ import tempfile
 import threading
 import time
 
+from typing import TYPE_CHECKING, Optional, Sequence
+
 from rich.console import Console
 from rich.table import Table
+
+from ._argtypes import parse_size
+
+if TYPE_CHECKING:  # only for annotations: the commands import what they use
+    from .connection import Connection
+    from .context import Context
+    from .engine import Engine
 
 __all__ = ["main", "build_parser", "config_text"]
 
@@ -32,27 +41,15 @@ __all__ = ["main", "build_parser", "config_text"]
 _NO_ENGINE_SUBCOMMANDS = {"version", "help", "errstr", "list", "info"}
 
 
-def _size(text):
+def _size(text: str) -> int:
     """'64M', '1G', '4096', '1.5k' -> bytes."""
-    t = text.strip().lower().rstrip("b").rstrip("i")
-    mult = 1
-    for suffix, m in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
-    try:
-        v = int(float(t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a size: %r (e.g. 4096, 64M, 1G)" % text) from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("size must be >= 0")
-    return v
+    return parse_size(text, minimum=0)
 
 
 # --------------------------------------------------------------------------
 # openssl program and config
 # --------------------------------------------------------------------------
-def _openssl_program():
+def _openssl_program() -> tuple[str, dict[str, str]]:
     """(argv0, env) for the stock openssl CLI matching the loaded OpenSSL."""
     env = dict(os.environ)
     prefix = os.environ.get("PIPETLS_OPENSSL")
@@ -63,13 +60,13 @@ def _openssl_program():
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(
             os.pathsep)
         return prog, env
-    prog = shutil.which("openssl")
-    if prog is None:
+    found = shutil.which("openssl")
+    if found is None:
         raise SystemExit("pipetls: the openssl program is not on PATH")
-    return prog, env
+    return found, env
 
 
-def openssl_argv(args, engine):
+def openssl_argv(args: Sequence[str], engine: str) -> list[str]:
     """The openssl command line for ``pipetls openssl ARGS``."""
     args = list(args)
     if args and args[0] == "--":
@@ -82,7 +79,7 @@ def openssl_argv(args, engine):
     return [prog, args[0], "-engine", engine] + args[1:]
 
 
-def _takes_engine(prog, subcommand):
+def _takes_engine(prog: str, subcommand: str) -> bool:
     """Whether ``openssl SUBCOMMAND`` has an -engine option (asks its -help)."""
     if subcommand in _NO_ENGINE_SUBCOMMANDS:
         return False
@@ -95,7 +92,7 @@ def _takes_engine(prog, subcommand):
     return "-engine" in (r.stdout + r.stderr)
 
 
-def config_text(engine, threads=None):
+def config_text(engine: str, threads: Optional[int] = None) -> str:
     """An openssl.cnf that loads the engine into every OpenSSL program."""
     lines = [
         "# pipetls: make every OpenSSL program load the pipetls engine and use it",
@@ -135,7 +132,7 @@ def config_text(engine, threads=None):
 # --------------------------------------------------------------------------
 # Shared helpers for serve / connect
 # --------------------------------------------------------------------------
-def _add_tls_options(p):
+def _add_tls_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TLS")
     v = g.add_mutually_exclusive_group()
     v.add_argument("--tls1_2", action="store_true", help="TLS 1.2 only (the version that pipelines)")
@@ -160,7 +157,7 @@ def _add_tls_options(p):
     b.add_argument("--quiet", action="store_true", help="no statistics tables")
 
 
-def _engine_for(args, console):
+def _engine_for(args: argparse.Namespace, console: Console) -> Optional[Engine]:
     if args.no_engine:
         return None
     from .engine import load_engine
@@ -168,7 +165,7 @@ def _engine_for(args, console):
     return load_engine(threads=args.threads, register=True)
 
 
-def _configure(ctx, args):
+def _configure(ctx: Context, args: argparse.Namespace) -> None:
     if args.tls1_2:
         ctx.set_versions("TLSv1.2", "TLSv1.2")
     elif args.tls1_3:
@@ -189,7 +186,7 @@ def _configure(ctx, args):
         ctx.default_read_buffer_len = args.read_buf
 
 
-def _stats_table(engine, title):
+def _stats_table(engine: Engine, title: str) -> Table:
     st = engine.stats()
     t = Table(title=title)
     t.add_column("counter")
@@ -203,13 +200,13 @@ def _stats_table(engine, title):
     return t
 
 
-def _rate(n, seconds):
+def _rate(n: int, seconds: float) -> str:
     if seconds <= 0:
         return "-"
     return "%.3f GB/s (%.1f MB in %.3f s)" % (n / seconds / 1e9, n / 1e6, seconds)
 
 
-def _selfsigned(tmpdir):
+def _selfsigned(tmpdir: str) -> tuple[str, str]:
     """Generate a throwaway self-signed certificate with the openssl CLI."""
     prog, env = _openssl_program()
     cert = os.path.join(tmpdir, "cert.pem")
@@ -226,7 +223,7 @@ def _selfsigned(tmpdir):
 # --------------------------------------------------------------------------
 # Subcommands
 # --------------------------------------------------------------------------
-def cmd_info(args, console):
+def cmd_info(args: argparse.Namespace, console: Console) -> int:
     from . import _ffi, __version__
     from .engine import Engine, engine_path, shared_engine
     from .errors import PipetlsError
@@ -262,7 +259,7 @@ def cmd_info(args, console):
     return rc
 
 
-def cmd_config(args, console):
+def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from .engine import engine_path
 
     text = config_text(os.path.abspath(args.engine or engine_path()), args.threads)
@@ -274,7 +271,7 @@ def cmd_config(args, console):
     return 0
 
 
-def cmd_openssl(args, console):
+def cmd_openssl(args: argparse.Namespace, console: Console) -> int:
     from .engine import engine_path
 
     argv = openssl_argv(args.args, args.engine or engine_path())
@@ -282,7 +279,7 @@ def cmd_openssl(args, console):
     return subprocess.call(argv, env=env)
 
 
-def _sink(conn, io_size, echo):
+def _sink(conn: Connection, io_size: int, echo: bool) -> tuple[int, float]:
     """Read until close_notify; echo if asked.  Returns (bytes, seconds)."""
     from .errors import TLSClosed, TLSUnexpectedEOF
 
@@ -303,7 +300,7 @@ def _sink(conn, io_size, echo):
     return n, (time.perf_counter() - t0) if t0 is not None else 0.0
 
 
-def cmd_serve(args, console):
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from .context import Context
 
     engine = _engine_for(args, console)
@@ -327,7 +324,8 @@ def cmd_serve(args, console):
     return 0
 
 
-def _serve(ctx, lsock, engine, args, console):
+def _serve(ctx: Context, lsock: socket.socket, engine: Optional[Engine], args: argparse.Namespace,
+           console: Console) -> None:
     from .connection import Connection
     from .errors import PipetlsError
 
@@ -365,7 +363,7 @@ def _serve(ctx, lsock, engine, args, console):
             sock.close()
 
 
-def cmd_connect(args, console):
+def cmd_connect(args: argparse.Namespace, console: Console) -> int:
     from .context import Context
 
     engine = _engine_for(args, console)
@@ -377,7 +375,8 @@ def cmd_connect(args, console):
         return _connect(ctx, engine, args, console)
 
 
-def _connect(ctx, engine, args, console):
+def _connect(ctx: Context, engine: Optional[Engine], args: argparse.Namespace,
+             console: Console) -> int:
     from .connection import Connection
     from .errors import TLSClosed, TLSUnexpectedEOF
 
@@ -393,7 +392,7 @@ def _connect(ctx, engine, args, console):
             if args.bulk is not None:
                 echoed = [0]
 
-                def reader():
+                def reader() -> None:
                     buf = bytearray(args.io_size)
                     try:
                         while echoed[0] < args.bulk:
@@ -441,7 +440,7 @@ def _connect(ctx, engine, args, console):
 _OWN_COMMANDS = (cmd_info, cmd_serve, cmd_connect, cmd_openssl, cmd_config)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pipetls",
         description="pipetls: parallel TLS record pipelining for OpenSSL "
@@ -500,7 +499,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -222,10 +222,10 @@ class Connection(PipelineKnobs):
                 _ffi.SSL_set_bio(ssl, rbio, wbio)
             else:
                 rbio = check_ptr(_ffi.BIO_new(_ffi.BIO_s_mem()), "BIO_new failed")
-                wbio = _ffi.BIO_new(_ffi.BIO_s_mem())
-                if not wbio:
+                maybe_wbio = _ffi.BIO_new(_ffi.BIO_s_mem())
+                if not maybe_wbio:
                     _ffi.BIO_free(rbio)  # not attached yet: ours to free
-                    check_ptr(wbio, "BIO_new failed")
+                wbio = check_ptr(maybe_wbio, "BIO_new failed")
                 _ffi.SSL_set_bio(ssl, rbio, wbio)  # both now freed by SSL_free
                 self._rbio, self._wbio = rbio, wbio
         except BaseException:
@@ -408,13 +408,13 @@ class Connection(PipelineKnobs):
         else:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
+                raise TLSTimeout("TLS operation timed out after %.3gs" % (self._timeout or 0))
         ev = select.POLLIN if want is WantRead else select.POLLOUT
         p = select.poll()
         assert self._fd is not None
         p.register(self._fd, ev | select.POLLERR | select.POLLHUP)
         if not p.poll(None if remaining is None else max(0, remaining) * 1000.0):
-            raise TLSTimeout("TLS operation timed out after %.3gs" % self._timeout)
+            raise TLSTimeout("TLS operation timed out after %.3gs" % (self._timeout or 0))
 
     def _run(self, call: Callable[[int], int], op: str) -> int:
         """Run ``call(ssl) -> ret`` until ret > 0, waiting per the timeout.
@@ -575,7 +575,7 @@ class Connection(PipelineKnobs):
                 try:
                     done += self._write_addr(addr + done, length - done)
                 except (WantRead, WantWrite) as e:
-                    e.written = done  # type: ignore[attr-defined]
+                    e.written = done  # type: ignore[union-attr]
                     raise
             return done
 

@@ -284,7 +284,7 @@ class Context(PipelineKnobs):
         d = _path(capath, "capath") if capath is not None else None
         check(
             _ffi.SSL_CTX_load_verify_locations(ctx, f, d),
-            "cannot load verify locations %s" % os.fsdecode(f or d),
+            "cannot load verify locations %s" % os.fsdecode(f or d or b""),
         )
 
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+from typing import Any, Optional, Union
 import threading
 import warnings
 import weakref
@@ -31,11 +32,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # realpath -> the live Engine loaded from it (OpenSSL allows one per library).
-_live = weakref.WeakValueDictionary()
+_live: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
 _live_lock = threading.Lock()
 
 
-def engine_path():
+def engine_path() -> str:
     """Path of the engine shared object.
 
     1. ``$PIPETLS_ENGINE`` when set (it must exist);
@@ -83,15 +84,15 @@ class EngineStats:
     batch_ns: int = 0
     stream_calls: int = 0  # plain EVP use: TLS 1.3 records, lone CBC records, ...
     stream_bytes: int = 0
-    hist: dict = dataclasses.field(default_factory=dict)  # K records -> batches
-    lanes_records: dict = dataclasses.field(default_factory=dict)  # lane -> records
-    lanes_bytes: dict = dataclasses.field(default_factory=dict)  # lane -> bytes
-    lanes_crypto_ns: dict = dataclasses.field(default_factory=dict)  # lane -> ns in crypto
+    hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
+    lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
+    lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
+    lanes_crypto_ns: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> ns
     format: int = 1
-    extra: dict = dataclasses.field(default_factory=dict)  # keys this version does not know
+    extra: dict[str, Union[int, str]] = dataclasses.field(default_factory=dict)  # keys this version does not know
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> EngineStats:
         s = cls()
         names = {f.name for f in dataclasses.fields(cls)}
         for line in text.splitlines():
@@ -126,15 +127,15 @@ class EngineStats:
         return s
 
     @property
-    def max_batch(self):
+    def max_batch(self) -> int:
         """Largest batch seen (records), 0 if none."""
         return max((k for k, n in self.hist.items() if n), default=0)
 
     @property
-    def mean_batch(self):
+    def mean_batch(self) -> float:
         return self.records / self.batches if self.batches else 0.0
 
-    def __sub__(self, other):
+    def __sub__(self, other: EngineStats) -> EngineStats:
         """Counters accumulated between two snapshots (other taken first)."""
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
@@ -149,7 +150,7 @@ class EngineStats:
         return d
 
 
-def _release(e, registered_flag):
+def _release(e: int, registered_flag: list[bool]) -> None:
     # Order: take the ciphers out of OpenSSL's tables, drop our functional
     # reference, then our structural one.  Cipher contexts still using the
     # engine hold their own references, so the .so stays until they go.
@@ -171,7 +172,9 @@ class Engine:
     for its ciphers, process-wide.  ``close()`` unregisters and unloads it.
     """
 
-    def __init__(self, path=None, *, threads=None, inline_below=None, register=False):
+    def __init__(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None] = None,
+                 *, threads: Optional[int] = None, inline_below: Optional[int] = None,
+                 register: bool = False) -> None:
         if threads is not None:
             threads = in_range("threads", threads, *THREADS_RANGE)
         if inline_below is not None:
@@ -180,11 +183,11 @@ class Engine:
             path = engine_path()
         if not isinstance(path, (str, bytes, os.PathLike)):
             raise ConfigTypeError("path must be a path, not %s" % type(path).__name__, knob="path")
-        path = os.fsdecode(path)
-        if not os.path.isfile(path):
-            raise EngineError("engine %s: no such file" % path)
-        self.path = os.path.abspath(path)
-        self._e = None
+        path_str = os.fsdecode(path)
+        if not os.path.isfile(path_str):
+            raise EngineError("engine %s: no such file" % path_str)
+        self.path = os.path.abspath(path_str)
+        self._e: Optional[int] = None
         key = os.path.realpath(self.path)
         with _live_lock:
             other = _live.get(key)
@@ -235,25 +238,25 @@ class Engine:
 
     # ------------------------------------------------------------------ life
     @property
-    def handle(self):
+    def handle(self) -> int:
         """The ``ENGINE*`` as an int."""
         if self._e is None:
             raise ClosedError("Engine is closed")
         return self._e
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._e is None
 
     @property
-    def id(self):
-        return _ffi.ENGINE_get_id(self.handle).decode()
+    def id(self) -> str:
+        return (_ffi.ENGINE_get_id(self.handle) or b"").decode()
 
     @property
-    def name(self):
-        return _ffi.ENGINE_get_name(self.handle).decode()
+    def name(self) -> str:
+        return (_ffi.ENGINE_get_name(self.handle) or b"").decode()
 
-    def close(self):
+    def close(self) -> None:
         """Unregister (if registered) and unload.  Connections already keyed
         with engine ciphers keep working: they hold their own references."""
         with self._lock:
@@ -272,23 +275,22 @@ class Engine:
                       stacklevel=2)
         self.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
-        return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<pipetls.Engine %s%s%s>" % (
             self.path, " registered" if self.registered else "", " closed" if self.closed else "")
 
     # ---------------------------------------------------------- registration
     @property
-    def registered(self):
+    def registered(self) -> bool:
         return self._e is not None and self._registered[0]
 
-    def register_default(self):
+    def register_default(self) -> None:
         """ENGINE_set_default_ciphers: from now on, process-wide, every
         EVP cipher context for one of the engine's ciphers (libssl's record
         layer included) uses the engine."""
@@ -297,7 +299,7 @@ class Engine:
                   "ENGINE_set_default_ciphers failed", exc=EngineError)
             self._registered[0] = True
 
-    def unregister(self):
+    def unregister(self) -> None:
         """Stop being the default for new cipher contexts."""
         with self._lock:
             e = self.handle  # ClosedError after close()
@@ -307,41 +309,41 @@ class Engine:
 
     # --------------------------------------------------------------- control
     @staticmethod
-    def _ctrl_string(e, name, value):
+    def _ctrl_string(e: int, name: str, value: object) -> None:
         check(_ffi.ENGINE_ctrl_cmd_string(e, name.encode(), str(value).encode(), 0),
               "engine refused %s=%s" % (name, value), exc=EngineError)
 
     @property
-    def threads(self):
+    def threads(self) -> int:
         """Lanes working one batch, the calling thread included (1..256)."""
         return self.stats().lanes
 
     @threads.setter
-    def threads(self, value):
+    def threads(self, value: int) -> None:
         value = in_range("threads", value, *THREADS_RANGE)
         with self._lock:
             self._ctrl_string(self.handle, "THREADS", value)
 
     @property
-    def inline_below(self):
+    def inline_below(self) -> int:
         """Batches smaller than this many bytes run in the caller alone
         (0..2**30)."""
         return self.stats().inline_below
 
     @inline_below.setter
-    def inline_below(self, value):
+    def inline_below(self, value: int) -> None:
         value = in_range("inline_below", value, *INLINE_BELOW_RANGE)
         with self._lock:
             self._ctrl_string(self.handle, "INLINE_BELOW", value)
 
-    def set_stats_file(self, path):
+    def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded
         ("-" for stderr)."""
         with self._lock:
             check(_ffi.ENGINE_ctrl_cmd_string(self.handle, b"STATS_FILE", os.fsencode(path), 0),
                   "engine refused STATS_FILE", exc=EngineError)
 
-    def _text(self, cmd, what):
+    def _text(self, cmd: int, what: str) -> str:
         size = 4096
         for _ in range(8):
             buf = ctypes.create_string_buffer(size)
@@ -355,28 +357,29 @@ class Engine:
             size = n + 1  # truncated: the return is the full length
         raise EngineError("engine %s text keeps growing" % what)
 
-    def stats_text(self):
+    def stats_text(self) -> str:
         return self._text(_ffi.PIPETLS_CMD_STATS, "STATS")
 
-    def stats(self):
+    def stats(self) -> EngineStats:
         """A snapshot of the counters as :class:`EngineStats`."""
         return EngineStats.parse(self.stats_text())
 
-    def reset_stats(self):
+    def reset_stats(self) -> None:
         with self._lock:
             check(_ffi.ENGINE_ctrl(self.handle, _ffi.PIPETLS_CMD_RESET_STATS, 0, None, None),
                   "engine RESET_STATS failed", exc=EngineError)
 
-    def info(self):
+    def info(self) -> dict[str, Any]:
         """{'version': str, 'lanes': int, 'ciphers': [names], ...} from INFO."""
-        out = {"ciphers": []}
+        ciphers: list[str] = []
+        out: dict[str, Any] = {"ciphers": ciphers}
         for line in self._text(_ffi.PIPETLS_CMD_INFO, "INFO").splitlines():
             parts = line.split(None, 1)
             if len(parts) != 2:
                 continue
             key, value = parts[0], parts[1].strip()
             if key == "cipher":
-                out["ciphers"].append(value)
+                ciphers.append(value)
                 continue
             try:
                 out[key] = int(value)
@@ -384,7 +387,7 @@ class Engine:
                 out[key] = value
         return out
 
-    def offers(self, cipher_name):
+    def offers(self, cipher_name: str) -> bool:
         """True if the engine implements ``cipher_name`` (e.g. 'AES-128-GCM')
         on this CPU."""
         c = _ffi.EVP_get_cipherbyname(cipher_name.encode())
@@ -401,16 +404,18 @@ class Engine:
 # --------------------------------------------------------------------------
 # The shared engine.
 # --------------------------------------------------------------------------
-_shared = None
+_shared: Optional[Engine] = None
 _shared_lock = threading.Lock()
 
 
-def shared_engine():
+def shared_engine() -> Optional[Engine]:
     """The engine load_engine() returned, or None."""
     return _shared
 
 
-def load_engine(path=None, threads=None, register=True, inline_below=None):
+def load_engine(path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None] = None,
+                threads: Optional[int] = None, register: bool = True,
+                inline_below: Optional[int] = None) -> Engine:
     """Load (once per process) and return the shared engine.
 
     A second call returns the same Engine (applying ``threads`` /

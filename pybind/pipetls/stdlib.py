@@ -37,10 +37,12 @@ import ctypes
 import os
 import platform
 import struct
+from typing import Any, Optional
 
 from . import _ffi
 from ._knobs import default_read_buffer_for, in_range
 from ._ffi import check
+from .engine import Engine, load_engine
 from .errors import ConfigError, StdlibError
 
 __all__ = ["enable_pipelining", "ssl_ctx_pointer", "StdlibPipelining"]
@@ -59,14 +61,15 @@ class StdlibPipelining:
 
     __slots__ = ("engine", "ssl_ctx", "max_pipelines", "split_send_fragment", "read_buffer_len")
 
-    def __init__(self, engine, ssl_ctx, max_pipelines, split_send_fragment, read_buffer_len):
+    def __init__(self, engine: Engine, ssl_ctx: int, max_pipelines: int,
+                 split_send_fragment: Optional[int], read_buffer_len: int) -> None:
         self.engine = engine
         self.ssl_ctx = ssl_ctx
         self.max_pipelines = max_pipelines
         self.split_send_fragment = split_send_fragment
         self.read_buffer_len = read_buffer_len
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return ("<StdlibPipelining SSL_CTX=0x%x max_pipelines=%d split_send_fragment=%s "
                 "read_buffer_len=%d>" % (self.ssl_ctx, self.max_pipelines,
                                          self.split_send_fragment, self.read_buffer_len))
@@ -76,7 +79,7 @@ _U64 = struct.Struct("=Q")
 _PTR = struct.Struct("@P")  # native pointer
 
 
-def _read_memory(address, size):
+def _read_memory(address: int, size: int) -> Optional[bytes]:
     """``size`` bytes of this process's memory at ``address``, or None when
     any of it is not mapped.  Through /proc/self/mem: the kernel answers an
     unmapped address with EIO, so a wrong guess cannot crash the process."""
@@ -96,15 +99,15 @@ def _read_memory(address, size):
     return data if len(data) == size else None
 
 
-def _read_u64(address):
+def _read_u64(address: int) -> Optional[int]:
     data = _read_memory(address, 8)
-    return None if data is None else _U64.unpack(data)[0]
+    return None if data is None else int(_U64.unpack(data)[0])
 
 
-_options_offset_cache = []
+_options_offset_cache: list[int] = []
 
 
-def _options_offset():
+def _options_offset() -> int:
     """Offset of ``options`` in an SSL_CTX of the loaded libssl, measured on
     an SSL_CTX made here: the one 8-byte word that equals
     SSL_CTX_get_options() under three different option sets."""
@@ -116,7 +119,7 @@ def _options_offset():
         raise StdlibError("SSL_CTX_new failed while measuring the SSL_CTX layout")
     try:
         window = 4096
-        found = None
+        found: Optional[set[int]] = None
         for bits in (0, _ffi.SSL_OP_NO_TICKET | _ffi.SSL_OP_NO_COMPRESSION,
                      _ffi.SSL_OP_NO_RENEGOTIATION | _ffi.SSL_OP_ENABLE_KTLS):
             _ffi.SSL_CTX_clear_options(ctx, _PROBE_BITS)
@@ -144,14 +147,14 @@ _PROBE_BITS = (_ffi.SSL_OP_NO_TICKET | _ffi.SSL_OP_NO_COMPRESSION
                | _ffi.SSL_OP_NO_RENEGOTIATION | _ffi.SSL_OP_ENABLE_KTLS)
 
 
-def _read_candidate_pointer(ssl_context):
+def _read_candidate_pointer(ssl_context: Any) -> Optional[int]:
     """The word right after the PyObject header of ``ssl_context`` (read
     through /proc/self/mem, inside the object), or None."""
     data = _read_memory(id(ssl_context) + object.__basicsize__, _PTR.size)
-    return None if data is None else _PTR.unpack(data)[0]
+    return None if data is None else int(_PTR.unpack(data)[0])
 
 
-def _prove(ssl_context, candidate):
+def _prove(ssl_context: Any, candidate: int) -> bool:
     """True if ``candidate`` is the SSL_CTX* of ``ssl_context``: an option
     flipped through Python is seen in the candidate's options word, both
     ways.  The candidate is only read through /proc/self/mem."""
@@ -170,7 +173,7 @@ def _prove(ssl_context, candidate):
         ssl_context.options = original
 
 
-def ssl_ctx_pointer(ssl_context):
+def ssl_ctx_pointer(ssl_context: Any) -> int:
     """The ``SSL_CTX*`` behind a Python ``ssl.SSLContext``, proven."""
     import ssl  # not at import time: pipetls alone does not load _ssl
 
@@ -198,8 +201,10 @@ def ssl_ctx_pointer(ssl_context):
     return candidate
 
 
-def enable_pipelining(ssl_context, max_pipelines=8, split_send_fragment=None,
-                      read_buffer_len=None, engine=None):
+def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
+                      split_send_fragment: Optional[int] = None,
+                      read_buffer_len: Optional[int] = None,
+                      engine: Optional[Engine] = None) -> StdlibPipelining:
     """Make connections from ``ssl_context`` (a Python ``ssl.SSLContext``)
     pipeline their TLS records through the pipetls engine.
 
@@ -224,8 +229,6 @@ def enable_pipelining(ssl_context, max_pipelines=8, split_send_fragment=None,
     else:
         read_buffer_len = in_range("default_read_buffer_len", read_buffer_len, 0, 1 << 30, "2**30")
     ctx = ssl_ctx_pointer(ssl_context)
-
-    from .engine import Engine, load_engine
 
     if engine is None:
         engine = load_engine(register=True)

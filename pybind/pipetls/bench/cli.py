@@ -1,0 +1,163 @@
+"""``pipetls bench``: one TLS connection, stock OpenSSL against pipetls, in
+the same run, on the same data.
+
+Scenarios (see docs/performance.md for how to read the output):
+
+``write``
+    handshake over in-memory BIOs, then the sender's write BIO becomes a null
+    sink and ``SSL_write`` of ``--total`` bytes in ``--write-size`` calls is
+    timed.  One reusable buffer, one ctypes call per write: the harness is
+    not in the timed loop.
+``read``
+    the sender's ciphertext is produced untimed into a memory BIO; the
+    receiver's ``SSL_read`` of all of it from a read-only memory BIO is timed
+    (``read_ahead`` and a read buffer of ``--read-buf`` bytes for pipetls).
+``latency``
+    one ``--latency-size`` (1 KiB) record per ``SSL_write``: mean time per
+    write, stock against the engine with ``max_pipelines`` 1.  The Python
+    loop's own time per call (measured around a trivial libcrypto call) is
+    subtracted from both.
+``loopback``
+    a real TCP connection on 127.0.0.1; the receiver is a second process.
+
+For every row: GB/s stock, GB/s pipetls, speedup, and the Amdahl bound
+``L*T / (L*T_serial + T_crypto)`` with ``T`` the stock time of the same
+work, ``T_serial`` the serial part the engine measured (the time its caller
+spent outside record batches: libssl's copies, headers, IVs) and
+``T_crypto = T - T_serial``, the part lanes can share; efficiency =
+speedup / bound.  Medians of ``--reps`` repetitions, stock and pipetls
+interleaved.  ``crypto_fraction`` is the engine's own record-crypto time
+(summed over lanes) over ``T``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any, Callable
+
+from .._argtypes import parse_size
+from .model import CIPHERS, SCENARIOS
+from .report import plot, print_results
+from .runner import machine_info, run
+
+__all__ = ["add_parser", "main"]
+
+
+def _size(text: str) -> int:
+    """--total / --write-size / --read-buf: '4096', '256K', '64M' (> 0)."""
+    return parse_size(text, minimum=1)
+
+
+def _int_list(lo: int, hi: int, what: str) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            vals = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                "%s: comma-separated integers, e.g. 1,2,8" % what) from None
+        for v in vals:
+            if not lo <= v <= hi:
+                raise argparse.ArgumentTypeError("%s must be %d..%d, got %d" % (what, lo, hi, v))
+        if not vals:
+            raise argparse.ArgumentTypeError("%s: empty list" % what)
+        return vals
+    return parse
+
+
+def _cipher_list(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    lookup = {k.lower(): k for k in CIPHERS}
+    out = []
+    for n in names:
+        if n.lower() not in lookup:
+            raise argparse.ArgumentTypeError("unknown cipher %r; choose from %s"
+                                             % (n, ", ".join(CIPHERS)))
+        out.append(lookup[n.lower()])
+    return out
+
+
+def _scenario_list(text: str) -> list[str]:
+    vals = [x.strip() for x in text.split(",") if x.strip()]
+    for v in vals:
+        if v not in SCENARIOS:
+            raise argparse.ArgumentTypeError("unknown scenario %r; choose from %s"
+                                             % (v, ", ".join(SCENARIOS)))
+    return vals
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench", help="measure pipetls against stock OpenSSL (ratios in the same run)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", type=_scenario_list, default=["write", "read", "latency"],
+                   help="comma list of %s (default: write,read,latency)" % ",".join(SCENARIOS))
+    p.add_argument("--cipher", type=_cipher_list, default=None,
+                   help="comma list of %s (default: all)" % ", ".join(CIPHERS))
+    p.add_argument("--total", type=_size, default=256 << 20,
+                   help="bytes per measurement (default 256M)")
+    p.add_argument("--write-size", type=_size, default=256 << 10,
+                   help="bytes per SSL_write (default 256K)")
+    p.add_argument("--max-pipelines", type=_int_list(1, 32, "max_pipelines"), default=[8],
+                   help="comma list, 1..32 (default 8)")
+    p.add_argument("--lanes", type=_int_list(1, 256, "lanes"), default=None,
+                   help="comma list of engine THREADS (default: online CPUs)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions, median reported (default 3)")
+    p.add_argument("--tls", choices=("1.2", "1.3"), default="1.2", help="TLS version (default 1.2)")
+    p.add_argument("--read-buf", type=_size, default=None,
+                   help="pipetls read buffer (default: room for max_pipelines records)")
+    p.add_argument("--engine", default=None, help="engine .so (default: the bundled one)")
+    p.add_argument("--cert", default=None, help="server certificate (default: a throwaway one)")
+    p.add_argument("--key", default=None, help="server key")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the results as JSON to FILE (or stdout)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="plot speedup against lanes and max_pipelines (needs matplotlib)")
+    p.set_defaults(func=main)
+    assert isinstance(p, argparse.ArgumentParser)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if args.reps < 1:
+        raise SystemExit("pipetls bench: --reps must be >= 1")
+    if (args.cert is None) != (args.key is None):
+        raise SystemExit("pipetls bench: give both --cert and --key, or neither")
+    json_to_stdout = args.json == "-"
+    console = Console(stderr=json_to_stdout)
+    if not console.is_terminal:  # a log or a pipe: room for the whole table
+        console = Console(stderr=json_to_stdout, width=150)
+    with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task("starting", total=1)
+
+        def progress(i: int, n: int, what: str) -> None:
+            prog.update(task, completed=i, total=n, description=what)
+
+        results = run(scenarios=args.scenario, ciphers=args.cipher, total=args.total,
+                      write_size=args.write_size, max_pipelines=args.max_pipelines,
+                      lanes=args.lanes, reps=args.reps, tls=args.tls, read_buf=args.read_buf,
+                      engine_path=args.engine, certfile=args.cert, keyfile=args.key,
+                      progress=progress)
+    doc: dict[str, Any] = {"machine": machine_info(),
+           "config": {"total": args.total, "write_size": args.write_size, "reps": args.reps,
+                      "tls": args.tls, "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
+           "results": [asdict(r) for r in results]}
+    if args.json is not None:
+        text = json.dumps(doc, indent=2)
+        if json_to_stdout:
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    print_results(console, doc, results, args.tls, args.reps)
+    if args.plot:
+        plot(results, args.plot)
+        console.print("plot written to %s" % args.plot)
+    return 0
