@@ -13,7 +13,7 @@ from .. import _ffi
 from .._ffi import check_ptr
 from ..context import Context
 from ..engine import Engine, EngineStats
-from .model import Setup, contexts
+from .model import Setup, contexts, use_engine
 
 __all__ = ["one_run"]
 
@@ -126,12 +126,7 @@ def _read_all(ssl: Optional[int], buf: Any, total: int) -> int:
 def one_run(st: Setup, engine: Optional[Engine], pipelined: bool, scenario: str, total: int,
             lanes: int) -> tuple[float, Optional[EngineStats]]:
     """One repetition; returns (seconds, stats delta or None)."""
-    if engine is not None:
-        if pipelined:
-            engine.threads = lanes
-            engine.register_default()
-        else:
-            engine.unregister()
+    use_engine(engine, pipelined, lanes)
     sctx, cctx = contexts(st, pipelined)
     stats = engine.stats if engine is not None and pipelined else None
     s, c = _Conn(sctx), _Conn(cctx)

@@ -11,7 +11,7 @@ from typing import Optional
 
 from ..connection import Connection
 from ..engine import Engine, EngineStats
-from .model import CIPHERS, TLS13_SUITES, Setup, contexts
+from .model import CIPHERS, TLS13_SUITES, Setup, contexts, use_engine
 
 __all__ = ["loopback_run"]
 
@@ -47,11 +47,7 @@ def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: 
     suite, etm, _ = CIPHERS[st.cipher]
     if st.tls == "1.3":
         suite = TLS13_SUITES[st.cipher]
-    if pipelined:
-        engine.threads = lanes
-        engine.register_default()
-    else:
-        engine.unregister()
+    use_engine(engine, pipelined, lanes)
     sctx, cctx = contexts(st, pipelined)
     cctx.close()  # the receiver process makes its own
     lsock = socket.socket()

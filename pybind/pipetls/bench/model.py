@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..context import Context
-from ..engine import EngineStats
+from ..engine import Engine, EngineStats
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
-           "serial_time", "contexts"]
+           "serial_time", "use_engine", "contexts"]
 
 # name -> (TLS 1.2 suite, Encrypt-then-MAC, stock baseline label)
 CIPHERS: dict[str, tuple[str, bool, str]] = {
@@ -80,6 +80,18 @@ class Setup:
     read_buf: int
     certfile: str
     keyfile: str
+
+
+def use_engine(engine: Optional[Engine], pipelined: bool, lanes: int) -> None:
+    """Before a run: the engine with ``lanes`` lanes as the default for its
+    ciphers (pipetls), or not registered at all (stock)."""
+    if engine is None:
+        return
+    if pipelined:
+        engine.threads = lanes
+        engine.register_default()
+    else:
+        engine.unregister()
 
 
 def contexts(st: Setup, pipelined: bool) -> tuple[Context, Context]:
