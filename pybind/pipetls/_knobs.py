@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numbers
 import operator
-from typing import Any, Optional
+from typing import Optional
 
 from . import _ffi
 from ._ffi import check

@@ -119,8 +119,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    import argparse
-
     _parser = argparse.ArgumentParser(prog="pipetls")
     add_parser(_parser.add_subparsers(dest="command"))
     _args = _parser.parse_args(["build-openssl", *sys.argv[1:]])

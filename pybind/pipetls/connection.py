@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-import os
 import select
 import threading
 import time
@@ -70,18 +69,16 @@ from . import _ffi
 from ._buffers import pinned_buffer
 from ._ffi import check, check_ptr, drain_errors
 from ._knobs import PipelineKnobs, at_least
+from ._sslerror import ssl_failure
 from .context import Context
 from .errors import (
-    CertificateError,
     ClosedError,
     ConfigError,
     ConfigTypeError,
     PipetlsError,
-    TLSAlertError,
     TLSClosed,
     TLSError,
     TLSTimeout,
-    TLSUnexpectedEOF,
     WantRead,
     WantWrite,
 )
@@ -443,46 +440,12 @@ class Connection(PipelineKnobs):
             self._wait(want, deadline)
 
     def _error(self, ssl: int, err: int, op: str) -> Exception:
-        """The exception for SSL_get_error() == err (error queue drained)."""
-        errno = ctypes.get_errno()
-        lines, codes = drain_errors()
-        if err == _ffi.SSL_ERROR_ZERO_RETURN:
-            return TLSClosed("%s: the peer closed the TLS connection (close_notify)" % op,
-                             lines, codes)
-        if err == _ffi.SSL_ERROR_SYSCALL:
+        """The exception for SSL_get_error() == err (error queue drained);
+        marks the connection failed when OpenSSL says it is."""
+        exc, fatal = ssl_failure(ssl, err, op, self._alerts)
+        if fatal:
             self._failed = True
-            if errno:
-                return OSError(errno, "%s: %s" % (op, os.strerror(errno)))
-            return TLSUnexpectedEOF("%s: the transport closed without close_notify" % op,
-                                    lines, codes)
-        if err != _ffi.SSL_ERROR_SSL:
-            return TLSError("%s failed (SSL_get_error %d)" % (op, err), lines, codes)
-        reasons = [(_ffi.ERR_GET_LIB(c), _ffi.ERR_GET_REASON(c)) for c in codes]
-        ssl_reasons = [r for lib, r in reasons if lib == _ffi.ERR_LIB_SSL]
-        if _ffi.SSL_R_PROTOCOL_IS_SHUTDOWN in ssl_reasons:
-            return TLSClosed("%s: the TLS connection is shut down" % op, lines, codes)
-        self._failed = True
-        if _ffi.SSL_R_UNEXPECTED_EOF_WHILE_READING in ssl_reasons:
-            return TLSUnexpectedEOF("%s: the transport closed without close_notify" % op,
-                                    lines, codes)
-        if _ffi.SSL_R_CERTIFICATE_VERIFY_FAILED in ssl_reasons:
-            code = _ffi.SSL_get_verify_result(ssl)
-            msg = _ffi.X509_verify_cert_error_string(code)
-            return CertificateError("%s: certificate verification failed" % op, code,
-                                    msg.decode() if msg else None, lines, codes)
-        for r in ssl_reasons:
-            if _ffi.SSL_AD_REASON_OFFSET <= r < _ffi.SSL_AD_REASON_OFFSET + 256:
-                alert = r - _ffi.SSL_AD_REASON_OFFSET
-                return TLSAlertError(alert, False, self._alert_text(alert), lines, codes)
-        for sent, level, alert in self._alerts:
-            if sent and level == 2:
-                return TLSAlertError(alert, True, self._alert_text(alert), lines, codes)
-        return TLSError("%s failed" % op, lines, codes)
-
-    @staticmethod
-    def _alert_text(alert: int) -> Optional[str]:
-        t = _ffi.SSL_alert_desc_string_long(alert)
-        return t.decode() if t else None
+        return exc
 
     # ------------------------------------------------------------- handshake
     def do_handshake(self) -> None:
