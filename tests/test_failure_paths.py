@@ -421,12 +421,25 @@ def test_enable_pipelining_failures(certs, engine_path):
         stdlib._read_candidate_pointer = lambda ctx: 0
         expect(StdlibError, enable_pipelining, sc)
         stdlib._read_candidate_pointer = real
+        # Without /proc/self/mem nothing can be validated: refuse, never guess.
+        real_open = stdlib.os.open
+        def no_proc(path, *a, **k):
+            if path == "/proc/self/mem":
+                raise PermissionError(13, "Permission denied", path)
+            return real_open(path, *a, **k)
+        stdlib.os.open = no_proc
+        e = expect(StdlibError, enable_pipelining, sc)
+        assert "/proc/self/mem" in str(e)
+        stdlib.os.open = real_open
         applied = enable_pipelining(sc, max_pipelines=4)
         assert applied.max_pipelines == 4
+        class Sub(ssl.SSLContext):      # a subclass: same layout at the start
+            pass
+        assert enable_pipelining(Sub(ssl.PROTOCOL_TLS_SERVER)).ssl_ctx
     """, certs, engine_path)
     assert seen == (["NotAnSSLContext"] * 2 + ["ConfigError", "ConfigTypeError", "ConfigError",
                                                "StdlibError", "ClosedError"]
-                    + ["StdlibError"] * 9)
+                    + ["StdlibError"] * 10)
 
 
 # The interpreters here that can import this package (3.9+); each runs the
