@@ -223,7 +223,7 @@ class PtServer:
             self._lsock.close()
             if sock is not None:
                 sock.close()
-            pipetls.errors.clear_errors()
+            pipetls._ffi.clear_errors()
 
     def join(self, timeout: Optional[float] = None, raise_error: bool = True):
         self._t.join(timeout if timeout is not None else self.timeout + 10)
