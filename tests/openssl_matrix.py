@@ -78,6 +78,10 @@ class MatrixError(Exception):
     """A release could not be prepared (message for the user)."""
 
 
+class UsageError(Exception):
+    """The command line asks for something that does not exist."""
+
+
 def say(msg: str = "") -> None:
     print(msg, flush=True)
 
@@ -376,8 +380,10 @@ def summary(outcomes: List[Outcome], strict: bool, seconds: float) -> int:
             if not out.ok:
                 status = 1
         say(f"  {verdict:8} OpenSSL {out.release.name:24} {describe(out)}")
-    if not outcomes:
-        say("  no release to test")
+        for nodeid in out.failed:
+            say(f"           FAILED {nodeid}")
+    if not any(out.release.problem is None for out in outcomes):
+        say("  no release was tested")
         status = 1
     say("openssl-matrix: " + ("all releases passed" if status == 0 else "FAILED"))
     return status
@@ -527,8 +533,8 @@ def choose_archive(args, arch: str) -> List[str]:
         for want in (w.strip() for w in args.versions.split(",") if w.strip()):
             match = [v for v in served if want in (v, upstream_of(v))]
             if not match:
-                raise MatrixError(f"libssl3 {want} is not served by the archive "
-                                  f"(apt lists {', '.join(served)})")
+                raise UsageError(f"--versions: libssl3 {want} is not served by the "
+                                 f"archive (apt lists {', '.join(served)})")
             chosen += [v for v in match if v not in chosen]
         return chosen
     chosen = [v for v in served if args.include_installed or v != installed]
@@ -563,6 +569,9 @@ def main(argv: List[str]) -> int:
                                   "Debian's libssl3 releases (a Debian/Ubuntu machine)")
             arch = dpkg_arch()
             versions = choose_archive(args, arch)
+        except UsageError as exc:
+            say(f"openssl-matrix: {exc}")
+            return 2
         except MatrixError as exc:
             releases.append(Release(name="3.0.x (archive)", expect="3.0", problem=str(exc)))
             versions, arch = [], ""
