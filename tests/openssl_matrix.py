@@ -51,6 +51,8 @@ value (``CI=true``), and otherwise is reported as not run with the reason
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import re
@@ -127,17 +129,18 @@ class Outcome:
                 and self.counts.get("passed", 0) > 0)
 
 
-def upstream_of(debver: str) -> str:
-    v = debver.split(":", 1)[-1]
-    return v.rsplit("-", 1)[0] if "-" in v else v
+def _load_builder():
+    """openssl_patches/build.py as a module: one cache rule, one version rule."""
+    path = REPO / "openssl_patches" / "build.py"
+    spec = importlib.util.spec_from_file_location("pipetls_openssl_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def default_cache() -> Path:
-    env = os.environ.get("PIPETLS_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "pipetls"
+_builder = _load_builder()
+default_cache = _builder.default_cache   # $PIPETLS_CACHE, else ~/.cache/pipetls
+upstream_of = _builder.upstream_of       # "3.0.17-1~deb12u2" -> "3.0.17"
 
 
 def dpkg_arch() -> str:
@@ -172,8 +175,11 @@ def madison(package: str, arch: str) -> List[str]:
     return versions
 
 
-def dpkg_newer(a: str, b: str) -> bool:
-    return subprocess.run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0
+def dpkg_order(a: str, b: str) -> int:
+    """-1, 0 or 1 as Debian version a sorts before, with or after b."""
+    if a == b:
+        return 0
+    return 1 if run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0 else -1
 
 
 def archive_versions(arch: str) -> List[str]:
@@ -196,13 +202,7 @@ def archive_versions(arch: str) -> List[str]:
     if missing:
         raise MatrixError("apt lists libssl3 " + ", ".join(missing)
                           + " without an openssl package of the same version")
-    ordered: List[str] = []
-    for v in ssl:
-        i = 0
-        while i < len(ordered) and not dpkg_newer(ordered[i], v):
-            i += 1
-        ordered.insert(i, v)
-    return ordered
+    return sorted(ssl, key=functools.cmp_to_key(dpkg_order))
 
 
 def fetch_archive(version: str, arch: str, cache: Path) -> Release:
