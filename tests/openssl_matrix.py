@@ -74,6 +74,7 @@ SCRUB = ("PIPETLS_OPENSSL", "OPENSSL_CONF", "OPENSSL_MODULES", "OPENSSL_ENGINES"
          "LD_PRELOAD", "PIPETLS_PATCHED_PREFIX", "PIPETLS_PATCHED_ENGINE",
          "PIPETLS_PATCHED_REQUIRED", "PIPETLS_STATS")
 CHILD_FLAG = "--child-of-openssl-matrix"
+SUMMARY_FAILURES = 12   # failed test ids per release in the summary
 
 
 class MatrixError(Exception):
@@ -380,8 +381,10 @@ def summary(outcomes: List[Outcome], strict: bool, seconds: float) -> int:
             if not out.ok:
                 status = 1
         say(f"  {verdict:8} OpenSSL {out.release.name:24} {describe(out)}")
-        for nodeid in out.failed:
+        for nodeid in out.failed[:SUMMARY_FAILURES]:
             say(f"           FAILED {nodeid}")
+        if len(out.failed) > SUMMARY_FAILURES:
+            say(f"           ... and {len(out.failed) - SUMMARY_FAILURES} more (listed above)")
     if not any(out.release.problem is None for out in outcomes):
         say("  no release was tested")
         status = 1
