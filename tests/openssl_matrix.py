@@ -51,6 +51,7 @@ value (``CI=true``), and otherwise is reported as not run with the reason
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import importlib.util
 import json
@@ -394,6 +395,17 @@ def summary(outcomes: List[Outcome], strict: bool, seconds: float) -> int:
 
 # ----------------------------------------------------------- the child side
 
+def mapped_files(prefix: str) -> List[str]:
+    """Real paths of the files named ``prefix``* mapped into this process."""
+    found = set()
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith(prefix):
+                found.add(os.path.realpath(fields[5].strip()))
+    return sorted(found)
+
+
 class MatrixPlugin:
     """Loaded into the child pytest: check the mapped OpenSSL, count outcomes."""
 
@@ -417,15 +429,17 @@ class MatrixPlugin:
 
         from pipetls import _ffi  # noqa: PLC0415
 
-        maps = _ffi._mapped_libraries() or ([], [])
+        # the library pipetls bound, asked through a handle of our own
+        version = ctypes.CDLL(_ffi.LIBCRYPTO_PATH).OpenSSL_version
+        version.restype, version.argtypes = ctypes.c_char_p, [ctypes.c_int]
         cli = run(["openssl", "version"])
         self.mapped = {
             "ssl.OPENSSL_VERSION": ssl.OPENSSL_VERSION,
-            "pipetls": _ffi.libcrypto.OpenSSL_version(0).decode(),
+            "pipetls": version(0).decode(),
             "openssl version": cli.stdout.strip(),
             "openssl": shutil.which("openssl"),
-            "libcrypto": sorted({os.path.realpath(p) for p in maps[1]}),
-            "libssl": sorted({os.path.realpath(p) for p in maps[0]}),
+            "libcrypto": mapped_files("libcrypto.so"),
+            "libssl": mapped_files("libssl.so"),
             "pipetls libcrypto": os.path.realpath(_ffi.LIBCRYPTO_PATH),
         }
         want = f"OpenSSL {self.expect} "
