@@ -555,6 +555,9 @@ def choose_archive(args, arch: str) -> List[str]:
             chosen += [v for v in match if v not in chosen]
         return chosen
     chosen = [v for v in served if args.include_installed or v != installed]
+    if args.include_installed and installed and installed not in served:
+        say(f"openssl-matrix: --include-installed: libssl3 {installed} is not served "
+            "any more; only the plain tox run tests it")
     say(f"openssl-matrix: apt serves libssl3 {', '.join(served)}; installed: "
         f"{installed or 'none'}" + ("" if args.include_installed or installed not in served
                                     else " (tested by the plain tox run, not here)"))
