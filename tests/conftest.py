@@ -47,115 +47,52 @@ from typing import IO, Mapping, Optional, Sequence, Union
 
 import pytest
 
+from support import programs, rfc
+from support.pki import Certs, make_certs  # noqa: F401 - re-exported
+from support.stock import StockOracle
+
 REPO = Path(__file__).resolve().parent.parent
-OPENSSL = shutil.which("openssl") or "openssl"
+OPENSSL = programs.openssl_program()
 
 BytesOrPath = Union[bytes, bytearray, memoryview, str, os.PathLike, None]
 
 
 # --------------------------------------------------------------------- certs
 
-_CERT_CONFIG = """\
-[req]
-distinguished_name = dn
-prompt = no
-
-[dn]
-CN = pipetls test
-
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-
-[v3_server]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-
-[v3_client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-"""
-
-
-@dataclass(frozen=True)
-class Certs:
-    """Paths of the test PKI (PEM files, unencrypted RSA-2048 keys).
-
-    ``cert``/``key`` are the server's (CN and SAN ``localhost``, SAN IP
-    127.0.0.1, serverAuth); ``client_cert``/``client_key`` a client
-    certificate (clientAuth). Both are signed by ``ca`` (key ``ca_key``).
-    """
-
-    dir: Path
-    ca: Path
-    ca_key: Path
-    cert: Path
-    key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: Union[str, os.PathLike], cwd: Path) -> None:
-    proc = subprocess.run(
-        [OPENSSL, *map(os.fspath, args)],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"openssl {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-            + proc.stderr.decode(errors="replace")
-        )
-
-
-def make_certs(directory: Path) -> Certs:
-    """Create the test PKI in ``directory`` with the openssl CLI."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "pki.cnf").write_text(_CERT_CONFIG)
-    cnf = ("-config", "pki.cnf")
-
-    _openssl("req", "-x509", *cnf, "-extensions", "v3_ca",
-             "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "30", "-subj", "/CN=pipetls test CA",
-             cwd=d)
-    serial = 1
-    for name, cn, ext in (("server", "localhost", "v3_server"),
-                          ("client", "pipetls test client", "v3_client")):
-        serial += 1
-        _openssl("req", "-new", *cnf, "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={cn}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
-                 "-CAkey", "ca.key", "-set_serial", str(serial), "-days", "30",
-                 "-sha256", "-extfile", "pki.cnf", "-extensions", ext,
-                 "-out", f"{name}.pem", cwd=d)
-    return Certs(
-        dir=d,
-        ca=d / "ca.pem",
-        ca_key=d / "ca.key",
-        cert=d / "server.pem",
-        key=d / "server.key",
-        client_cert=d / "client.pem",
-        client_key=d / "client.key",
-    )
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory) -> Certs:
     """The test PKI (see :class:`Certs`), made once per test session."""
     return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+# -------------------------------------------------------------- stock, peers
+
+@pytest.fixture(scope="session")
+def stock():
+    """The stock oracle (support.stock): one child process without the
+    engine that answers the same cases as the engine, in this run."""
+    oracle = StockOracle()
+    yield oracle
+    oracle.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_program(name, ...): the test runs these programs; missing "
+        "ones skip it locally (naming the install command) and fail it under CI=true")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_program"):
+        for program in mark.args:
+            programs.require(program)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if rfc.SEEN:
+        terminalreporter.section("stock OpenSSL deviations from the RFCs (documented)")
+        for line in sorted(set(rfc.SEEN)):
+            terminalreporter.write_line(line)
 
 
 # -------------------------------------------------------------------- engine
