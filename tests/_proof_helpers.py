@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -47,20 +46,6 @@ ALERT_BAD_RECORD_MAC = 20
 ALERT_RECORD_OVERFLOW = 22
 ALERT_DECODE_ERROR = 50
 ALERT_PROTOCOL_VERSION = 70
-
-
-def need(program: str):
-    return pytest.mark.skipif(shutil.which(program) is None,
-                              reason=f"{program} is not installed")
-
-
-def need_module(name: str):
-    try:
-        __import__(name)
-        ok = True
-    except ImportError:
-        ok = False
-    return pytest.mark.skipif(not ok, reason=f"Python module {name} is not installed")
 
 
 # ------------------------------------------------------------- payloads

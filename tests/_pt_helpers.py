@@ -17,7 +17,6 @@ import datetime
 import ipaddress
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -47,8 +46,7 @@ __all__ = [
     "socket_pair_connections",
 ]
 
-needs_openssl_cli = pytest.mark.skipif(shutil.which("openssl") is None,
-                                       reason="the openssl program is not installed")
+needs_openssl_cli = pytest.mark.needs_program("openssl")
 
 
 # --------------------------------------------------------------------------

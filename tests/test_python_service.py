@@ -4,7 +4,6 @@ connections that must not grow memory or file descriptors."""
 import ctypes
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -14,8 +13,7 @@ import pytest
 import pipetls
 from pipetls import Connection, Context, handshake_pair
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
-                                   reason="the openssl program is not installed")
+needs_openssl = pytest.mark.needs_program("openssl")
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ import pytest
 
 import pipetls
 from _proof_helpers import SUITES, PtServer, payload, pt_connect, pt_context, pt_exchange
-from support import programs
 from support.rfc import ALERT_BAD_RECORD_MAC, check_stock_against_rfc
 from support.tamper import (DAMAGED_BATCH, FORGED, FORGED_AT, READER, SPLIT, STOCK_OPS, WRITER,
                             BatchTamper, N, _reader_run, cases, forged_case, reader_case,
@@ -193,12 +192,13 @@ def test_negative_control_leak_check_can_fail():
 
 # ------------------------------------------- stock readers of our records
 
-@pytest.mark.parametrize("reader", ["openssl", "gnutls"])
+@pytest.mark.parametrize("reader", [
+    pytest.param("openssl", marks=pytest.mark.needs_program("openssl")),
+    pytest.param("gnutls", marks=pytest.mark.needs_program("gnutls-cli"))])
 @pytest.mark.parametrize("suite_id", ["aes128gcm", "chacha20", "cbcsha-noetm"])
 @pytest.mark.parametrize("name,k", STOCK_OPS, ids=[f"{n}-k{k}" for n, k in STOCK_OPS])
 def test_stock_reader_refuses_tampered_pipelined_records(engine, certs, stock, reader,
                                                          suite_id, name, k):
-    programs.require("gnutls-cli" if reader == "gnutls" else "openssl")
     if name == "flip-nonce" and suite_id == "chacha20":
         pytest.skip("ChaCha20-Poly1305 has no explicit nonce")
     want = stock.call("support.tamper:stock_reader_case", certs=str(certs.dir), reader=reader,

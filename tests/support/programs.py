@@ -80,3 +80,18 @@ def openssl_program() -> str:
     needs it fails with "No such file" (the tests that start it call
     :func:`require` first)."""
     return find("openssl") or "openssl"
+
+
+def require_module(name: str, install: str):
+    """The module ``name``; else skip (locally, naming ``install``) or fail
+    (``CI=true``), like :func:`require`."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        msg = f"Python module {name} is not installed; install it with: {install}"
+        if in_ci():
+            pytest.fail(f"CI=true: a missing peer is a failure, not a skip: {msg}",
+                        pytrace=False)
+        pytest.skip(msg)
