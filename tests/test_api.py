@@ -16,15 +16,8 @@ import time
 
 import pytest
 
-from _pt_helpers import *  # noqa: F401,F403  (fixtures: pt_engine, pt_certs, clean_error_queue)
-from _pt_helpers import (
-    OpenSSLServer,
-    needs_openssl_cli,
-    socket_pair_connections,
-    stats_delta,
-    tls12_client_ctx,
-    tls12_server_ctx,
-)
+from support.api import socket_pair_connections, stats_delta, tls12_client_ctx, tls12_server_ctx
+from support.peers import OpenSSLServer
 
 import pipetls
 from pipetls import (
@@ -53,7 +46,6 @@ from pipetls.errors import (
     drain_errors,
 )
 
-pytestmark = pytest.mark.usefixtures("clean_error_queue")
 
 HEADERS = "/usr/include/openssl"
 
@@ -960,10 +952,11 @@ def test_context_manager_sends_close_notify(pt_certs, pt_engine):
         csock.close()
 
 
-@needs_openssl_cli
+@pytest.mark.needs_program("openssl")
 def test_client_against_openssl_s_server(pt_certs, pt_engine):
-    srv = OpenSSLServer(["-engine", pt_engine.path, "-max_pipelines", "8", "-tls1_2"], pt_certs)
-    try:
+    srv = OpenSSLServer(["-cert", pt_certs.cert, "-key", pt_certs.key, "-naccept", "1",
+                         "-ign_eof", "-max_pipelines", "8", "-tls1_2"], engine=pt_engine.path)
+    with srv:
         cli = tls12_client_ctx(pt_certs, max_pipelines=8)
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
         with Connection(cli, sock, server_hostname="localhost") as c:
@@ -975,10 +968,7 @@ def test_client_against_openssl_s_server(pt_certs, pt_engine):
             assert d.stats.hist.get(8, 0) >= 64  # 512 records, 8 per batch
             assert c.shutdown(timeout=5)
         sock.close()
-        out = srv.finish()
-        assert data in out
-    finally:
-        srv.kill()
+    assert data in srv.stdout
 
 
 # --------------------------------------------------------------------------
@@ -996,7 +986,7 @@ def test_cli_config(pt_engine, capsys):
     assert out.index("dynamic_path") < out.index("THREADS") < out.index("init = 1")
 
 
-@needs_openssl_cli
+@pytest.mark.needs_program("openssl")
 def test_cli_config_loads_the_engine(pt_engine, tmp_path):
     from pipetls import cli
 
@@ -1008,7 +998,7 @@ def test_cli_config_loads_the_engine(pt_engine, tmp_path):
     assert "pipetls" in r.stdout and "available" in r.stdout, r.stdout + r.stderr
 
 
-@needs_openssl_cli
+@pytest.mark.needs_program("openssl")
 def test_cli_openssl_argv(pt_engine):
     from pipetls import cli
 

@@ -31,8 +31,8 @@ import pytest
 
 import pipetls
 from pipetls import _ffi
-from _proof_helpers import (SUITES, Knobs, PtServer, pt_connect, pt_context, run_isolated)
-from conftest import OPENSSL
+from support.proof import (SUITES, Knobs, PtServer, pt_connect, pt_context, run_isolated)
+from support.peers import OPENSSL
 from support.badinput import zero_length_ssl_write_ex
 
 CLEAR = (pipetls.PipetlsError, TypeError, ValueError, OSError)

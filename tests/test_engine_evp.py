@@ -4,7 +4,7 @@ through the pipeline ctrls, must equal what OpenSSL's own cipher produces
 record by record (its TLS record mode), decrypt back, and - independently of
 OpenSSL - decrypt with `cryptography`. Negative controls must fail.
 
-The EVP work runs in a child process (tests/_evp_worker.py) where the engine
+The EVP work runs in a child process (tests/support/evp_worker.py) where the engine
 is never the default for any cipher, so the reference really is OpenSSL's own
 implementation."""
 import hashlib
@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-WORKER = os.path.join(os.path.dirname(__file__), "_evp_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "support", "evp_worker.py")
 FAMILIES = [
     "AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305",
     "AES-128-CBC-HMAC-SHA1", "AES-256-CBC-HMAC-SHA1",

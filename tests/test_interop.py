@@ -34,7 +34,7 @@ from __future__ import annotations
 import pytest
 
 from support import programs
-from _proof_helpers import (KNOBS_ALL, MIB, PEER_ROLES, SIZES_FULL, SIZES_SMALL, SUITE_LIST,
+from support.proof import (KNOBS_ALL, MIB, PEER_ROLES, SIZES_FULL, SIZES_SMALL, SUITE_LIST,
                             SUITES, Knobs, full_only, run_interop)
 
 DEFAULT_SUITES = [s for s in SUITE_LIST if not s.is13] + [SUITES["tls13-aes128gcm"]]
@@ -106,10 +106,10 @@ def check(res, peer, suite, knobs, sizes):
     if peer == "openssl-engine":
         assert len(res.peer_stats) == 1, "the peer's engine wrote no statistics"
         ps = res.peer_stats[0]
-        assert ps["failed_batches"] == 0, ps
-        assert ps["batches"] + ps.get("stream_calls", 0) > 0, ps
+        assert ps.failed_batches == 0, ps
+        assert ps.batches + ps.stream_calls > 0, ps
         if not suite.is13 and max(sizes) > 4096:
-            assert ps["pipelined_batches"] > 0, ps
+            assert ps.pipelined_batches > 0, ps
 
 
 @pytest.mark.parametrize("peer,role,suite,knobs", DEFAULT_CASES,

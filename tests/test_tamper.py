@@ -7,7 +7,7 @@ so the pipetls server (max_pipelines 32, read_ahead, 1 MiB read buffer)
 decrypts them as one pipelined batch. Damage: one bit in the header (type,
 version, length), the explicit nonce / CBC IV, the ciphertext, the tag /
 MAC, the CBC padding; a truncated record; a truncated stream; a dropped,
-repeated or reordered record. With the keys (tests/_tls12_wire.py) the
+repeated or reordered record. With the keys (tests/support/wire.py) the
 relay also forges properly protected records: a ChangeCipherSpec, an
 unknown content type, a 3-byte alert, a handshake message, a 16385-byte
 record, an empty record.
@@ -32,7 +32,7 @@ from __future__ import annotations
 import pytest
 
 import pipetls
-from _proof_helpers import SUITES, PtServer, payload, pt_connect, pt_context, pt_exchange
+from support.proof import SUITES, PtServer, payload, pt_connect, pt_context, pt_exchange
 from support.rfc import ALERT_BAD_RECORD_MAC, check_stock_against_rfc
 from support.tamper import (DAMAGED_BATCH, FORGED, FORGED_AT, READER, SPLIT, STOCK_OPS, WRITER,
                             BatchTamper, N, _reader_run, cases, forged_case, reader_case,

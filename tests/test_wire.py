@@ -1,10 +1,10 @@
 """Independent wire verification of what pipetls puts on the wire.
 
-A loopback relay (tests/_relay.py) captures both directions of a real TCP
+A loopback relay (tests/support/relay.py) captures both directions of a real TCP
 connection; the secrets come from the SSLKEYLOGFILE lines pipetls logs; the
 TLS 1.2 key block is derived with a PRF built from `cryptography` HMAC; every
 record after ChangeCipherSpec is decrypted with `cryptography` (AESGCM,
-ChaCha20Poly1305, AES-CBC + HMAC, EtM or not) -- tests/_tls12_wire.py, no
+ChaCha20Poly1305, AES-CBC + HMAC, EtM or not) -- tests/support/wire.py, no
 libssl involved. Shown for every TLS 1.2 family:
 
 * the plaintext is what was written, each way;
@@ -31,14 +31,14 @@ import threading
 import pytest
 
 import pipetls
-from _proof_helpers import (MIB, SUITES, Knobs, PtServer, StdioPeer, expected_batches,
+from support.proof import (MIB, SUITES, Knobs, PtServer, StdioPeer, expected_batches,
                             openssl_version_opts, payload, pt_connect, pt_context,
                             pt_exchange)
-from _relay import Relay
+from support.relay import Relay
 from support.rfc import ALERT_BAD_RECORD_MAC, check_stock_against_rfc
 from support.wirecases import Keylog, corrupted_relay_case, pipetls_pair_through_relay
-from _tls12_wire import (APPLICATION_DATA, WireError, WireSession, parse_records)
-from conftest import OPENSSL
+from support.wire import (APPLICATION_DATA, WireError, WireSession, parse_records)
+from support.peers import OPENSSL
 
 TLS12 = ["aes128gcm", "aes256gcm", "chacha20", "cbcsha-etm", "cbcsha-noetm",
          "cbcsha256-etm", "cbcsha256-noetm"]

@@ -1,60 +1,37 @@
-"""The test PKI, made once per session with the ``openssl`` CLI.
+"""The one test PKI builder (``cryptography``; no libssl, no CLI).
 
-``make_certs(directory)`` writes a CA, a server certificate (CN and SAN
-``localhost``, SAN IP 127.0.0.1, serverAuth) and a client certificate
-(clientAuth), each with an unencrypted RSA-2048 key; :class:`Certs` holds
-their paths. ``Certs.of(directory)`` finds them again (the stock child is
-handed the directory, not the object).
+``make_certs(directory, key="rsa"|"ec")`` writes, as PEM:
+
+    ca.pem / ca.key            the test CA ("pipetls test CA")
+    server.pem / server.key    CN and SAN localhost, SAN IP 127.0.0.1,
+                               serverAuth, signed by the CA
+    client.pem / client.key    "pipetls test client", clientAuth
+    other_ca.pem               an unrelated CA (for verification failures)
+    wrong_key.pem              a key that belongs to no certificate
+
+``key="rsa"`` (RSA-2048: the ECDHE-RSA suites of the proof tests) or
+``"ec"`` (P-256: the ECDHE-ECDSA suites of the API tests). :class:`Certs`
+holds the paths; ``Certs.of(directory)`` finds them again (the stock child
+is handed the directory, not the object).
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from . import programs
-
-_CERT_CONFIG = """\
-[req]
-distinguished_name = dn
-prompt = no
-
-[dn]
-CN = pipetls test
-
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-
-[v3_server]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-
-[v3_client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-"""
+FILES = dict(ca="ca.pem", ca_key="ca.key", cert="server.pem", key="server.key",
+             client_cert="client.pem", client_key="client.key", other_ca="other_ca.pem",
+             wrong_key="wrong_key.pem")
 
 
 @dataclass(frozen=True)
 class Certs:
-    """Paths of the test PKI (PEM files, unencrypted RSA-2048 keys).
-
-    ``cert``/``key`` are the server's; ``client_cert``/``client_key`` a
-    client certificate. Both are signed by ``ca`` (key ``ca_key``).
-    """
+    """Paths of the test PKI (see the module doc)."""
 
     dir: Path
     ca: Path
@@ -63,6 +40,8 @@ class Certs:
     key: Path
     client_cert: Path
     client_key: Path
+    other_ca: Path
+    wrong_key: Path
 
     @classmethod
     def of(cls, where: Union["Certs", str, os.PathLike]) -> "Certs":
@@ -70,38 +49,90 @@ class Certs:
         if isinstance(where, Certs):
             return where
         d = Path(where)
-        return cls(dir=d, ca=d / "ca.pem", ca_key=d / "ca.key", cert=d / "server.pem",
-                   key=d / "server.key", client_cert=d / "client.pem",
-                   client_key=d / "client.key")
+        return cls(dir=d, **{k: d / v for k, v in FILES.items()})
+
+    @property
+    def leaf_der(self) -> bytes:
+        """The server certificate in DER."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        return cert.public_bytes(serialization.Encoding.DER)
 
 
-def _openssl(*args: Union[str, os.PathLike], cwd: Path) -> None:
-    proc = subprocess.run([programs.openssl_program(), *map(os.fspath, args)], cwd=cwd,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"openssl {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-            + proc.stderr.decode(errors="replace"))
+def make_certs(directory: Union[str, os.PathLike], key: str = "rsa") -> Certs:
+    """Create the test PKI in ``directory`` (see the module doc)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
-def make_certs(directory: Union[str, os.PathLike]) -> Certs:
-    """Create the test PKI in ``directory`` with the openssl CLI."""
+    if key not in ("rsa", "ec"):
+        raise ValueError(f"key must be 'rsa' or 'ec', not {key!r}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "pki.cnf").write_text(_CERT_CONFIG)
-    cnf = ("-config", "pki.cnf")
-    _openssl("req", "-x509", *cnf, "-extensions", "v3_ca",
-             "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "30", "-subj", "/CN=pipetls test CA", cwd=d)
-    serial = 1
-    for name, cn, ext in (("server", "localhost", "v3_server"),
-                          ("client", "pipetls test client", "v3_client")):
-        serial += 1
-        _openssl("req", "-new", *cnf, "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={cn}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
-                 "-CAkey", "ca.key", "-set_serial", str(serial), "-days", "30",
-                 "-sha256", "-extfile", "pki.cnf", "-extensions", ext,
-                 "-out", f"{name}.pem", cwd=d)
-    return Certs.of(d)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def new_key():
+        if key == "rsa":
+            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def usage(**on):
+        flags = dict(digital_signature=False, content_commitment=False, key_encipherment=False,
+                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                     crl_sign=False, encipher_only=False, decipher_only=False)
+        flags.update(on)
+        return x509.KeyUsage(**flags)
+
+    def builder(subject, issuer, pub, serial):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(pub).serial_number(serial)
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+
+    def make_ca(cn, serial):
+        k = new_key()
+        cert = (builder(name(cn), name(cn), k.public_key(), serial)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(usage(digital_signature=True, key_cert_sign=True, crl_sign=True),
+                               critical=True)
+                .sign(k, hashes.SHA256()))
+        return k, cert
+
+    ca_key, ca_cert = make_ca("pipetls test CA", 1)
+    _, other_cert = make_ca("pipetls other CA", 100)
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+
+    def leaf(cn, serial, eku, san=None):
+        k = new_key()
+        b = (builder(name(cn), ca_cert.subject, k.public_key(), serial)
+             .add_extension(aki, critical=False)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(usage(digital_signature=True, key_encipherment=key == "rsa"),
+                            critical=True)
+             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return k, b.sign(ca_key, hashes.SHA256())
+
+    srv_key, srv_cert = leaf("localhost", 2, ExtendedKeyUsageOID.SERVER_AUTH,
+                             [x509.DNSName("localhost"),
+                              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cli_key, cli_cert = leaf("pipetls test client", 3, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    pem = serialization.Encoding.PEM
+    certs = Certs.of(d)
+    for path, cert in ((certs.ca, ca_cert), (certs.other_ca, other_cert),
+                       (certs.cert, srv_cert), (certs.client_cert, cli_cert)):
+        path.write_bytes(cert.public_bytes(pem))
+    for path, k in ((certs.ca_key, ca_key), (certs.key, srv_key), (certs.client_key, cli_key),
+                    (certs.wrong_key, new_key())):
+        path.write_bytes(k.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+    return certs

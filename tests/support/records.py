@@ -1,18 +1,24 @@
 """The one TLS record framer of the tests.
 
-``parse_records(stream)`` splits a byte stream into ``(type, version,
-body)`` triples and returns them with the incomplete tail; everything that
-needs record boundaries (the wire reader, the relay, the split checks)
-uses it.
+``next_record(buf, offset)`` reads one header and says whether the whole
+record is there; ``parse_records(stream)`` splits a byte stream into
+:class:`Record` objects and the incomplete tail. Everything that needs
+record boundaries (the wire reader, the relay, the split checks) uses
+these two.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import List, Tuple
 
 HEADER = 5
 CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA = 20, 21, 22, 23
+
+
+class WireError(AssertionError):
+    """The captured stream does not check out (bad tag, MAC, padding, order)."""
 
 
 def header(typ: int, version: int, length: int) -> bytes:
@@ -30,15 +36,33 @@ def next_record(buf, offset: int = 0):
     return typ, ver, ln
 
 
-def parse_records(stream) -> Tuple[List[Tuple[int, int, bytes]], bytes]:
-    """``([(type, version, body), ...], tail)``: every whole record of
-    ``stream`` and the bytes after the last one."""
+@dataclass
+class Record:
+    type: int
+    version: int
+    body: bytes
+    offset: int         # of the 5-byte header in the captured stream
+
+    @property
+    def header(self) -> bytes:
+        return header(self.type, self.version, len(self.body))
+
+    def raw(self) -> bytes:
+        return self.header + self.body
+
+
+def parse_records(stream: bytes, strict: bool = True) -> Tuple[List[Record], bytes]:
+    """Split a byte stream into records; returns (records, incomplete tail).
+    With ``strict`` a tail is an error."""
     out, i = [], 0
     while True:
         got = next_record(stream, i)
         if got is None:
             break
-        typ, ver, ln = got
-        out.append((typ, ver, bytes(stream[i + HEADER:i + HEADER + ln])))
-        i += HEADER + ln
-    return out, bytes(stream[i:])
+        t, v, ln = got
+        out.append(Record(t, v, bytes(stream[i + 5:i + 5 + ln]), i))
+        i += 5 + ln
+    tail = bytes(stream[i:])
+    if strict and tail:
+        raise WireError(f"stream ends inside a record ({len(tail)} bytes left)")
+    return out, tail

@@ -19,10 +19,10 @@ import re
 from typing import Callable, Optional
 
 import pipetls
-from _proof_helpers import (MIB, SUITES, Knobs, PtServer, StdioPeer, openssl_version_opts,
+from .proof import (MIB, SUITES, Knobs, PtServer, StdioPeer, openssl_version_opts,
                             payload, pt_connect, pt_context, pt_read, pt_write_plan)
-from _relay import BatchTamper, Forge, Relay, flip, set_len
-from _tls12_wire import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE
+from .relay import BatchTamper, Forge, Relay, flip, set_len
+from .wire import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE
 
 from . import programs
 from .pki import Certs

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from _proof_helpers import SUITES, Knobs, PtServer, payload, pt_connect, pt_context, pt_exchange
-from _relay import Corrupt, Relay
+from .proof import SUITES, Knobs, PtServer, payload, pt_connect, pt_context, pt_exchange
+from .relay import Corrupt, Relay
 
 from .pki import Certs
 from .tamper import error_answer
