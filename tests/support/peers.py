@@ -42,6 +42,19 @@ def _env(additions: Optional[Mapping[str, str]]) -> dict:
     return env
 
 
+def read_chunks(fd: int, size: int = 1 << 20):
+    """What a process writes to the pipe ``fd``, chunk by chunk, until EOF
+    (or an error reading it)."""
+    while True:
+        try:
+            chunk = os.read(fd, size)
+        except OSError:
+            return
+        if not chunk:
+            return
+        yield chunk
+
+
 # ------------------------------------------------------------------- s_server
 
 class OpenSSLServer:
@@ -267,15 +280,8 @@ class _Pump:
                 pass
 
     def _read(self) -> None:
-        fd = self.proc.stdout.fileno()
         side = self.side
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 20)
-            except OSError:
-                break
-            if not chunk:
-                break
+        for chunk in read_chunks(self.proc.stdout.fileno()):
             side._hash.update(chunk)
             side.received += len(chunk)
             self.got_first.set()
@@ -444,14 +450,7 @@ class StdioPeer:
                 pass
 
     def _read(self):
-        fd = self.proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 20)
-            except OSError:
-                break
-            if not chunk:
-                break
+        for chunk in read_chunks(self.proc.stdout.fileno()):
             self._h.update(chunk)
             if self.data is not None:
                 self.data += chunk
