@@ -27,17 +27,23 @@ program skips locally naming its install command, and fails under CI=true).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-import pipetls
+REPO = Path(__file__).resolve().parent.parent
+try:
+    import pipetls
+except ModuleNotFoundError as exc:   # a source tree without `pip install .`: the
+    if exc.name != "pipetls":        # one place the tests' import path is set
+        raise
+    sys.path.insert(0, str(REPO / "pybind"))
+    import pipetls
 from pipetls import _ffi
 from support import programs, rfc
 from support.pki import Certs, make_certs
 from support.stock import StockOracle
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -------------------------------------------------------------------- engine

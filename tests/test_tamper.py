@@ -35,7 +35,7 @@ import pipetls
 from support.proof import SUITES, PtServer, payload, pt_connect, pt_context, pt_exchange
 from support.rfc import ALERT_BAD_RECORD_MAC, check_stock_against_rfc
 from support.tamper import (DAMAGED_BATCH, FORGED, FORGED_AT, READER, SPLIT, STOCK_OPS, WRITER,
-                            BatchTamper, N, _reader_run, cases, forged_case, reader_case,
+                            BatchTamper, N, reader_run, cases, forged_case, reader_case,
                             rfc_answer, stock_reader_case)
 
 
@@ -82,10 +82,6 @@ def alert_of(answer):
     return answer["alert"] if answer["kind"] == "alert" else answer["kind"]
 
 
-def same_answer(engine_answer, stock_answer, keys):
-    return ({k: engine_answer[k] for k in keys}, {k: stock_answer[k] for k in keys})
-
-
 CASES = cases()
 
 
@@ -99,8 +95,8 @@ def test_tampered_record_in_a_batch(engine, certs, stock, suite_id, name, k):
                                       extra["data"])
     assert got["damaged"] and want["damaged"], "the relay never damaged the batch"
     # invariant 1: the engine answers the damage exactly as stock libssl does
-    keys = ("reader", "writer")
-    assert same_answer(got, want, keys)[0] == same_answer(got, want, keys)[1], \
+    # (the reader's error, and what the writer then got)
+    assert (got["reader"], got["writer"]) == (want["reader"], want["writer"]), \
         (got, want, getattr(res.error, "errors", None))
     # and stock answers what the RFC fixes, up to the documented deviations
     check_stock_against_rfc(f"{suite_id}:{name}", rfc_answer(suite_id, name),
@@ -173,7 +169,7 @@ def test_negative_control_identity_relay_passes(engine, certs):
     suite = SUITES["aes128gcm"]
     data = payload(N * SPLIT * 5, 30)
     ident = lambda recs, k: (recs, False)  # noqa: E731
-    answer, extra = _reader_run(
+    answer, extra = reader_run(
         engine, certs, suite, lambda _k: BatchTamper(N, 0, ident, batch=DAMAGED_BATCH), data)
     res, delta = extra["res"], extra["delta"]
     assert res.error is None and bytes(res.received) == data
@@ -220,3 +216,43 @@ def test_stock_reader_refuses_tampered_pipelined_records(engine, certs, stock, r
     if reader == "openssl":
         err = extra["error"]
         assert isinstance(err, pipetls.TLSAlertError) and err.sent is False, repr(err)
+
+
+# -------------------------------------- negative controls of the stock oracle
+
+def test_negative_control_stock_child_has_no_engine(engine, stock):
+    """The stock answers come from a process without the engine, on the
+    same libcrypto release as this one; this process has the engine."""
+    from support.stock import engine_mapped, libcrypto_version
+
+    assert engine_mapped()
+    assert stock.query("support.stock:engine_mapped") is False
+    assert stock.version == libcrypto_version()
+
+
+def test_negative_control_stock_answers_differ_by_damage(stock, certs):
+    """Two damages stock answers differently (a wrong version, a bad tag):
+    so an engine that answered one like the other would be caught by the
+    engine == stock comparison."""
+    version = stock.call("support.tamper:reader_case", certs=str(certs.dir),
+                         suite_id="aes128gcm", name="flip-version", k=2)
+    tag = stock.call("support.tamper:reader_case", certs=str(certs.dir),
+                     suite_id="aes128gcm", name="flip-tag", k=2)
+    assert version["reader"] != tag["reader"], (version, tag)
+
+
+def test_negative_control_rfc_check_can_fail():
+    """An undocumented deviation fails, and so does a documented one that a
+    release in its range no longer shows."""
+    from support.rfc import ALERT_INTERNAL_ERROR
+
+    with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
+        check_stock_against_rfc("aes128gcm:flip-tag", ALERT_BAD_RECORD_MAC,
+                                ALERT_INTERNAL_ERROR, (3, 0, 19))
+    with pytest.raises(AssertionError, match="documented deviation no longer seen"):
+        check_stock_against_rfc("aes128gcm:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                ALERT_BAD_RECORD_MAC, (3, 0, 19))
+    # outside the range the RFC's answer is required
+    with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
+        check_stock_against_rfc("aes128gcm:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                ALERT_INTERNAL_ERROR, (3, 0, 22))

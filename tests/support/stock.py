@@ -105,6 +105,11 @@ class StockOracle:
         and ``kwargs``) and return its JSON result."""
         return self._request({"fn": fn, "kwargs": kwargs, "engine": None})
 
+    def query(self, fn: str, **kwargs) -> Any:
+        """Run ``fn`` in the child as it is (no ``engine`` argument): for
+        facts about the child itself."""
+        return self._request({"fn": fn, "kwargs": kwargs})
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:

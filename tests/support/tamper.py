@@ -176,7 +176,7 @@ class _Reader:
         self.error = None
 
 
-def _reader_run(engine, certs, suite, hook_factory, data):
+def reader_run(engine, certs, suite, hook_factory, data):
     """pipetls client (writer) -> relay(hook) -> pipetls server (reader)."""
     res = _Reader()
     keylines = []
@@ -233,7 +233,7 @@ def reader_case(engine, certs, suite_id: str, name: str, k: int):
         box["hook"] = BatchTamper(N, k, make_op(suite, name), batch=DAMAGED_BATCH)
         return box["hook"]
 
-    answer, extra = _reader_run(engine, certs, suite, factory, data)
+    answer, extra = reader_run(engine, certs, suite, factory, data)
     answer["damaged"] = box["hook"].done
     extra["hook"] = box["hook"]
     return (answer, extra) if engine is not None else answer
@@ -268,7 +268,7 @@ def forged_case(engine, certs, suite_id: str, fid: str):
         box["hook"] = Forge("c2s", keylog, FORGED_AT, inserts)
         return box["hook"]
 
-    answer, extra = _reader_run(engine, certs, suite, factory, data)
+    answer, extra = reader_run(engine, certs, suite, factory, data)
     answer["damaged"] = box["hook"].inserted
     extra_bytes = b"".join(p for _, p in inserts)
     want = (data[:FORGED_AT * SPLIT] + extra_bytes + data[FORGED_AT * SPLIT:])[:len(data)]
