@@ -17,7 +17,7 @@ import time
 import pytest
 
 from support.api import socket_pair_connections, stats_delta, tls12_client_ctx, tls12_server_ctx
-from support.peers import OpenSSLServer
+from support.peers import OPENSSL, OpenSSLServer
 
 import pipetls
 from pipetls import (
@@ -998,7 +998,7 @@ def test_cli_config_loads_the_engine(pt_engine, tmp_path):
     cnf = tmp_path / "pt.cnf"
     assert cli.main(["config", "--engine", pt_engine.path, "-o", str(cnf)]) == 0
     env = dict(os.environ, OPENSSL_CONF=str(cnf))
-    r = subprocess.run(["openssl", "engine", "-t", "pipetls"], env=env, capture_output=True,
+    r = subprocess.run([OPENSSL, "engine", "-t", "pipetls"], env=env, capture_output=True,
                        text=True, timeout=30)
     assert "pipetls" in r.stdout and "available" in r.stdout, r.stdout + r.stderr
 

@@ -19,6 +19,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from support.peers import OPENSSL
+
 WORKER = os.path.join(os.path.dirname(__file__), "support", "evp_worker.py")
 FAMILIES = [
     "AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305",
@@ -29,7 +31,7 @@ FAMILIES = [
 
 
 def offered(engine_path):
-    out = subprocess.run(["openssl", "engine", "-pre", "INFO", engine_path],
+    out = subprocess.run([OPENSSL, "engine", "-pre", "INFO", engine_path],
                          capture_output=True, text=True, timeout=30)
     # INFO without a buffer prints to stderr
     return {line.split(None, 1)[1] for line in out.stderr.splitlines()
