@@ -1,161 +1,49 @@
-"""Shared fixtures and helpers for the pipetls tests.
+"""The fixtures of the pipetls tests. Helpers live in tests/support/
+(``from support.peers import OpenSSLServer`` ...); nothing imports this
+file. pytest puts ``tests/`` on ``sys.path`` because it holds this conftest
+and no ``__init__.py``, so ``support`` is importable from every test module.
 
 Fixtures
-    certs         (session) a small PKI made with the ``openssl`` CLI:
-                  ``.ca``, ``.cert``, ``.key``, ``.client_cert``, ``.client_key``
-                  (plus ``.ca_key`` and ``.dir``), all :class:`pathlib.Path`.
     engine_path   (session) ``str`` path of the ``pipetls.so`` under test:
                   ``$PIPETLS_ENGINE``, else ``pipetls.engine_path()``, else
                   ``<repo>/build/pipetls.so``. Fails (never skips) if none.
+    certs         (session) the RSA test PKI (support.pki.Certs)
+    pt_certs      (session) the same PKI with P-256 keys (ECDSA suites)
+    pt_engine     (session) the process-wide shared engine, registered
+    stock         (session) the stock oracle: the same case in a child
+                  process without the engine (support.stock)
 
-Helpers -- plain functions and classes; import them in a test module with
-``from conftest import OpenSSLServer, free_port, ...`` (pytest puts ``tests/``
-on ``sys.path`` because it holds this conftest and no ``__init__.py``):
+Every test, automatically:
+    * OpenSSL's error queue (this thread) is empty before and after it
+      (as pyca/cryptography's conftest checks);
+    * the shared engine's process-wide settings (threads, inline_below) are
+      the same after it as before (a test that changes them restores them:
+      support.api.engine_settings).
 
-    free_port()            an unused TCP port on 127.0.0.1
-    wait_listening()       wait until a process listens on a port, without
-                           connecting (a probe would use up ``-naccept 1``)
-    OpenSSLServer          ``openssl s_server`` as a context manager
-    run_s_client()         one ``openssl s_client`` connection fed from bytes
-                           or a file
-    stream_exchange()      bulk data both ways between a server and a client
-                           process through their stdin/stdout, with SHA-256
-                           of what each side received
-    parse_stats() / read_stats_file()
-                           the engine's statistics text (engine/pipetls.h)
-
-Engine statistics reach a test through ``PIPETLS_STATS=<file>`` in the engine
-process's environment: the engine appends its counters to that file when it is
-unloaded, which only happens on a clean exit. So let ``openssl s_server`` end
-by itself (``-naccept 1``) rather than terminating it.
+Markers: ``needs_program(name, ...)`` -- see support.programs (a missing
+program skips locally naming its install command, and fails under CI=true).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import shutil
-import socket
-import subprocess
-import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
-from typing import IO, Mapping, Optional, Sequence, Union
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-OPENSSL = shutil.which("openssl") or "openssl"
-
-BytesOrPath = Union[bytes, bytearray, memoryview, str, os.PathLike, None]
-
-
-# --------------------------------------------------------------------- certs
-
-_CERT_CONFIG = """\
-[req]
-distinguished_name = dn
-prompt = no
-
-[dn]
-CN = pipetls test
-
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-
-[v3_server]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-
-[v3_client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer
-"""
-
-
-@dataclass(frozen=True)
-class Certs:
-    """Paths of the test PKI (PEM files, unencrypted RSA-2048 keys).
-
-    ``cert``/``key`` are the server's (CN and SAN ``localhost``, SAN IP
-    127.0.0.1, serverAuth); ``client_cert``/``client_key`` a client
-    certificate (clientAuth). Both are signed by ``ca`` (key ``ca_key``).
-    """
-
-    dir: Path
-    ca: Path
-    ca_key: Path
-    cert: Path
-    key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: Union[str, os.PathLike], cwd: Path) -> None:
-    proc = subprocess.run(
-        [OPENSSL, *map(os.fspath, args)],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"openssl {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-            + proc.stderr.decode(errors="replace")
-        )
-
-
-def make_certs(directory: Path) -> Certs:
-    """Create the test PKI in ``directory`` with the openssl CLI."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "pki.cnf").write_text(_CERT_CONFIG)
-    cnf = ("-config", "pki.cnf")
-
-    _openssl("req", "-x509", *cnf, "-extensions", "v3_ca",
-             "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.pem", "-days", "30", "-subj", "/CN=pipetls test CA",
-             cwd=d)
-    serial = 1
-    for name, cn, ext in (("server", "localhost", "v3_server"),
-                          ("client", "pipetls test client", "v3_client")):
-        serial += 1
-        _openssl("req", "-new", *cnf, "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={cn}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
-                 "-CAkey", "ca.key", "-set_serial", str(serial), "-days", "30",
-                 "-sha256", "-extfile", "pki.cnf", "-extensions", ext,
-                 "-out", f"{name}.pem", cwd=d)
-    return Certs(
-        dir=d,
-        ca=d / "ca.pem",
-        ca_key=d / "ca.key",
-        cert=d / "server.pem",
-        key=d / "server.key",
-        client_cert=d / "client.pem",
-        client_key=d / "client.key",
-    )
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory) -> Certs:
-    """The test PKI (see :class:`Certs`), made once per test session."""
-    return make_certs(tmp_path_factory.mktemp("certs"))
+try:
+    import pipetls
+except ModuleNotFoundError as exc:   # a source tree without `pip install .`: the
+    if exc.name != "pipetls":        # one place the tests' import path is set
+        raise
+    sys.path.insert(0, str(REPO / "pybind"))
+    import pipetls
+from pipetls import _ffi
+from support import programs, rfc
+from support.pki import Certs, make_certs
+from support.stock import StockOracle
 
 
 # -------------------------------------------------------------------- engine
@@ -206,472 +94,84 @@ def engine_path() -> str:
     )
 
 
-# -------------------------------------------------------------------- sockets
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now.
-
-    (The port is released before it is returned, so another process could
-    take it in between; on a test machine that is rare enough.)
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def pt_engine():
+    """The process-wide shared engine, registered for its ciphers."""
+    return pipetls.load_engine(register=True)
 
 
-def _listening_ports() -> Optional[set]:
-    """Ports in LISTEN state on this host, from /proc (None if unavailable)."""
-    ports = set()
-    found = False
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.readlines()[1:]
-        except OSError:
-            continue
-        found = True
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports if found else None
+# --------------------------------------------------------------------- certs
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    """The RSA test PKI (see support.pki), made once per test session."""
+    return make_certs(tmp_path_factory.mktemp("certs"), key="rsa")
 
 
-def wait_listening(port: int, timeout: float = 10.0,
-                   proc: Optional[subprocess.Popen] = None) -> None:
-    """Wait until something listens on ``port``, without connecting to it.
-
-    Raises RuntimeError if ``proc`` exits first or ``timeout`` passes. Where
-    /proc/net/tcp is unavailable it falls back to a connect probe (which an
-    ``-naccept 1`` server would count as its one connection).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before "
-                               f"listening on port {port}")
-        ports = _listening_ports()
-        if ports is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                pass
-        elif port in ports:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
-        time.sleep(0.02)
+@pytest.fixture(scope="session")
+def pt_certs(tmp_path_factory) -> Certs:
+    """The P-256 test PKI (see support.pki), made once per test session."""
+    return make_certs(tmp_path_factory.mktemp("pt_certs"), key="ec")
 
 
-def _with_engine(argv: Sequence, engine: Optional[str]) -> list:
-    argv = [os.fspath(a) for a in argv]
-    return argv + ["-engine", os.fspath(engine)] if engine else argv
+# -------------------------------------------------------------- stock, peers
+
+@pytest.fixture(scope="session")
+def stock():
+    """The stock oracle (support.stock): one child process without the
+    engine that answers the same cases as the engine, in this run."""
+    oracle = StockOracle()
+    yield oracle
+    oracle.close()
 
 
-def _env(additions: Optional[Mapping[str, str]]) -> dict:
-    env = dict(os.environ)
-    if additions:
-        env.update({k: os.fspath(v) for k, v in additions.items()})
-    return env
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_program(name, ...): the test runs these programs; missing "
+        "ones skip it locally (naming the install command) and fail it under CI=true")
 
 
-# ------------------------------------------------------------------- s_server
-
-class OpenSSLServer:
-    """``openssl s_server`` on 127.0.0.1:``port`` as a context manager.
-
-    ::
-
-        with OpenSSLServer(["-cert", certs.cert, "-key", certs.key,
-                            "-naccept", "1", "-quiet"],
-                           engine=engine_path,
-                           env={"PIPETLS_STATS": stats}) as srv:
-            run_s_client(srv.port, ["-CAfile", certs.ca], input=b"hi")
-        srv.returncode, srv.stdout, srv.stderr, srv.terminated
-
-    ``args`` are s_server options; ``-accept 127.0.0.1:<port>`` is added
-    (``port`` defaults to :func:`free_port`) and ``-engine <engine>`` when
-    ``engine`` is given. ``env`` is added to this process's environment.
-    Without ``stdin`` the server's standard input stays open and empty, because
-    s_server ends the connection when its stdin reaches EOF. With ``stdin``
-    (bytes or a path) the server sends those bytes to the client, then its
-    stdin is closed, so it closes the connection after them. Then let the
-    client send something, e.g. ``run_s_client(port, ["-ign_eof", ...],
-    input=b"x")``: s_server serves stdin before the socket, so it can finish
-    the handshake inside SSL_write and then sit in a blocking SSL_read until
-    the client speaks.
-
-    Entering waits (up to ``start_timeout`` s) until the port listens. Leaving
-    closes stdin and, when ``-naccept`` is among the args, gives the server
-    ``exit_timeout`` s to finish by itself (a clean exit: the engine writes its
-    statistics); otherwise, or after that, it is terminated (SIGTERM, then
-    SIGKILL) and ``terminated`` is set. ``stdout``/``stderr`` hold its output
-    (bytes / text) once it has stopped.
-    """
-
-    def __init__(self, args: Sequence = (), *, engine: Optional[str] = None,
-                 env: Optional[Mapping[str, str]] = None,
-                 port: Optional[int] = None, stdin: BytesOrPath = None,
-                 start_timeout: float = 10.0, exit_timeout: float = 10.0):
-        self.port = port if port is not None else free_port()
-        self.argv = [OPENSSL, "s_server", "-accept", f"127.0.0.1:{self.port}",
-                     *_with_engine(args, engine)]
-        self.env = _env(env)
-        self.stdin_data = stdin
-        self.start_timeout = start_timeout
-        self.exit_timeout = exit_timeout if "-naccept" in self.argv else 0.0
-        self.proc: Optional[subprocess.Popen] = None
-        self.stdout: bytes = b""
-        self.stderr: str = ""
-        self.returncode: Optional[int] = None
-        self.terminated = False
-        self._out: Optional[IO[bytes]] = None
-        self._err: Optional[IO[bytes]] = None
-        self._feeder: Optional[threading.Thread] = None
-
-    def start(self) -> "OpenSSLServer":
-        self._out = tempfile.TemporaryFile()
-        self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
-                                     stdout=self._out, stderr=self._err,
-                                     env=self.env)
-        if self.stdin_data is not None:
-            self._feeder = threading.Thread(target=self._feed, daemon=True)
-            self._feeder.start()
-        try:
-            wait_listening(self.port, self.start_timeout, self.proc)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n{' '.join(self.argv)}\n{self.stderr}") from None
-        return self
-
-    def _feed(self) -> None:
-        try:
-            data = self.stdin_data
-            if isinstance(data, (str, os.PathLike)):
-                data = Path(data).read_bytes()
-            self.proc.stdin.write(data)
-            self.proc.stdin.close()
-        except (BrokenPipeError, ValueError, OSError):
-            pass  # the server went away; stop() reports its output
-
-    def stop(self) -> int:
-        """Stop the server (see the class doc) and collect its output."""
-        if self.proc is None:
-            return self.returncode
-        proc = self.proc
-        if self._feeder is not None:
-            self._feeder.join(self.exit_timeout + 1)
-        if proc.poll() is None and self.exit_timeout > 0:
-            try:
-                proc.wait(self.exit_timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc.poll() is None:
-            self.terminated = True
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        self.returncode = proc.returncode
-        self._out.seek(0)
-        self._err.seek(0)
-        self.stdout = self._out.read()
-        self.stderr = self._err.read().decode(errors="replace")
-        self._out.close()
-        self._err.close()
-        self.proc = None
-        return self.returncode
-
-    def __enter__(self) -> "OpenSSLServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_program"):
+        for program in mark.args:
+            programs.require(program)
 
 
-# ------------------------------------------------------------------- s_client
-
-def run_s_client(port: int, args: Sequence = (), *, input: BytesOrPath = b"",
-                 engine: Optional[str] = None,
-                 env: Optional[Mapping[str, str]] = None,
-                 host: str = "127.0.0.1",
-                 timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run one ``openssl s_client -connect host:port`` and return its result.
-
-    ``input`` (bytes, or a path whose file is fed as stdin) is sent to the
-    server; at its EOF s_client closes the connection -- unless ``args`` holds
-    ``-ign_eof`` (or ``-quiet``, which implies it), in which case it reads on
-    until the server closes. Returns a CompletedProcess with ``stdout`` bytes
-    and ``stderr`` text; raises ``subprocess.TimeoutExpired`` after
-    ``timeout`` s. The exit status is not checked.
-    """
-    argv = [OPENSSL, "s_client", "-connect", f"{host}:{port}",
-            *_with_engine(args, engine)]
-    if isinstance(input, (str, os.PathLike)):
-        with open(input, "rb") as f:
-            proc = subprocess.run(argv, stdin=f, capture_output=True,
-                                  env=_env(env), timeout=timeout)
-    else:
-        proc = subprocess.run(argv, input=bytes(input or b""),
-                              capture_output=True, env=_env(env),
-                              timeout=timeout)
-    proc.stderr = proc.stderr.decode(errors="replace")
-    return proc
+def pytest_terminal_summary(terminalreporter):
+    if rfc.SEEN:
+        terminalreporter.section("stock OpenSSL deviations from the RFCs (documented)")
+        for line in sorted(set(rfc.SEEN)):
+            terminalreporter.write_line(line)
 
 
-# ------------------------------------------------------------ bulk exchange
+# ------------------------------------------------------- around every test
 
-def _grow_pipe(fd: int) -> None:
-    try:
-        import fcntl  # noqa: PLC0415
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (ImportError, OSError):
-        pass
-
-
-@dataclass
-class StreamSide:
-    """What one process of :func:`stream_exchange` did."""
-
-    argv: list
-    returncode: Optional[int] = None
-    received: int = 0            # bytes read from its stdout
-    sha256: str = ""             # of those bytes
-    stderr: str = ""
-    write_error: Optional[str] = None
-    _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
+@pytest.fixture(autouse=True)
+def clean_error_queue():
+    """OpenSSL's error queue (this thread) is empty before and after every
+    test; what a test leaves there would confuse the next user."""
+    before = _ffi.ERR_peek_error()
+    _ffi.ERR_clear_error()
+    assert before == 0, "OpenSSL's error queue was not empty before the test: 0x%x" % before
+    yield
+    leftover = _ffi.ERR_peek_error()
+    _ffi.ERR_clear_error()
+    assert leftover == 0, "the test left errors in OpenSSL's queue: 0x%x" % leftover
 
 
-@dataclass
-class StreamResult:
-    server: StreamSide
-    client: StreamSide
-    seconds: float
+def _engine_settings():
+    e = pipetls.shared_engine()
+    if e is None or e.closed:
+        return None
+    return {"threads": e.threads, "inline_below": e.inline_below}
 
 
-class _Pump:
-    """stdin writer + stdout reader threads for one process."""
-
-    def __init__(self, proc: subprocess.Popen, side: StreamSide,
-                 send: memoryview, expect: int, abort: threading.Event,
-                 send_after_first: bool = False):
-        self.proc, self.side, self.send, self.expect = proc, side, send, expect
-        self.abort = abort
-        self.got_all = threading.Event()
-        self.got_first = threading.Event()
-        if expect == 0:
-            self.got_all.set()
-        if not send_after_first:
-            self.got_first.set()
-        _grow_pipe(proc.stdin.fileno())
-        _grow_pipe(proc.stdout.fileno())
-        self.threads = [threading.Thread(target=self._write, daemon=True),
-                        threading.Thread(target=self._read, daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _write(self) -> None:
-        fd = self.proc.stdin.fileno()
-        try:
-            while not self.got_first.wait(0.1):
-                if self.abort.is_set():
-                    return
-            off = 0
-            while off < len(self.send) and not self.abort.is_set():
-                off += os.write(fd, self.send[off:off + (256 << 10)])
-            # The peer must not see our EOF before we have everything from it:
-            # s_server ends the connection when its stdin closes.
-            while not self.got_all.wait(0.1):
-                if self.abort.is_set():
-                    break
-        except OSError as exc:
-            self.side.write_error = repr(exc)
-        finally:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-
-    def _read(self) -> None:
-        fd = self.proc.stdout.fileno()
-        side = self.side
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 20)
-            except OSError:
-                break
-            if not chunk:
-                break
-            side._hash.update(chunk)
-            side.received += len(chunk)
-            self.got_first.set()
-            if side.received >= self.expect:
-                self.got_all.set()
-        side.sha256 = side._hash.hexdigest()
-        self.got_first.set()  # EOF: nothing more will come
-        self.got_all.set()
-
-
-def stream_exchange(server_argv: Sequence, client_argv: Sequence, *, port: int,
-                    server_send: bytes = b"", client_send: bytes = b"",
-                    server_env: Optional[Mapping[str, str]] = None,
-                    client_env: Optional[Mapping[str, str]] = None,
-                    timeout: float = 120.0) -> StreamResult:
-    """Move bulk data both ways through a TLS server and client process.
-
-    Both argv lists are complete commands (e.g. ``[OPENSSL, "s_server",
-    "-accept", f"127.0.0.1:{port}", "-quiet", "-naccept", "1", ...]`` and an
-    ``s_client -quiet`` one). The server is started first and must listen on
-    ``port``; then the client. ``server_send`` goes to the server's stdin (it
-    sends it to the client), ``client_send`` to the client's. Each side's
-    stdout is hashed (SHA-256) and counted.
-
-    The server's stdin is fed only after the server has received the first
-    bytes from the client, so ``client_send`` must not be empty (send a short
-    token when only the server has data): s_server serves stdin before the
-    socket, so stdin data ready before the handshake makes it complete the
-    handshake inside SSL_write and then call a blocking SSL_read on the stale
-    "socket readable" of the ClientHello -- a deadlock if the client is
-    silent. Once the client's data arrived the handshake is over.
-
-    A process's stdin is closed only
-    once its writer is done *and* it has received what the other side sent,
-    so s_server (which ends the connection at stdin EOF, then exits with
-    ``-naccept 1``) closes the connection only when all data has crossed; a
-    ``-quiet`` s_client ignores stdin EOF and exits on the server's
-    close_notify. Both processes exit by themselves: a clean exit.
-
-    Raises AssertionError, with both stderr texts, if it takes longer than
-    ``timeout`` s (the processes are killed then).
-    """
-    if not client_send:
-        raise ValueError("stream_exchange needs client_send (see the doc)")
-    started = time.monotonic()
-    deadline = started + timeout
-    abort = threading.Event()
-    sides, procs, pumps, errs = [], [], [], []
-    startup_error = None
-    timed_out = False
-    try:
-        for argv, env, send, expect in (
-                (server_argv, server_env, server_send, len(client_send)),
-                (client_argv, client_env, client_send, len(server_send))):
-            argv = [os.fspath(a) for a in argv]
-            side = StreamSide(argv=argv)
-            err = tempfile.TemporaryFile()
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err,
-                                    env=_env(env))
-            sides.append(side)
-            procs.append(proc)
-            errs.append(err)
-            if len(procs) == 1:
-                try:
-                    wait_listening(port, 10.0, proc)
-                except RuntimeError as exc:
-                    startup_error = str(exc)
-                    break
-            pumps.append(_Pump(proc, side, memoryview(send), expect, abort,
-                               send_after_first=len(procs) == 1))
-
-        for proc in procs if startup_error is None else ():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-    finally:
-        abort.set()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        for pump in pumps:
-            for t in pump.threads:
-                t.join(10)
-        for side, proc, err in zip(sides, procs, errs):
-            side.returncode = proc.returncode
-            err.seek(0)
-            side.stderr = err.read().decode(errors="replace")
-            err.close()
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-
-    if startup_error is not None:
-        raise AssertionError(f"server did not start: {startup_error}\n"
-                             f"{' '.join(sides[0].argv)}\n{sides[0].stderr}")
-    result = StreamResult(server=sides[0], client=sides[1],
-                          seconds=time.monotonic() - started)
-    if timed_out:
-        raise AssertionError(
-            f"stream_exchange timed out after {timeout}s: "
-            f"server got {result.server.received}/{len(client_send)} bytes, "
-            f"client got {result.client.received}/{len(server_send)} bytes\n"
-            f"--- server {' '.join(result.server.argv)}\n{result.server.stderr}\n"
-            f"--- client {' '.join(result.client.argv)}\n{result.client.stderr}")
-    return result
-
-
-# --------------------------------------------------------------- statistics
-
-_STATS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)[ \t]+(-?\d+)$")
-
-
-def parse_stats(text: str, strict: bool = True) -> list:
-    """Parse the engine's statistics text into one dict per block.
-
-    A block starts at ``pipetls.stats <version>`` (several may be appended to
-    one file). Each dict maps every ``key value`` line to an int, except
-    ``hist.K N`` lines, gathered as ``d["hist"] = {K: N}``, and
-    ``lane.I.field N`` lines, gathered as ``d["lane"] = {I: {field: N}}``
-    (``d["lanes"]`` is the plain ``lanes N`` counter).
-    With ``strict`` any other line is an error (ValueError); without it,
-    lines that are not ``key <int>`` are skipped (e.g. a stderr capture where
-    the counters are mixed with other output).
-    """
-    blocks: list = []
-    current = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        m = _STATS_LINE.match(line)
-        if m is None:
-            if strict:
-                raise ValueError(f"not a stats line: {raw!r}")
-            continue
-        key, value = m.group(1), int(m.group(2))
-        if key == "pipetls.stats":
-            current = {"pipetls.stats": value, "hist": {}, "lane": {}}
-            blocks.append(current)
-        elif current is None:
-            if strict:
-                raise ValueError(f"stats line before 'pipetls.stats': {raw!r}")
-        elif key.startswith("hist."):
-            current["hist"][int(key[5:])] = value
-        elif key.startswith("lane."):
-            _, index, name = key.split(".", 2)
-            current["lane"].setdefault(int(index), {})[name] = value
-        else:
-            current[key] = value
-    return blocks
-
-
-def read_stats_file(path: Union[str, os.PathLike]) -> list:
-    """The stats blocks appended to ``path`` (see :func:`parse_stats`);
-    an empty list if the file does not exist."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return []
-    return parse_stats(text)
+@pytest.fixture(autouse=True)
+def engine_settings_restored():
+    """The shared engine's process-wide settings are the same after every
+    test as before it (a test or module that changes them restores them)."""
+    before = _engine_settings()
+    yield
+    after = _engine_settings()
+    if before is not None and after is not None:
+        assert after == before, f"the test changed the shared engine's settings: {before} -> {after}"

@@ -72,8 +72,14 @@ def test_amdahl_bound_formula():
 
 
 def test_bad_arguments_are_refused(engine_path):
-    for args in (["--max-pipelines", "33"], ["--cipher", "RC4"], ["--total", "-1"],
-                 ["--scenario", "nope"], ["--lanes", "0"]):
+    """Each bad option is a usage error (exit status 2, argparse's) whose
+    message names the option and what is wrong with the value."""
+    for args, why in ((["--max-pipelines", "33"], "max_pipelines must be 1..32, got 33"),
+                      (["--cipher", "RC4"], "unknown cipher 'RC4'"),
+                      (["--total", "-1"], "size must be > 0"),
+                      (["--scenario", "nope"], "unknown scenario 'nope'"),
+                      (["--lanes", "0"], "lanes must be 1..256, got 0")):
         p = run_bench(engine_path, *args)
-        assert p.returncode != 0
-        assert "pipetls bench" in p.stderr or "error" in p.stderr.lower()
+        assert p.returncode == 2, (args, p.returncode, p.stderr[-2000:])
+        assert f"pipetls bench: error: argument {args[0]}: {why}" in p.stderr, (args, p.stderr)
+        assert p.stdout == "", (args, p.stdout)

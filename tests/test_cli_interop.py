@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import OPENSSL, free_port, read_stats_file, stream_exchange
+from support.net import free_port
+from support.peers import OPENSSL, stream_exchange
+from support.stats import read_stats_file
 
 MIB = 1 << 20
 BULK = 32 * MIB
@@ -109,16 +111,16 @@ def tls12(suite: Suite) -> list:
     return ["-tls1_2", "-cipher", suite.cipher, *suite.extra]
 
 
-def assert_sane(st: dict, suite: Suite, min_bytes: int) -> None:
-    assert st["failed_batches"] == 0, st
-    assert st["batches"] > 0, st
+def assert_sane(st, suite: Suite, min_bytes: int) -> None:
+    assert st.failed_batches == 0, st
+    assert st.batches > 0, st
     if suite.counts_all:
-        assert st["bytes"] >= min_bytes, st
+        assert st.bytes >= min_bytes, st
     else:
-        assert st["bytes"] + st["stream_bytes"] >= min_bytes, st
-    assert sum(st["hist"].values()) == st["batches"], st
-    assert sum(k * n for k, n in st["hist"].items()) == st["records"], st
-    assert st["pipelined_batches"] == sum(n for k, n in st["hist"].items() if k > 1), st
+        assert st.bytes + st.stream_bytes >= min_bytes, st
+    assert sum(st.hist.values()) == st.batches, st
+    assert sum(k * n for k, n in st.hist.items()) == st.records, st
+    assert st.pipelined_batches == sum(n for k, n in st.hist.items() if k > 1), st
 
 
 @pytest.mark.parametrize("engine_side", ["server", "client"])
@@ -132,8 +134,8 @@ def test_bulk_both_ways(tmp_path, certs, engine_path, blobs, suite, engine_side)
     assert res.client.sha256 == s_hash, "server -> client data differs"
     assert res.server.sha256 == c_hash, "client -> server data differs"
     assert_sane(st, suite, 2 * BULK)
-    assert any(k > 1 and n > 0 for k, n in st["hist"].items()), st
-    assert st["pipelined_batches"] > 0, st
+    assert any(k > 1 and n > 0 for k, n in st.hist.items()), st
+    assert st.pipelined_batches > 0, st
 
 
 @pytest.mark.parametrize("direction", ["engine_receives", "engine_sends"])
@@ -155,12 +157,12 @@ def test_one_direction(tmp_path, certs, engine_path, blobs, suite, engine_side,
     got = res.client if server_sends else res.server
     assert got.sha256 == digest, "data differs"
     assert_sane(st, suite, BULK)
-    assert st["pipelined_batches"] > 0, (
+    assert st.pipelined_batches > 0, (
         f"no pipelined {'write' if engine_sends else 'read'} batches: {st}")
     if engine_sends:
         # Every write of 8 or 16 KiB is split into 4096-byte records.
         records_per_write = 4 if engine_side == "server" else 2
-        assert st["hist"].get(records_per_write, 0) > 0, st
+        assert st.hist.get(records_per_write, 0) > 0, st
 
 
 def test_tls13_not_pipelined(tmp_path, certs, engine_path, blobs):
@@ -176,8 +178,8 @@ def test_tls13_not_pipelined(tmp_path, certs, engine_path, blobs):
                        server_send=s_data, client_send=c_data)
     assert res.client.sha256 == hashlib.sha256(s_data).hexdigest()
     assert res.server.sha256 == hashlib.sha256(c_data).hexdigest()
-    assert st["failed_batches"] == 0, st
-    assert st["pipelined_batches"] == 0, st
-    assert set(st["hist"]) <= {1}, st
+    assert st.failed_batches == 0, st
+    assert st.pipelined_batches == 0, st
+    assert set(st.hist) <= {1}, st
     # Both directions' records went through the engine's cipher.
-    assert st["stream_bytes"] >= 2 * n, st
+    assert st.stream_bytes >= 2 * n, st

@@ -26,7 +26,7 @@ import time
 import pytest
 
 import pipetls
-from _proof_helpers import SUITES, Knobs, pt_context
+from support.proof import SUITES, Knobs, pt_context
 
 CONNS = 64
 KNOBS = Knobs(8, 4096, 1 << 20)

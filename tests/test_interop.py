@@ -30,16 +30,16 @@ tests/README.md for how long each takes.
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
-from _proof_helpers import (KNOBS_ALL, MIB, PEER_ROLES, SIZES_FULL, SIZES_SMALL, SUITE_LIST,
+from support import programs
+from support.proof import (KNOBS_ALL, MIB, PEER_ROLES, SIZES_FULL, SIZES_SMALL, SUITE_LIST,
                             SUITES, Knobs, full_only, run_interop)
 
 DEFAULT_SUITES = [s for s in SUITE_LIST if not s.is13] + [SUITES["tls13-aes128gcm"]]
-TOOLS = {"openssl": "openssl", "openssl-engine": "openssl", "gnutls": "gnutls-cli",
-         "curl": "curl"}
+TOOLS = {"openssl": ["openssl"], "openssl-engine": ["openssl"],
+         "gnutls": ["gnutls-cli", "gnutls-serv"], "curl": ["curl"]}
 
 
 def _default_cases():
@@ -61,11 +61,10 @@ def sizes_for(peer: str, full: bool):
 
 
 def _skip_missing(peer):
-    tool = TOOLS.get(peer)
-    if tool and shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed")
+    for tool in TOOLS.get(peer, ()):
+        programs.require(tool)
     if peer == "tlslite":
-        pytest.importorskip("tlslite")
+        programs.require_module("tlslite", "pip install tlslite-ng")
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +106,10 @@ def check(res, peer, suite, knobs, sizes):
     if peer == "openssl-engine":
         assert len(res.peer_stats) == 1, "the peer's engine wrote no statistics"
         ps = res.peer_stats[0]
-        assert ps["failed_batches"] == 0, ps
-        assert ps["batches"] + ps.get("stream_calls", 0) > 0, ps
+        assert ps.failed_batches == 0, ps
+        assert ps.batches + ps.stream_calls > 0, ps
         if not suite.is13 and max(sizes) > 4096:
-            assert ps["pipelined_batches"] > 0, ps
+            assert ps.pipelined_batches > 0, ps
 
 
 @pytest.mark.parametrize("peer,role,suite,knobs", DEFAULT_CASES,

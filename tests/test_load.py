@@ -80,4 +80,9 @@ def test_stress_harness_detects_a_broken_engine(stress_binary, certs, tmp_path):
     bogus = tmp_path / "not_an_engine.so"
     bogus.write_bytes(b"\x7fELF garbage")
     p = run_stress(stress_binary, str(bogus), certs, 2, 64)
-    assert p.returncode != 0
+    # the engine setup refuses it (exit 1 with OpenSSL's errors), before any
+    # connection -- not a crash, not a failed connection
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    assert str(bogus) in p.stderr and "could not load the shared library" in p.stderr, \
+        p.stderr[-2000:]
+    assert "connections" not in p.stdout, p.stdout[-2000:]

@@ -39,7 +39,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, read_stats_file, stream_exchange, wait_listening
+from support.net import free_port, wait_listening
+from support.peers import stream_exchange
+from support.stats import read_stats_file
 
 pytestmark = pytest.mark.patched
 
@@ -162,8 +164,8 @@ def assert_only_patched(libs: set, prefix: Path) -> None:
     assert not foreign, f"process mapped OpenSSL libraries outside {prefix}: {foreign}"
 
 
-def pipelined(st: dict) -> int:
-    return sum(n for k, n in st["hist"].items() if k > 1)
+def pipelined(st) -> int:
+    return sum(n for k, n in st.hist.items() if k > 1)
 
 
 def s_server_argv(openssl, certs, port, *extra):
@@ -196,7 +198,7 @@ def s_server_run(tmp_path, prefix, openssl, certs, conf, *, server_send=b"",
     blocks = read_stats_file(stats)
     assert len(blocks) == 1, f"expected one stats block in {stats}\n{logs}"
     st = blocks[0]
-    assert st["failed_batches"] == 0, st
+    assert st.failed_batches == 0, st
     return st, res
 
 
@@ -275,14 +277,14 @@ def test_s_server_pipelines_from_config(tmp_path, prefix, openssl35, engine35,
     else:
         st, _ = s_server_run(tmp_path, prefix, openssl35, certs, conf,
                              server_send=data)
-    assert st["bytes"] >= BULK, st
-    assert st["pipelined_batches"] > 0, st
-    assert pipelined(st) == st["pipelined_batches"], st
-    assert max(st["hist"]) <= 8, st
+    assert st.bytes >= BULK, st
+    assert st.pipelined_batches > 0, st
+    assert pipelined(st) == st.pipelined_batches, st
+    assert max(st.hist) <= 8, st
     if direction == "write":
         # s_server writes what it reads from stdin, up to 16 KiB a call; with
         # the 4096-byte split a full write is a batch of 4 records
-        assert st["hist"].get(4, 0) > 0, st
+        assert st.hist.get(4, 0) > 0, st
 
 
 @pytest.mark.parametrize("direction", ["read", "write"])
@@ -296,9 +298,9 @@ def test_s_server_control_without_maxpipelines(tmp_path, prefix, openssl35,
     data = os.urandom(BULK)
     kw = {"client_send": data} if direction == "read" else {"server_send": data}
     st, _ = s_server_run(tmp_path, prefix, openssl35, certs, conf, **kw)
-    assert st["bytes"] >= BULK, st
-    assert st["pipelined_batches"] == 0, st
-    assert set(st["hist"]) <= {1}, st
+    assert st.bytes >= BULK, st
+    assert st.pipelined_batches == 0, st
+    assert set(st.hist) <= {1}, st
 
 
 @pytest.mark.parametrize("line, message", [
@@ -350,7 +352,7 @@ def test_out_of_range_ignored_without_diagnostics(tmp_path, prefix, openssl35,
                       diagnostics=False)
     st, _ = s_server_run(tmp_path, prefix, openssl35, certs, conf,
                          client_send=os.urandom(2 * MIB))
-    assert st["pipelined_batches"] == 0, st
+    assert st.pipelined_batches == 0, st
 
 
 # ------------------------------------------------------ Python's ssl module
@@ -444,7 +446,7 @@ def python_ssl_run(tmp_path, prefix, certs, conf, size=BULK):
         assert "OK" in out.split(), logs
     blocks = read_stats_file(stats)
     assert len(blocks) == 1, f"expected one stats block in {stats}\n{logs}"
-    assert blocks[0]["failed_batches"] == 0, blocks[0]
+    assert blocks[0].failed_batches == 0, blocks[0]
     return blocks[0], sout
 
 
@@ -454,10 +456,10 @@ def test_python_ssl_pipelines_from_config(tmp_path, prefix, openssl35, engine35,
     and its writes (sendall of 16 MiB: batches of 8 records)."""
     conf = write_conf(tmp_path / "py.cnf", engine35, ["MaxPipelines = 8"])
     st, _ = python_ssl_run(tmp_path, prefix, certs, conf)
-    assert st["bytes"] >= 2 * BULK, st
-    assert st["pipelined_batches"] > 0, st
+    assert st.bytes >= 2 * BULK, st
+    assert st.pipelined_batches > 0, st
     # a 16 MiB SSL_write with 8 pipelines of 16 KiB records: full batches
-    assert st["hist"].get(8, 0) >= BULK // (8 * (16 << 10)) // 2, st
+    assert st.hist.get(8, 0) >= BULK // (8 * (16 << 10)) // 2, st
 
 
 def test_python_ssl_control_without_maxpipelines(tmp_path, prefix, openssl35,
@@ -466,8 +468,8 @@ def test_python_ssl_control_without_maxpipelines(tmp_path, prefix, openssl35,
     batch of more than one record."""
     conf = write_conf(tmp_path / "py-nopipe.cnf", engine35, [])
     st, _ = python_ssl_run(tmp_path, prefix, certs, conf)
-    assert st["bytes"] >= 2 * BULK, st
-    assert st["pipelined_batches"] == 0, st
+    assert st.bytes >= 2 * BULK, st
+    assert st.pipelined_batches == 0, st
 
 
 def test_python_ssl_out_of_range_fails(tmp_path, prefix, openssl35, engine35):

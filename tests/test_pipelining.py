@@ -2,13 +2,17 @@
 through libssl with the pipetls engine: the write split (split_send_fragment
 x max_pipelines), equal spreading of the data, records on the wire, and read
 pipelining with read_ahead and a large read buffer."""
+import ctypes
 import hashlib
 import os
 
 import pytest
 
 import pipetls
-from pipetls import Connection, Context, handshake_pair
+from pipetls import Connection, Context, _ffi, handshake_pair
+from support.api import engine_settings
+from support.plan import batch_histogram, expected_batches
+from support.records import APPLICATION_DATA, parse_records
 
 GCM = "ECDHE-RSA-AES128-GCM-SHA256"
 GCM_OVERHEAD = 8 + 16  # explicit nonce + tag
@@ -17,36 +21,15 @@ GCM_OVERHEAD = 8 + 16  # explicit nonce + tag
 @pytest.fixture(scope="module")
 def engine(engine_path):
     e = pipetls.load_engine(engine_path, register=True)
-    e.inline_below = 0  # every batch goes to the lanes, even small ones
-    return e
-
-
-def expected_batches(n, split, maxp):
-    """libssl's write split (ssl3_write_bytes), as the seed describes it:
-    a list of batches, each the list of record payload sizes."""
-    out = []
-    while True:
-        pipes = 1 if n == 0 else min((n - 1) // split + 1, maxp)
-        if n // pipes >= split:
-            lens = [split] * pipes
-        else:
-            q, r = divmod(n, pipes)
-            lens = [q + (1 if j < r else 0) for j in range(pipes)]
-        out.append(lens)
-        n -= sum(lens)
-        if n == 0:
-            return out
+    # every batch goes to the lanes, even small ones -- for this module only
+    with engine_settings(e, inline_below=0):
+        yield e
 
 
 def records(wire):
     """(type, length) of each TLS record in a byte stream."""
-    out, i = [], 0
-    while i + 5 <= len(wire):
-        t, ln = wire[i], int.from_bytes(wire[i + 3:i + 5], "big")
-        out.append((t, ln))
-        i += 5 + ln
-    assert i == len(wire), "stream does not end on a record boundary"
-    return out
+    recs, _ = parse_records(wire)      # strict: the stream ends on a record boundary
+    return [(r.type, len(r.body)) for r in recs]
 
 
 def pair(certs, engine, server_knobs=None, client_knobs=None, cipher=GCM):
@@ -102,13 +85,50 @@ def test_seed_write_split(engine, certs, size, batches):
         assert read_all(c, size) == data
 
 
-def test_seed_plan_matches_the_announcement():
-    """The planner above against the announcement's worked example."""
-    for n, k in [(0, 1), (1, 1), (2000, 1), (2001, 2), (4000, 2), (4001, 3),
-                 (6000, 3), (6001, 4), (10 ** 6, 4)]:
-        assert len(expected_batches(n, 2000, 4)[0]) == k, n
-    # negative control: a planner that ignored max_pipelines would be caught
+ANNOUNCEMENT = [(0, 0), (1, 1), (2000, 1), (2001, 2), (4000, 2), (4001, 3), (6000, 3),
+                (6001, 4), (10 ** 6, 4)]
+
+
+def ssl_write_ex(conn, data: bytes) -> int:
+    """One SSL_write_ex straight into libssl (0 bytes included); the count."""
+    n = ctypes.c_size_t(0)
+    buf = ctypes.create_string_buffer(data, max(1, len(data)))
+    assert _ffi.SSL_write_ex(conn.handle, buf, len(data), ctypes.byref(n)) == 1
+    return n.value
+
+
+@pytest.mark.parametrize("size,first", ANNOUNCEMENT, ids=[str(n) for n, _ in ANNOUNCEMENT])
+def test_seed_plan_matches_the_announcement(engine, certs, size, first):
+    """The announcement's worked example (split 2000, 4 pipelines: 0-2000
+    bytes one pipeline, 2001-4000 two, 4001-6000 three, 6001+ four) as the
+    engine's batches: one SSL_write_ex of ``size`` bytes, and the engine's
+    batch histogram is the planner's, its first batch ``first`` records.
+    0 bytes: libssl writes no record at all, so no batch (support.plan)."""
+    plan = expected_batches(size, 2000, 4)
+    assert (len(plan[0]) if plan else 0) == first
+    sctx, cctx, s, c = pair(certs, engine, {"max_pipelines": 4, "split_send_fragment": 2000})
+    with sctx, cctx, s, c:
+        data = os.urandom(size)
+        before = engine.stats()
+        done = 0
+        while done < size or (size == 0 and done == 0):
+            done += ssl_write_ex(s, data[done:])
+            if size == 0:
+                break
+        delta = engine.stats() - before
+        assert {k: v for k, v in delta.hist.items() if v} == batch_histogram(plan), delta
+        wire = s.drain()
+        assert [ln - GCM_OVERHEAD for t, ln in records(wire) if t == APPLICATION_DATA] == \
+            [x for b in plan for x in b]
+        c.feed(wire)
+        assert read_all(c, size) == data
+
+
+def test_planner_negative_controls():
+    """A planner that ignored max_pipelines, or wrote an empty record for 0
+    bytes, would be caught above."""
     assert len(expected_batches(10 ** 6, 2000, 32)[0]) != 4
+    assert batch_histogram(expected_batches(0, 2000, 4)) != {1: 1}
 
 
 def test_default_split_keeps_record_count(engine, certs):
@@ -143,11 +163,21 @@ def test_read_pipelining(engine, certs):
         assert max(k for k, v in delta.hist.items() if v) >= 4
 
 
-def test_no_read_pipelining_without_big_buffer(engine, certs):
-    """Negative control: max_pipelines 1 on the reader means one record per
-    cipher call, so the read check above can fail."""
-    sctx, cctx, s, c = pair(certs, engine, {"max_pipelines": 8}, {"max_pipelines": 1})
+@pytest.mark.parametrize("rbuf", [0, 1 << 20], ids=["default-buffer", "1MiB-buffer"])
+def test_no_read_pipelining_without_big_buffer(engine, certs, rbuf):
+    """Negative control, the read buffer alone varied: both readers have
+    max_pipelines 8 (so read_ahead) when they read; they differ only in
+    default_read_buffer_len. libssl allocates the read buffer at the
+    handshake, sized for the max_pipelines of that moment -- here 1, so one
+    record: with OpenSSL's default size every record is decrypted alone;
+    with a 1 MiB buffer the same reader decrypts batches of 8."""
+    reader = {"max_pipelines": 1}
+    if rbuf:
+        reader["default_read_buffer_len"] = rbuf
+    sctx, cctx, s, c = pair(certs, engine, {"max_pipelines": 8}, reader)
     with sctx, cctx, s, c:
+        c.max_pipelines = 8          # after the handshake: the buffer stays as it is
+        assert c.read_ahead
         data = os.urandom(1 << 20)
         s.sendall(data)
         wire = s.drain()
@@ -155,7 +185,10 @@ def test_no_read_pipelining_without_big_buffer(engine, certs):
         c.feed(wire)
         assert read_all(c, len(data)) == data
         delta = engine.stats() - before
-        assert delta.pipelined_batches == 0 and delta.hist.get(1, 0) > 0
+        if rbuf:
+            assert delta.pipelined_batches > 0 and delta.hist.get(8, 0) > 0, delta.hist
+        else:
+            assert delta.pipelined_batches == 0 and delta.hist.get(1, 0) == 64, delta.hist
 
 
 @pytest.mark.parametrize("cipher,etm", [

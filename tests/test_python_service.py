@@ -4,18 +4,16 @@ connections that must not grow memory or file descriptors."""
 import ctypes
 import hashlib
 import os
-import shutil
-import socket
 import subprocess
-import threading
 
 import pytest
 
 import pipetls
 from pipetls import Connection, Context, handshake_pair
+from support.peers import OPENSSL
+from support.proof import PtServer
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
-                                   reason="the openssl program is not installed")
+needs_openssl = pytest.mark.needs_program("openssl")
 
 
 @pytest.fixture(scope="module")
@@ -31,41 +29,28 @@ def test_stock_s_client_against_pipetls_server(engine, certs):
     ctx = Context(server=True, certfile=str(certs.cert), keyfile=str(certs.key),
                   max_version="TLSv1.2", ciphers="ECDHE-RSA-AES256-GCM-SHA384",
                   max_pipelines=8, engine=engine)
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    port = lsock.getsockname()[1]
-    result = {}
+    box = {}
 
-    def serve():
-        try:
-            lsock.settimeout(30)
-            s, _ = lsock.accept()
-            with Connection(ctx, s, timeout=30) as conn:
-                conn.do_handshake()
-                before = engine.stats()
-                view = memoryview(data)
-                for off in range(0, len(data), 1 << 20):
-                    conn.sendall(view[off:off + (1 << 20)])
-                result["delta"] = engine.stats() - before
-                conn.shutdown(timeout=10)
-            s.close()
-        except BaseException as e:  # reported below
-            result["error"] = e
+    def serve(conn):
+        before = engine.stats()
+        view = memoryview(data)
+        for off in range(0, len(data), 1 << 20):
+            conn.sendall(view[off:off + (1 << 20)])
+        box["delta"] = engine.stats() - before
+        conn.shutdown(timeout=10)
 
-    t = threading.Thread(target=serve)
-    t.start()
+    srv = PtServer(ctx, serve, timeout=30)
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-quiet",
-                        "-tls1_2", "-CAfile", str(certs.ca)], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60, env=env)
-    t.join(30)
-    lsock.close()
-    ctx.close()
-    assert "error" not in result, result.get("error")
+    try:
+        p = subprocess.run([OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+                            "-quiet", "-tls1_2", "-CAfile", str(certs.ca)],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=env)
+        srv.join()
+    finally:
+        ctx.close()
     assert hashlib.sha256(p.stdout).hexdigest() == hashlib.sha256(data).hexdigest(), \
         (len(p.stdout), p.stderr[-2000:])
-    d = result["delta"]
+    d = box["delta"]
     assert d.pipelined_batches > 0 and max(k for k, v in d.hist.items() if v) == 8
 
 

@@ -9,14 +9,12 @@ import ssl
 
 import pytest
 
-from _pt_helpers import *  # noqa: F401,F403  (fixtures: pt_engine, pt_certs, clean_error_queue)
-from _pt_helpers import stats_delta
+from support.api import stats_delta
 
 import pipetls
 from pipetls import ConfigError, PipetlsError, StdlibError, _ffi
 from pipetls import stdlib as pt_stdlib
 
-pytestmark = pytest.mark.usefixtures("clean_error_queue")
 
 
 def _contexts(pt_certs):

@@ -1,10 +1,10 @@
 """Independent wire verification of what pipetls puts on the wire.
 
-A loopback relay (tests/_relay.py) captures both directions of a real TCP
+A loopback relay (tests/support/relay.py) captures both directions of a real TCP
 connection; the secrets come from the SSLKEYLOGFILE lines pipetls logs; the
 TLS 1.2 key block is derived with a PRF built from `cryptography` HMAC; every
 record after ChangeCipherSpec is decrypted with `cryptography` (AESGCM,
-ChaCha20Poly1305, AES-CBC + HMAC, EtM or not) -- tests/_tls12_wire.py, no
+ChaCha20Poly1305, AES-CBC + HMAC, EtM or not) -- tests/support/wire.py, no
 libssl involved. Shown for every TLS 1.2 family:
 
 * the plaintext is what was written, each way;
@@ -13,6 +13,8 @@ libssl involved. Shown for every TLS 1.2 family:
 * every AES-GCM explicit nonce is unique -- and, for records pipetls wrote,
   equal to the record's sequence number (DESIGN.md invariant 2); CBC IVs
   are unique too;
+* a record the relay damaged is refused with the alert stock libssl gives
+  the same damage in the same run (support.stock);
 * record sizes follow the seed's rule: each write of n bytes becomes
   min(max_pipelines, ceil(n / split_send_fragment)) records per batch, the
   data spread equally over the pipelines used (sizes differ by <= 1).
@@ -29,12 +31,14 @@ import threading
 import pytest
 
 import pipetls
-from _proof_helpers import (MIB, SUITES, Knobs, PtServer, StdioPeer, expected_batches,
+from support.proof import (MIB, SUITES, Knobs, PtServer, StdioPeer, expected_batches,
                             openssl_version_opts, payload, pt_connect, pt_context,
                             pt_exchange)
-from _relay import Corrupt, Relay
-from _tls12_wire import (APPLICATION_DATA, WireError, WireSession, parse_records)
-from conftest import OPENSSL
+from support.relay import Relay
+from support.rfc import ALERT_BAD_RECORD_MAC, check_stock_against_rfc
+from support.wirecases import Keylog, corrupted_relay_case, pipetls_pair_through_relay
+from support.wire import (APPLICATION_DATA, WireError, WireSession, parse_records)
+from support.peers import OPENSSL
 
 TLS12 = ["aes128gcm", "aes256gcm", "chacha20", "cbcsha-etm", "cbcsha-noetm",
          "cbcsha256-etm", "cbcsha256-noetm"]
@@ -46,56 +50,6 @@ PLAN_S = [100000, 6001, 1, 0, 16384, 2001, 65536]
 def engine(engine_path):
     e = pipetls.load_engine(engine_path, register=True)
     return e
-
-
-class Keylog:
-    """Thread-safe collector for keylog_callback."""
-
-    def __init__(self):
-        self.lines, self._lock = [], threading.Lock()
-
-    def __call__(self, line):
-        with self._lock:
-            self.lines.append(line)
-
-    def get(self):
-        with self._lock:
-            return list(self.lines)
-
-
-def pipetls_pair_through_relay(engine, certs, suite, knobs_s, knobs_c, plan_s, plan_c,
-                               hook_c2s=None, hook_s2c=None, expect_failure=False):
-    """pipetls server <- relay <- pipetls client, both writing their plan
-    and reading the other's. Returns (relay, keylog, server data, client data)."""
-    klog = Keylog()
-    s_data, c_data = payload(sum(plan_s), 11), payload(sum(plan_c), 12)
-    sctx = pt_context(engine, certs, server=True, suite=suite, knobs=knobs_s, keylog=klog)
-    cctx = pt_context(engine, certs, server=False, suite=suite, knobs=knobs_c, keylog=klog)
-
-    def handler(conn):
-        got = pt_exchange(conn, s_data, plan_s, expect=len(c_data), keep=True)
-        conn.shutdown(timeout=5)
-        return got
-
-    srv = PtServer(sctx, handler, timeout=30)
-    relay = Relay(srv.port, c2s=hook_c2s, s2c=hook_s2c, timeout=30).start()
-    try:
-        conn, sock = pt_connect(cctx, relay.port, timeout=30)
-        with sock, conn:
-            got_c = pt_exchange(conn, c_data, plan_c, expect=len(s_data), keep=True)
-            conn.shutdown(timeout=5)
-        got_s = srv.join()
-        relay.join()
-        assert got_c.data == s_data and got_s.data == c_data, "data differs end to end"
-    except BaseException:
-        if not expect_failure:
-            raise
-        srv.join(raise_error=False)
-        relay.join()
-    finally:
-        sctx.close()
-        cctx.close()
-    return relay, klog, s_data, c_data
 
 
 def plan_records(plan, knobs):
@@ -272,14 +226,18 @@ def test_negative_size_rule_and_nonce_checks_can_fail(good_capture):
         verify(sess, "c2s", c_data)
 
 
-def test_negative_corrupting_relay_is_caught(engine, certs):
+def test_negative_corrupting_relay_is_caught(engine, certs, stock):
     """A relay that flips one ciphertext bit of the 3rd client record: the
-    receiver rejects it, and the wire check on the forwarded bytes fails at
-    that record while the captured original still verifies."""
-    suite, knobs = SUITES["chacha20"], Knobs(4, 2000, 0)
-    relay, klog, s_data, c_data = pipetls_pair_through_relay(
-        engine, certs, suite, knobs, knobs, [1], [8000], hook_c2s=Corrupt(2, 7),
-        expect_failure=True)
+    receiver rejects it exactly as stock libssl does in the same run, and
+    the wire check on the forwarded bytes fails at that record while the
+    captured original still verifies."""
+    want = stock.call("support.wirecases:corrupted_relay_case", certs=str(certs.dir))
+    got, (relay, klog, s_data, c_data) = corrupted_relay_case(engine, certs)
+    assert got == want
+    assert got["server"] is not None and got["server"]["kind"] == "alert", got
+    check_stock_against_rfc("chacha20:flip-ciphertext", ALERT_BAD_RECORD_MAC,
+                            want["server"]["alert"], stock.version_tuple,
+                            stock.version["text"])
     good = WireSession.from_capture(bytes(relay.captured["c2s"]),
                                     bytes(relay.captured["s2c"]), klog.get(), strict=False)
     good.directions()  # keys derive

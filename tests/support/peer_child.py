@@ -11,7 +11,7 @@ pytest process) does not touch it. Protocol, for both roles:
 ``--corrupt-at N`` flips one bit of byte N of what it sends (after reading
 it from stdin): a planted fault for the negative controls.
 
-    python3 _peer_child.py pyssl|tlslite client|server --port P --ca CA
+    python3 support/peer_child.py pyssl|tlslite client|server --port P --ca CA
         [--cert C --key K] [--cipher OPENSSL_NAME] [--tls13] --expect N
         --plan 0,1,2000,...
 """

@@ -22,7 +22,8 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-from _tls12_wire import APPLICATION_DATA, CHANGE_CIPHER_SPEC, Direction, WireSession
+from .records import APPLICATION_DATA, CHANGE_CIPHER_SPEC, header, next_record
+from .wire import Direction, WireSession
 
 
 class Relay:
@@ -154,10 +155,11 @@ class RecordHook:
         """What to send for ``data``: a list of bytes and pauses (floats)."""
         self._buf += data
         out: list = [b""]
-        while len(self._buf) >= 5 and not self.close_now:
-            typ, ver, ln = struct.unpack_from("!BHH", self._buf, 0)
-            if len(self._buf) < 5 + ln:
+        while not self.close_now:
+            got = next_record(self._buf)
+            if got is None:
                 break
+            typ, ver, ln = got
             rec = bytes(self._buf[:5 + ln])
             del self._buf[:5 + ln]
             if typ == CHANGE_CIPHER_SPEC:
@@ -187,7 +189,7 @@ def flip(rec: bytes, pos: int, bit: int = 0) -> bytes:
 
 
 def set_len(rec: bytes, body: bytes) -> bytes:
-    return rec[:3] + struct.pack("!H", len(body)) + body
+    return header(rec[0], int.from_bytes(rec[1:3], "big"), len(body)) + body
 
 
 class BatchTamper(RecordHook):
@@ -288,7 +290,7 @@ class Forge(RecordHook):
     def _protect(self, typ, ver, plain):
         body = self.dir.encrypt(self.seq_out, typ, ver, plain)
         self.seq_out += 1
-        return struct.pack("!BHH", typ, ver, len(body)) + body
+        return header(typ, ver, len(body)) + body
 
 
 __all__ = ["Relay", "RecordHook", "BatchTamper", "Corrupt", "Forge", "flip", "set_len"]

@@ -3,7 +3,7 @@ here, so OpenSSL's own cipher answers the reference calls): drives one
 pipetls cipher through EVP with the pipeline ctrls and OpenSSL's own cipher
 record by record, and prints JSON for tests/test_engine_evp.py to check.
 
-    python _evp_worker.py ENGINE.so FAMILY SEED
+    python support/evp_worker.py ENGINE.so FAMILY SEED
 """
 import ctypes
 import json

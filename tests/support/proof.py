@@ -1,6 +1,7 @@
 """Helpers for the proof tests (test_interop, test_wire, test_tamper,
 test_badinput, test_concurrency64): pipetls endpoints on real loopback
-sockets, peers in their own processes, payloads and the seed's write rule.
+sockets, peers in their own processes (support.peers), payloads, the
+suites and knobs.
 
 The pipetls side always runs in the pytest process with the engine
 registered; every peer runs in a child process without the engine unless a
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,42 +25,23 @@ from typing import Callable, List, Optional, Sequence
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-try:
-    import pipetls  # noqa: F401
-except ImportError:  # a source tree without `pip install`
-    sys.path.insert(0, str(REPO / "pybind"))
-    import pipetls  # noqa: F401
+import pipetls
 
-from conftest import OPENSSL, free_port, wait_listening  # noqa: E402
+from .net import free_port, wait_listening
+from .peers import OPENSSL, StdioPeer
+from .plan import expected_batches  # noqa: F401 - part of this module's API
+from .stats import read_stats_file
+
+HERE = Path(__file__).resolve().parent          # tests/support
+TESTS = HERE.parent
 
 MIB = 1 << 20
-PEER_CHILD = HERE / "_peer_child.py"
+PEER_CHILD = HERE / "peer_child.py"
 
 # The sizes of the issue: each is one write call on the sending side.
 SIZES_FULL = [0, 1, 2000, 2001, 6001, 16384, 16385, MIB, 64 * MIB]
 SIZES_SMALL = [0, 1, 2000, 2001, 6001, 16384, 16385]
 
-ALERT_UNEXPECTED_MESSAGE = 10
-ALERT_BAD_RECORD_MAC = 20
-ALERT_RECORD_OVERFLOW = 22
-ALERT_DECODE_ERROR = 50
-ALERT_PROTOCOL_VERSION = 70
-
-
-def need(program: str):
-    return pytest.mark.skipif(shutil.which(program) is None,
-                              reason=f"{program} is not installed")
-
-
-def need_module(name: str):
-    try:
-        __import__(name)
-        ok = True
-    except ImportError:
-        ok = False
-    return pytest.mark.skipif(not ok, reason=f"Python module {name} is not installed")
 
 
 # ------------------------------------------------------------- payloads
@@ -85,25 +66,6 @@ def payload(n: int, seed: int, text: bool = False) -> bytes:
 
 def sha(data) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def expected_batches(n: int, split: int, maxp: int) -> List[List[int]]:
-    """libssl's write split as the seed describes it (the same planner as
-    test_pipelining.py): the batches of one SSL_write of n bytes, each the
-    list of its record payload sizes. n == 0 writes nothing."""
-    out = []
-    if n == 0:
-        return out
-    while n:
-        pipes = min((n - 1) // split + 1, maxp)
-        if n // pipes >= split:
-            lens = [split] * pipes
-        else:
-            q, r = divmod(n, pipes)
-            lens = [q + (1 if j < r else 0) for j in range(pipes)]
-        out.append(lens)
-        n -= sum(lens)
-    return out
 
 
 # ---------------------------------------------------------------- suites
@@ -308,108 +270,6 @@ def pt_exchange(conn, data, plan, expect: int, keep: bool = False) -> Received:
 
 # ------------------------------------------------------------- processes
 
-class StdioPeer:
-    """A TLS peer process that sends its stdin and prints what it receives.
-
-    ``send`` is written to its stdin; stdin stays open until
-    ``close_stdin()`` (s_server ends the connection at stdin EOF). stdout is
-    hashed (and kept with ``keep``); ``got_all`` is set once ``expect`` bytes
-    arrived or stdout ended."""
-
-    def __init__(self, argv, send: bytes = b"", expect: int = 0, env=None,
-                 keep: bool = False, stdin_close_after_send: bool = False,
-                 keep_preload: bool = False):
-        self.argv = [os.fspath(a) for a in argv]
-        self.expect = expect
-        self.keep = keep
-        self.data = bytearray() if keep else None
-        self.received = 0
-        self._h = hashlib.sha256()
-        self.got_all = threading.Event()
-        self._close = threading.Event()
-        if stdin_close_after_send:
-            self._close.set()
-        self._err = tempfile.TemporaryFile()
-        full_env = dict(os.environ)
-        if not keep_preload:
-            # A sanitizer runtime preloaded into pytest (tox -e sanitize/tsan)
-            # is only needed by peers that load the (sanitized) engine.
-            full_env.pop("LD_PRELOAD", None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._err, env=full_env)
-        self._send = memoryview(send)
-        self._threads = [threading.Thread(target=self._write, daemon=True),
-                         threading.Thread(target=self._read, daemon=True)]
-        for t in self._threads:
-            t.start()
-        self.returncode = None
-        self.stderr = ""
-
-    def _write(self):
-        fd = self.proc.stdin.fileno()
-        try:
-            off = 0
-            while off < len(self._send):
-                off += os.write(fd, self._send[off:off + (256 << 10)])
-            self._close.wait(600)
-        except OSError:
-            pass
-        finally:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-
-    def _read(self):
-        fd = self.proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 20)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self._h.update(chunk)
-            if self.data is not None:
-                self.data += chunk
-            self.received += len(chunk)
-            if self.received >= self.expect:
-                self.got_all.set()
-        self.got_all.set()
-
-    @property
-    def sha256(self) -> str:
-        return self._h.hexdigest()
-
-    def close_stdin(self):
-        self._close.set()
-
-    def wait(self, timeout: float = 30.0) -> int:
-        """Wait for exit (kill after ``timeout``); collect stderr."""
-        self._close.set()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        for t in self._threads:
-            t.join(10)
-        self.returncode = self.proc.returncode
-        self._err.seek(0)
-        self.stderr = self._err.read().decode(errors="replace")
-        self._err.close()
-        try:
-            self.proc.stdout.close()
-        except OSError:
-            pass
-        return self.returncode
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-
-
 def peer_child_argv(lib: str, role: str, port: int, certs, suite: Suite, expect: int,
                     plan: Sequence[int], corrupt_at: int = -1, timeout: float = 120) -> list:
     argv = [sys.executable, str(PEER_CHILD), lib, role, "--port", str(port),
@@ -554,7 +414,6 @@ def run_interop(peer: str, peer_role: str, suite: Suite, knobs: Knobs, sizes: Se
         raise
     finally:
         ctx.close()
-    from conftest import read_stats_file
     echo = peer == "gnutls" and peer_role == "server"
     # gnutls-serv --echo: what came back is what it received
     res = InteropResult(from_peer.sha256 if echo else peer_proc.sha256,
@@ -639,8 +498,9 @@ def run_isolated(code: str, timeout: float = 60.0, env=None) -> ChildResult:
     the engine path in $PIPETLS_ENGINE; a crash (signal) or hang there does
     not take pytest down. Returns its status and output."""
     full_env = dict(os.environ)
+    pkg_root = str(Path(pipetls.__file__).resolve().parent.parent)
     full_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "pybind"), str(HERE), full_env.get("PYTHONPATH", "")])
+        [pkg_root, str(TESTS), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})
     try:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -6,7 +6,7 @@ Nothing here uses libssl or pipetls: the record parser, the TLS 1.2 PRF
 HMAC, RFC 7366 Encrypt-then-MAC) are written from the RFCs, on top of
 `cryptography`'s AESGCM, ChaCha20Poly1305, AES-CBC and HMAC primitives.
 
-Use: capture both directions of a connection (tests/_relay.py), collect the
+Use: capture both directions of a connection (support.relay), collect the
 SSLKEYLOGFILE lines of one end, then
 
     s = WireSession.from_capture(c2s, s2c, keylog_lines)
@@ -30,12 +30,9 @@ from cryptography.hazmat.primitives import hmac as c_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA = 20, 21, 22, 23
+from .records import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE  # noqa: F401
+from .records import Record, WireError, parse_records  # noqa: F401 - this module's API
 TLS12 = 0x0303
-
-
-class WireError(AssertionError):
-    """The captured stream does not check out (bad tag, MAC, padding, order)."""
 
 
 # --------------------------------------------------------------- suites
@@ -116,38 +113,6 @@ def key_block(suite: SuiteInfo, master: bytes, client_random: bytes,
 
 
 # ------------------------------------------------------------- records
-
-@dataclass
-class Record:
-    type: int
-    version: int
-    body: bytes
-    offset: int         # of the 5-byte header in the captured stream
-
-    @property
-    def header(self) -> bytes:
-        return struct.pack("!BHH", self.type, self.version, len(self.body))
-
-    def raw(self) -> bytes:
-        return self.header + self.body
-
-
-def parse_records(stream: bytes, strict: bool = True) -> Tuple[List[Record], bytes]:
-    """Split a byte stream into records; returns (records, incomplete tail).
-    With ``strict`` a tail is an error."""
-    out, i = [], 0
-    n = len(stream)
-    while i + 5 <= n:
-        t, v, ln = struct.unpack_from("!BHH", stream, i)
-        if i + 5 + ln > n:
-            break
-        out.append(Record(t, v, bytes(stream[i + 5:i + 5 + ln]), i))
-        i += 5 + ln
-    tail = bytes(stream[i:])
-    if strict and tail:
-        raise WireError(f"stream ends inside a record ({len(tail)} bytes left)")
-    return out, tail
-
 
 def _handshake_messages(records: List[Record]) -> List[Tuple[int, bytes]]:
     """Plaintext handshake messages before ChangeCipherSpec."""
