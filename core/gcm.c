@@ -1,5 +1,5 @@
 /*
- * cipher_gcm.c - AES-128-GCM and AES-256-GCM with TLS 1.2 record semantics
+ * gcm.c - AES-128-GCM and AES-256-GCM with TLS 1.2 record semantics
  * (RFC 5288): 4-byte fixed IV from key setup, 8-byte explicit nonce in front
  * of each record, 16-byte tag after it.
  *
@@ -7,32 +7,19 @@
  * AAD - never a per-lane or per-context counter (invariant 2): it is unique
  * for the life of a key because the sequence number is.
  */
-#include "pt_common.h"
+#include "pt_record.h"
+#include "pt_guard.h"
 
 #include <string.h>
 
 #define EIV 8 /* EVP_GCM_TLS_EXPLICIT_IV_LEN */
 #define TAG 16 /* EVP_GCM_TLS_TAG_LEN */
 
-static uint64_t be64(uint64_t x)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return __builtin_bswap64(x);
-#else
-    return x;
-#endif
-}
-
-static size_t aad_len(const unsigned char *aad)
-{
-    return (size_t)aad[11] << 8 | aad[12];
-}
-
 /* OpenSSL's answer to EVP_CTRL_AEAD_TLS1_AAD for GCM: the tag length, or 0
  * when the record is too short to hold the explicit nonce (and tag). */
 static int gcm_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
 {
-    size_t len = aad_len(aad);
+    size_t len = pt_tls_aad_parse(aad).len;
 
     if (len < EIV || (!enc && len < EIV + TAG))
         return 0;
@@ -48,45 +35,46 @@ static int gcm_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
  * fixed IV | sequence number just before, so the explicit nonce it writes is
  * the sequence number. It works in place: out-of-place callers get a copy.
  */
-static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
+static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int enc)
 {
+    pt_tls_aad a = pt_tls_aad_parse(r->aad);
     unsigned char iv[12], aad[PT_TLS_AAD_LEN];
-    uint64_t seq;
+    int nonce_ok;
 
     r->result = -1;
-    if (r->len < EIV + TAG || r->len > INT_MAX)
-        return -1;
+    PT_RECORD_ENSURE(r->len >= EIV + TAG && r->len <= INT_MAX, r, PT_R_BAD_RECORD_LENGTH);
     /* the AAD must describe this record */
-    if (aad_len(r->aad) != (enc ? r->len - TAG : r->len))
-        return -1;
-    memcpy(iv, c->fixed_iv, 4);
+    PT_RECORD_ENSURE(a.len == (enc ? r->len - TAG : r->len), r, PT_R_AAD_MISMATCH);
+    memcpy(iv, tls->fixed_iv, 4);
     memcpy(iv + 4, r->aad, EIV); /* decrypting: replaced by the record's */
     memcpy(aad, r->aad, PT_TLS_AAD_LEN); /* OpenSSL rewrites the length */
     if (r->out != r->in)
         memmove(r->out, r->in, r->len);
-    memcpy(&seq, r->aad, EIV);
-    seq = be64(seq);
     /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
      * by one, so when this lane's last record was seq - 1 the IV is already
      * right. Decrypting: the explicit nonce comes from the record; the lane
-     * only needs the fixed IV once (lane_seq 0 marks it primed). */
-    if (enc ? c->lane_seq[r->pipe] != seq : c->lane_seq[r->pipe] == UINT64_MAX) {
-        c->lane_seq[r->pipe] = UINT64_MAX;
-        if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) <= 0)
-            return -1;
+     * only needs the fixed IV once (seq 0 marks it primed). */
+    if (enc ? lane->seq != a.seq : lane->seq == UINT64_MAX) {
+        lane->seq = UINT64_MAX;
+        PT_RECORD_ENSURE(EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) > 0,
+            r, PT_R_CIPHER_FAILED);
         if (!enc)
-            c->lane_seq[r->pipe] = 0;
+            lane->seq = 0;
     }
-    if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad) != TAG)
-        return -1;
-    r->result = EVP_Cipher(lane, r->out, r->out, (unsigned int)r->len);
+    PT_RECORD_ENSURE(EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad)
+            == TAG,
+        r, PT_R_CIPHER_FAILED);
+    r->result = EVP_Cipher(lane->evp, r->out, r->out, (unsigned int)r->len);
+    if (r->result < 0)
+        lane->seq = UINT64_MAX;
+    PT_RECORD_ENSURE(r->result >= 0, r, enc ? PT_R_CIPHER_FAILED : PT_R_RECORD_REJECTED);
     /* invariant 2, checked: the explicit nonce written is the sequence number */
-    if (r->result < 0 || (enc && memcmp(r->out, r->aad, EIV) != 0)) {
-        c->lane_seq[r->pipe] = UINT64_MAX;
-        return r->result = -1;
-    }
+    nonce_ok = !enc || memcmp(r->out, r->aad, EIV) == 0;
+    if (!nonce_ok)
+        lane->seq = UINT64_MAX;
+    PT_RECORD_ENSURE(nonce_ok, r, PT_R_NONCE_MISMATCH);
     if (enc)
-        c->lane_seq[r->pipe] = seq + 1;
+        lane->seq = a.seq + 1;
     return r->result;
 }
 
@@ -94,11 +82,27 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
     | EVP_CIPH_FLAG_AEAD_CIPHER | EVP_CIPH_CUSTOM_IV_LENGTH)
 
 const pt_family pt_fam_aes_128_gcm = {
-    "AES-128-GCM", NID_aes_128_gcm, 1, 16, 12, GCM_FLAGS,
-    1, 1, 0, 0, gcm_tls_pad, gcm_record, NULL, NULL
+    .name = "AES-128-GCM",
+    .nid = NID_aes_128_gcm,
+    .block_size = 1,
+    .key_len = 16,
+    .iv_len = 12,
+    .flags = GCM_FLAGS,
+    .tls_aad = 1,
+    .custom_cipher = 1,
+    .tls_pad = gcm_tls_pad,
+    .record = gcm_record,
 };
 
 const pt_family pt_fam_aes_256_gcm = {
-    "AES-256-GCM", NID_aes_256_gcm, 1, 32, 12, GCM_FLAGS,
-    1, 1, 0, 0, gcm_tls_pad, gcm_record, NULL, NULL
+    .name = "AES-256-GCM",
+    .nid = NID_aes_256_gcm,
+    .block_size = 1,
+    .key_len = 32,
+    .iv_len = 12,
+    .flags = GCM_FLAGS,
+    .tls_aad = 1,
+    .custom_cipher = 1,
+    .tls_pad = gcm_tls_pad,
+    .record = gcm_record,
 };
