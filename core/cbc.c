@@ -52,24 +52,17 @@ static int cbc_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
     return r->result = (int)r->len;
 }
 
-const pt_family pt_fam_aes_128_cbc = {
-    .name = "AES-128-CBC",
-    .nid = NID_aes_128_cbc,
-    .block_size = 16,
-    .key_len = 16,
-    .iv_len = 16,
-    .flags = EVP_CIPH_CBC_MODE,
-    .cbc = 1,
-    .record = cbc_record,
-};
+#define CBC_FAMILY(nm, id, klen)  \
+    {                             \
+        .name = nm,               \
+        .nid = id,                \
+        .block_size = 16,         \
+        .key_len = klen,          \
+        .iv_len = 16,             \
+        .flags = EVP_CIPH_CBC_MODE, \
+        .cbc = 1,                 \
+        .record = cbc_record,     \
+    }
 
-const pt_family pt_fam_aes_256_cbc = {
-    .name = "AES-256-CBC",
-    .nid = NID_aes_256_cbc,
-    .block_size = 16,
-    .key_len = 32,
-    .iv_len = 16,
-    .flags = EVP_CIPH_CBC_MODE,
-    .cbc = 1,
-    .record = cbc_record,
-};
+const pt_family pt_fam_aes_128_cbc = CBC_FAMILY("AES-128-CBC", NID_aes_128_cbc, 16);
+const pt_family pt_fam_aes_256_cbc = CBC_FAMILY("AES-256-CBC", NID_aes_256_cbc, 32);

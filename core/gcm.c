@@ -78,31 +78,21 @@ static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
     return r->result;
 }
 
-#define GCM_FLAGS (EVP_CIPH_GCM_MODE | EVP_CIPH_CUSTOM_IV | EVP_CIPH_FLAG_CUSTOM_CIPHER \
-    | EVP_CIPH_FLAG_AEAD_CIPHER | EVP_CIPH_CUSTOM_IV_LENGTH)
+/* the two key sizes differ only in name, NID and key length */
+#define GCM_FAMILY(nm, id, klen)                                                     \
+    {                                                                                \
+        .name = nm,                                                                  \
+        .nid = id,                                                                   \
+        .block_size = 1,                                                             \
+        .key_len = klen,                                                             \
+        .iv_len = 12,                                                                \
+        .flags = EVP_CIPH_GCM_MODE | EVP_CIPH_CUSTOM_IV | EVP_CIPH_FLAG_CUSTOM_CIPHER \
+            | EVP_CIPH_FLAG_AEAD_CIPHER | EVP_CIPH_CUSTOM_IV_LENGTH,                  \
+        .tls_aad = 1,                                                                \
+        .custom_cipher = 1,                                                          \
+        .tls_pad = gcm_tls_pad,                                                      \
+        .record = gcm_record,                                                        \
+    }
 
-const pt_family pt_fam_aes_128_gcm = {
-    .name = "AES-128-GCM",
-    .nid = NID_aes_128_gcm,
-    .block_size = 1,
-    .key_len = 16,
-    .iv_len = 12,
-    .flags = GCM_FLAGS,
-    .tls_aad = 1,
-    .custom_cipher = 1,
-    .tls_pad = gcm_tls_pad,
-    .record = gcm_record,
-};
-
-const pt_family pt_fam_aes_256_gcm = {
-    .name = "AES-256-GCM",
-    .nid = NID_aes_256_gcm,
-    .block_size = 1,
-    .key_len = 32,
-    .iv_len = 12,
-    .flags = GCM_FLAGS,
-    .tls_aad = 1,
-    .custom_cipher = 1,
-    .tls_pad = gcm_tls_pad,
-    .record = gcm_record,
-};
+const pt_family pt_fam_aes_128_gcm = GCM_FAMILY("AES-128-GCM", NID_aes_128_gcm, 16);
+const pt_family pt_fam_aes_256_gcm = GCM_FAMILY("AES-256-GCM", NID_aes_256_gcm, 32);
