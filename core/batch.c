@@ -12,7 +12,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-const pt_family *const pt_families[] = {
+const pt_family *const pt_families[PT_N_FAMILIES + 1] = {
     &pt_fam_aes_128_gcm,
     &pt_fam_aes_256_gcm,
     &pt_fam_chacha20_poly1305,

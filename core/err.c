@@ -26,7 +26,7 @@ static ERR_STRING_DATA lib_name[] = {
 };
 
 static int lib_code;
-static int loaded; /* under mu */
+static int loaded; /* fronts bound now (under mu) */
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -46,13 +46,12 @@ void pt_err_load(void)
     int lib = pt_err_lib();
 
     pthread_mutex_lock(&mu);
-    if (!loaded) {
+    if (loaded++ == 0) {
         /* the library name is keyed ERR_PACK(lib, 0, 0), which
          * ERR_load_strings cannot patch in (0 ends its list) */
         lib_name[0].error = ERR_PACK(lib, 0, 0);
         ERR_load_strings(0, lib_name);
         ERR_load_strings(lib, reasons);
-        loaded = 1;
     }
     pthread_mutex_unlock(&mu);
 }
@@ -60,10 +59,9 @@ void pt_err_load(void)
 void pt_err_unload(void)
 {
     pthread_mutex_lock(&mu);
-    if (loaded) {
+    if (loaded > 0 && --loaded == 0) {
         ERR_unload_strings(lib_code, reasons);
         ERR_unload_strings(0, lib_name);
-        loaded = 0;
     }
     pthread_mutex_unlock(&mu);
 }

@@ -3,7 +3,7 @@
  * library's own OpenSSL error library.
  *
  * The error library ("pipetls", reason strings below) is registered once per
- * process with ERR_get_next_error_library(); a front loads its strings when
+ * process with ERR_get_next_error_library(); a front loads the strings when
  * it is bound (pt_err_load) and unloads them when it is unbound
  * (pt_err_unload). Every failure path leaves one of these reasons on the
  * OpenSSL error queue of the thread that called into pipetls:
@@ -36,7 +36,9 @@ enum pt_reason {
     PT_R_ALLOC_FAILED
 };
 
-/* Registers the library code (once) and loads the reason strings. */
+/* Registers the library code (once) and loads the reason strings; every
+ * bound front (each ENGINE instance) loads once and unloads once, and the
+ * strings stay while any is bound. */
 void pt_err_load(void);
 void pt_err_unload(void);
 /* The library code (registered on first use). */

@@ -113,7 +113,8 @@ extern const pt_family pt_fam_aes_128_cbc_hmac_sha1, pt_fam_aes_256_cbc_hmac_sha
 extern const pt_family pt_fam_aes_128_cbc_hmac_sha256, pt_fam_aes_256_cbc_hmac_sha256;
 extern const pt_family pt_fam_aes_128_cbc, pt_fam_aes_256_cbc;
 /* All families, NULL-terminated. */
-extern const pt_family *const pt_families[];
+#define PT_N_FAMILIES 9
+extern const pt_family *const pt_families[PT_N_FAMILIES + 1];
 const pt_family *pt_family_by_nid(int nid);
 
 /* CBC families (cbc.c): set a lane context's IV; start a lane at r->iv

@@ -28,7 +28,7 @@
 _Static_assert(PIPETLS_MAX_PIPES == PT_MAX_PIPES, "pipetls.h and the core disagree");
 _Static_assert(PIPETLS_MAX_LANES == PT_MAX_LANES, "pipetls.h and the core disagree");
 
-#define N_FAMILIES 9 /* entries of pt_families */
+#define N_FAMILIES PT_N_FAMILIES
 
 /* Template contexts (provider cipher set, no key), one per family. Kept for
  * the life of the process: a second load of the engine library reuses them. */
