@@ -1,13 +1,16 @@
 """Every failure of the engine leaves a pipetls reason on OpenSSL's error
 queue: a pipelined batch with a bad tag or MAC, a lone record with a bad tag,
 pipeline ctrls that disagree, a control command out of range. Successful
-calls leave the queue empty.
+calls leave the queue empty. And a failure the engine survives - worker
+threads that cannot be started - is reported and not retried on every batch
+(tests/c/pt_nothreads.c).
 
 The EVP work runs in a child process (this file run as a script) where the
 engine is never the default for any cipher, as in tests/_evp_worker.py."""
 import ctypes as C
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -209,6 +212,36 @@ def test_control_command_out_of_range(outcome):
     assert case["rc"] == 0
     assert ("pipetls", BAD_ARGUMENT) in reasons(case), case["errors"]
     assert any("THREADS must be 1..256" in x["data"] for x in case["errors"])
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SANITIZE = os.environ.get("PIPETLS_SANITIZE", "")
+
+
+@pytest.fixture(scope="module")
+def nothreads_binary(tmp_path_factory):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "a C compiler is needed to build tests/c/pt_nothreads.c"
+    out = tmp_path_factory.mktemp("nothreads") / "pt_nothreads"
+    flags = ["-O2"]
+    if SANITIZE:
+        flags = ["-O1", "-g", f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+    subprocess.run([cc, *flags, "-Wall", "-rdynamic", "-o", str(out),
+                    os.path.join(HERE, "c", "pt_nothreads.c"), "-lcrypto", "-ldl"], check=True)
+    return str(out)
+
+
+def test_workers_that_cannot_start_are_reported_not_retried(nothreads_binary, engine_path):
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)  # the harness links its sanitizer runtime itself
+    p = subprocess.run([nothreads_binary, engine_path], capture_output=True, text=True,
+                       timeout=120, env=env)
+    out = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
+    assert p.returncode == 0 and p.stdout.rstrip().endswith("OK"), p.stdout + p.stderr[-3000:]
+    # THREADS 3: two workers wanted, one pthread_create tried in five batches
+    assert out["attempts"] == "1" and out["stats.worker_start_failures"] == "2"
+    assert out["info.worker_start_failures"] == "2" and out["inline_batches"] == "5"
+    assert out["after_threads.workers"] == "1"
 
 
 if __name__ == "__main__":
