@@ -14,9 +14,10 @@
  *   - tls: the per-connection parameters the record code reads (the fixed
  *     IV of the TLS 1.2 AEAD ciphers);
  *   - the records: out/in/len and the 13-byte TLS AAD libssl gave for each.
- * Then pt_conn_run() runs them, pt_conn_free() frees the lane contexts. A
- * pt_conn is used by one thread at a time (as an EVP_CIPHER_CTX is); during
- * a batch each lane context is used by one lane at a time.
+ * Then pt_conn_run() runs them, pt_conn_free_lanes() frees the lane
+ * contexts. A pt_conn is used by one thread at a time (as an
+ * EVP_CIPHER_CTX is); during a batch each lane context is used by one lane
+ * at a time.
  */
 #ifndef PT_RECORD_H
 #define PT_RECORD_H
