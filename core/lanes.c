@@ -390,9 +390,11 @@ int pt_lanes_width(int n, size_t total)
 {
     int lanes;
 
+    if (n <= 1)
+        return 1; /* the single-record path: nothing more */
     pt_lanes_init_once();
     lanes = atomic_load_explicit(&pool.lanes, memory_order_relaxed);
-    if (n <= 1 || lanes <= 1 || total < atomic_load(&pool.inline_below)
+    if (lanes <= 1 || total < atomic_load(&pool.inline_below)
         || (atomic_load_explicit(&pool.start_failed, memory_order_relaxed)
             && atomic_load_explicit(&pool.running, memory_order_relaxed) == 0))
         return 1;

@@ -25,6 +25,7 @@
 #include "pt_base.h"
 
 #include <openssl/evp.h>
+#include <string.h>
 
 #define PT_TLS_AAD_LEN 13 /* EVP_AEAD_TLS1_AAD_LEN: seq(8) type(1) version(2) len(2) */
 #define PT_GROUP 4 /* records per MULTIBLOCK group (OpenSSL's 4-way interleave) */
@@ -39,10 +40,11 @@ typedef struct {
 static inline pt_tls_aad pt_tls_aad_parse(const unsigned char aad[PT_TLS_AAD_LEN])
 {
     pt_tls_aad a;
-    int k;
 
-    for (a.seq = 0, k = 0; k < 8; k++)
-        a.seq = a.seq << 8 | aad[k];
+    memcpy(&a.seq, aad, 8); /* big-endian on the wire */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    a.seq = __builtin_bswap64(a.seq);
+#endif
     a.type = aad[8];
     a.version = (unsigned int)aad[9] << 8 | aad[10];
     a.len = (size_t)aad[11] << 8 | aad[12];
