@@ -142,13 +142,14 @@ static int emit(size_t (*fmt)(char *, size_t), long i, void *p)
     } else {
         char *t = malloc(need + 1);
 
-        if (t == NULL)
-            return 0;
+        PT_ENSURE(t != NULL, fail, PT_R_ALLOC_FAILED, "%zu bytes of text", need + 1);
         fmt(t, need + 1);
         fputs(t, stderr);
         free(t);
         return 1;
     }
+fail:
+    return 0;
 }
 
 static int parse_number(long i, void *p, long *out)
