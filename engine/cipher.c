@@ -1,13 +1,15 @@
 /*
- * cipher.c - the EVP_CIPHER front shared by every family.
+ * cipher.c - the EVP_CIPHER front of the ENGINE, shared by every family.
  *
  * Each cipher we register wraps OpenSSL's own implementation of the same
  * algorithm (fetched from the default provider). Outside a pipelined batch
  * every call is forwarded to a "base" context of that implementation, so the
  * cipher behaves exactly like OpenSSL's (invariant 1). A TLS record (one
  * EVP_CTRL_AEAD_TLS1_AAD, or a batch set up with the EVP_CTRL_SET_PIPELINE_*
- * ctrls) is handed to the family's record function, record i on lane context
- * i: a copy of the keyed base, made once per key (invariant 8).
+ * ctrls) is handed to the core (pt_conn_run), which runs the family's record
+ * function on lane contexts: copies of the keyed base, made once per key
+ * (invariant 8), no more than can run at once. Plain EVP use is OpenSSL's
+ * own cipher, failures and error queue included.
  *
  * First initialisation of a provider context: EVP_CipherInit_ex2() with a
  * cipher asks whether an ENGINE is the default for that NID - that would be
@@ -15,25 +17,18 @@
  * initialised when the engine library is bound, before it can be anybody's
  * default, and every context we need is a copy of a template.
  */
-#include "pt_common.h"
+#include "pt_cipher.h"
+#include "pipetls.h"
+#include "pt_guard.h"
+#include "pt_stats.h"
 
 #include <openssl/crypto.h>
 #include <string.h>
 
-const pt_family *const pt_families[] = {
-    &pt_fam_aes_128_gcm,
-    &pt_fam_aes_256_gcm,
-    &pt_fam_chacha20_poly1305,
-    &pt_fam_aes_128_cbc_hmac_sha1,
-    &pt_fam_aes_256_cbc_hmac_sha1,
-    &pt_fam_aes_128_cbc_hmac_sha256,
-    &pt_fam_aes_256_cbc_hmac_sha256,
-    &pt_fam_aes_128_cbc,
-    &pt_fam_aes_256_cbc,
-    NULL,
-};
+_Static_assert(PIPETLS_MAX_PIPES == PT_MAX_PIPES, "pipetls.h and the core disagree");
+_Static_assert(PIPETLS_MAX_LANES == PT_MAX_LANES, "pipetls.h and the core disagree");
 
-#define N_FAMILIES (sizeof(pt_families) / sizeof(pt_families[0]) - 1)
+#define N_FAMILIES PT_N_FAMILIES
 
 /* Template contexts (provider cipher set, no key), one per family. Kept for
  * the life of the process: a second load of the engine library reuses them. */
@@ -43,20 +38,10 @@ static int family_index(const pt_family *f)
 {
     size_t i;
 
-    for (i = 0; i < N_FAMILIES; i++)
+    for (i = 0; i < N_FAMILIES && pt_families[i] != NULL; i++)
         if (pt_families[i] == f)
             return (int)i;
     return -1;
-}
-
-const pt_family *pt_family_by_nid(int nid)
-{
-    size_t i;
-
-    for (i = 0; i < N_FAMILIES; i++)
-        if (pt_families[i]->nid == nid)
-            return pt_families[i];
-    return NULL;
 }
 
 static EVP_CIPHER_CTX *template_for(const pt_family *f)
@@ -115,32 +100,22 @@ static void reset_pipeline(pt_ctx *c)
     c->bad = 0;
 }
 
-static void free_lanes(pt_ctx *c)
-{
-    int i;
-
-    for (i = 0; i < PIPETLS_MAX_PIPES / PT_GROUP; i++) {
-        OPENSSL_free(c->scratch[i]);
-        c->scratch[i] = NULL;
-        c->scratch_len[i] = 0;
-    }
-    for (i = 0; i < PIPETLS_MAX_PIPES; i++) {
-        EVP_CIPHER_CTX_free(c->lane[i]);
-        c->lane[i] = NULL;
-        c->lane_gen[i] = 0;
-    }
-}
-
-/* Makes sure c->base exists; created at EVP_CTRL_INIT or first init. */
+/* Makes sure the base exists; created at EVP_CTRL_INIT or first init. */
 static int ensure_base(EVP_CIPHER_CTX *ctx, pt_ctx *c)
 {
-    if (c->fam == NULL)
-        c->fam = pt_family_by_nid(EVP_CIPHER_CTX_get_nid(ctx));
-    if (c->fam == NULL)
-        return 0;
-    if (c->base == NULL)
-        c->base = new_impl_ctx(c->fam, EVP_CIPHER_CTX_is_encrypting(ctx));
-    return c->base != NULL;
+    pt_conn *k = &c->conn;
+
+    if (k->fam == NULL)
+        k->fam = pt_family_by_nid(EVP_CIPHER_CTX_get_nid(ctx));
+    PT_ENSURE(k->fam != NULL, fail, PT_R_NOT_INITIALISED, "no pipetls family for NID %d",
+        EVP_CIPHER_CTX_get_nid(ctx));
+    if (k->base == NULL)
+        k->base = new_impl_ctx(k->fam, EVP_CIPHER_CTX_is_encrypting(ctx));
+    PT_ENSURE(k->base != NULL, fail, PT_R_NOT_INITIALISED,
+        "OpenSSL's own %s could not be set up", k->fam->name);
+    return 1;
+fail:
+    return 0;
 }
 
 /* ---- EVP_CIPHER methods ------------------------------------------------- */
@@ -149,23 +124,26 @@ static int pt_init(EVP_CIPHER_CTX *ctx, const unsigned char *key,
     const unsigned char *iv, int enc)
 {
     pt_ctx *c = data_of(ctx);
+    pt_conn *k = &c->conn;
     const unsigned char *base_iv = iv;
 
     if (!ensure_base(ctx, c))
         return 0;
     /* CBC families: EVP has already put the IV to use into ctx->iv (it is
      * reset from the original IV on re-key); the base must start from it. */
-    if (c->fam->cbc)
+    if (k->fam->cbc)
         base_iv = EVP_CIPHER_CTX_iv(ctx);
-    if (!EVP_CipherInit_ex2(c->base, NULL, key, base_iv, enc, NULL))
-        return 0;
+    PT_ENSURE(EVP_CipherInit_ex2(k->base, NULL, key, base_iv, enc, NULL), fail,
+        PT_R_CIPHER_FAILED, "%s: setting key or IV", k->fam->name);
     c->enc = enc;
     if (key != NULL)
-        c->key_gen++;
-    if (iv != NULL && c->fam->nid == NID_chacha20_poly1305)
-        memcpy(c->fixed_iv, iv, 12); /* RFC 7905: the fixed IV */
+        k->key_gen++;
+    if (iv != NULL && k->fam->nid == NID_chacha20_poly1305)
+        memcpy(k->tls.fixed_iv, iv, 12); /* RFC 7905: the fixed IV */
     reset_pipeline(c);
     return 1;
+fail:
+    return 0;
 }
 
 static int pt_cleanup(EVP_CIPHER_CTX *ctx)
@@ -174,35 +152,30 @@ static int pt_cleanup(EVP_CIPHER_CTX *ctx)
 
     if (c == NULL)
         return 1;
-    free_lanes(c);
-    EVP_CIPHER_CTX_free(c->base);
-    c->base = NULL;
-    OPENSSL_cleanse(c->fixed_iv, sizeof(c->fixed_iv));
+    pt_conn_free_lanes(&c->conn);
+    EVP_CIPHER_CTX_free(c->conn.base);
+    c->conn.base = NULL;
+    OPENSSL_cleanse(&c->conn.tls, sizeof(c->conn.tls));
     OPENSSL_cleanse(c->aad, sizeof(c->aad));
     return 1;
 }
 
 static int set_pipes(pt_ctx *c, int *count, int arg, const void *ptr)
 {
-    if (ptr == NULL) {
-        ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_NULL_PARAMETER,
-            "pipetls: pipeline ctrl without an array");
-        c->bad = 1;
-        return 0;
-    }
-    if (arg < 1 || arg > PIPETLS_MAX_PIPES) {
-        ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
-            "pipetls: %d pipes, must be 1..%d", arg, PIPETLS_MAX_PIPES);
-        c->bad = 1;
-        return 0;
-    }
+    PT_ENSURE(ptr != NULL, bad, PT_R_BAD_PIPELINE, "pipeline ctrl without an array");
+    PT_ENSURE(arg >= 1 && arg <= PT_MAX_PIPES, bad, PT_R_BAD_PIPELINE,
+        "%d pipes, must be 1..%d", arg, PT_MAX_PIPES);
     *count = arg;
     return 1;
+bad:
+    c->bad = 1;
+    return 0;
 }
 
 static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 {
     pt_ctx *c = data_of(ctx);
+    pt_conn *k = &c->conn;
     int pad;
 
     switch (type) {
@@ -214,17 +187,15 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         /* EVP has copied our struct byte for byte into the new context */
         pt_ctx *d = data_of((EVP_CIPHER_CTX *)ptr);
 
-        memset(d->lane, 0, sizeof(d->lane));
-        memset(d->lane_gen, 0, sizeof(d->lane_gen));
-        memset(d->scratch, 0, sizeof(d->scratch));
-        memset(d->scratch_len, 0, sizeof(d->scratch_len));
-        d->base = NULL;
+        memset(d->conn.lane, 0, sizeof(d->conn.lane));
+        d->conn.base = NULL;
         reset_pipeline(d);
-        if (c->base != NULL) {
-            if ((d->base = EVP_CIPHER_CTX_new()) == NULL
-                || !EVP_CIPHER_CTX_copy(d->base, c->base)) {
-                EVP_CIPHER_CTX_free(d->base);
-                d->base = NULL;
+        if (k->base != NULL) {
+            if ((d->conn.base = EVP_CIPHER_CTX_new()) == NULL
+                || !EVP_CIPHER_CTX_copy(d->conn.base, k->base)) {
+                EVP_CIPHER_CTX_free(d->conn.base);
+                d->conn.base = NULL;
+                pt_err_raise(PT_R_ALLOC_FAILED, "copying a %s context", k->fam->name);
                 return 0;
             }
         }
@@ -248,42 +219,40 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         return 1;
 
     case EVP_CTRL_AEAD_TLS1_AAD:
-        if (!c->fam->tls_aad)
+        if (!k->fam->tls_aad)
             return -1;
-        if (arg != PT_TLS_AAD_LEN || ptr == NULL)
-            return 0;
-        if (c->n_aad >= PIPETLS_MAX_PIPES) {
-            ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
-                "pipetls: more than %d TLS AADs before one cipher call",
-                PIPETLS_MAX_PIPES);
+        PT_ENSURE(arg == PT_TLS_AAD_LEN && ptr != NULL, fail, PT_R_BAD_PIPELINE,
+            "TLS AAD of %d bytes, must be %d", arg, PT_TLS_AAD_LEN);
+        if (c->n_aad >= PT_MAX_PIPES) {
             c->bad = 1;
-            return 0;
+            PT_ENSURE(0, fail, PT_R_BAD_PIPELINE,
+                "more than %d TLS AADs before one cipher call", PT_MAX_PIPES);
         }
-        pad = c->fam->tls_pad(c->fam, ptr, EVP_CIPHER_CTX_is_encrypting(ctx));
-        if (pad <= 0)
-            return pad;
+        pad = k->fam->tls_pad(k->fam, ptr, EVP_CIPHER_CTX_is_encrypting(ctx));
+        PT_ENSURE(pad > 0, fail, PT_R_AAD_MISMATCH, "TLS AAD: record length %zu too short",
+            pt_tls_aad_parse(ptr).len);
         memcpy(c->aad[c->n_aad++], ptr, PT_TLS_AAD_LEN);
         return pad;
 
     case EVP_CTRL_GCM_SET_IV_FIXED:
-        if (c->fam->nid == NID_aes_128_gcm || c->fam->nid == NID_aes_256_gcm) {
+        if (k->fam->nid == NID_aes_128_gcm || k->fam->nid == NID_aes_256_gcm) {
             if (arg == -1)
-                memcpy(c->fixed_iv, ptr, 12);
+                memcpy(k->tls.fixed_iv, ptr, 12);
             else if (arg == 4)
-                memcpy(c->fixed_iv, ptr, 4);
+                memcpy(k->tls.fixed_iv, ptr, 4);
         }
         break;
 
     case EVP_CTRL_AEAD_SET_MAC_KEY:
     case EVP_CTRL_AEAD_SET_IVLEN:
-        c->key_gen++; /* lane contexts must be copied again */
+        k->key_gen++; /* lane contexts must be copied again */
         break;
 
     /* legacy ctrls that OpenSSL does not map onto provider contexts */
     case EVP_CTRL_GET_IVLEN:
-        if (c->base == NULL || ptr == NULL)
-            return 0;
-        *(int *)ptr = EVP_CIPHER_CTX_get_iv_length(c->base);
+        PT_ENSURE(k->base != NULL && ptr != NULL, fail, PT_R_NOT_INITIALISED,
+            "EVP_CTRL_GET_IVLEN");
+        *(int *)ptr = EVP_CIPHER_CTX_get_iv_length(k->base);
         return *(int *)ptr > 0;
 
     case EVP_CTRL_TLS1_1_MULTIBLOCK_MAX_BUFSIZE:
@@ -292,228 +261,116 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
     case EVP_CTRL_TLS1_1_MULTIBLOCK_DECRYPT:
         return -1; /* we pipeline instead */
     }
-    if (c->base == NULL)
-        return 0;
-    return EVP_CIPHER_CTX_ctrl(c->base, type, arg, ptr);
-}
-
-/* ---- batches ------------------------------------------------------------- */
-
-/* Batch jobs: one record, or a group of PT_GROUP records (job i of a
- * grouped batch covers records PT_GROUP*i .. PT_GROUP*i+3, the tail ones
- * are single records). */
-typedef struct {
-    pt_ctx *c;
-    pt_record *recs;
-    int enc;
-    int groups; /* jobs 0..groups-1 are groups */
-} pt_job;
-
-static int run_record(void *arg, int i)
-{
-    pt_job *j = arg;
-    int first, k;
-
-    if (i >= j->groups) {
-        first = j->groups * PT_GROUP + (i - j->groups);
-        return j->c->fam->record(j->c, j->c->lane[first], &j->recs[first], j->enc) < 0;
-    }
-    first = i * PT_GROUP;
-    if (j->c->fam->group(j->c, j->c->lane[first], &j->recs[first], i) == 0)
-        return 0;
-    /* the group could not go as one: one record at a time, same lane order */
-    for (k = first; k < first + PT_GROUP; k++)
-        if (j->c->fam->record(j->c, j->c->lane[k], &j->recs[k], j->enc) < 0)
-            return 1;
+    PT_ENSURE(k->base != NULL, fail, PT_R_NOT_INITIALISED, "ctrl %d", type);
+    return EVP_CIPHER_CTX_ctrl(k->base, type, arg, ptr);
+fail:
     return 0;
 }
 
-static _Atomic int multiblock_on = 1;
-
-int pt_multiblock_enabled(void)
+/* A batch set up with the EVP_CTRL_SET_PIPELINE_* ctrls. Returns 0 or -1. */
+static int do_pipeline(EVP_CIPHER_CTX *ctx, pt_ctx *c)
 {
-    return multiblock_on;
-}
+    const pt_family *f = c->conn.fam;
+    pt_record recs[PT_MAX_PIPES];
+    int i, n = c->n_out;
 
-int pt_set_multiblock(long on)
-{
-    if (on != 0 && on != 1)
-        return 0;
-    multiblock_on = (int)on;
-    return 1;
-}
-
-/* Lane context i keyed like base (copied once per key). */
-static int ensure_lane(pt_ctx *c, int i)
-{
-    if (c->lane[i] != NULL && c->lane_gen[i] == c->key_gen)
-        return 1;
-    if (c->lane[i] == NULL && (c->lane[i] = EVP_CIPHER_CTX_new()) == NULL)
-        return 0;
-    if (!EVP_CIPHER_CTX_copy(c->lane[i], c->base))
-        return 0;
-    c->lane_gen[i] = c->key_gen;
-    c->lane_seq[i] = UINT64_MAX;
-    c->lane_iv_ok[i] = 0;
-    return 1;
-}
-
-/*
- * Runs n records. CBC families: in a batch every record starts from the
- * context's IV when encrypting (TLS 1.1+ records begin with a random block
- * from libssl, RFC 4346 6.2.3.2 (2)(b)), and from the previous record's last
- * ciphertext block when decrypting (the same answer as one record at a time).
- * Afterwards the context IV is the last ciphertext block, as after OpenSSL's
- * own CBC. Returns 0 on success, -1 when any record failed (then no output of
- * the batch is left for the caller: it is cleansed).
- */
-static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
-{
-    pt_job job = { c, recs, EVP_CIPHER_CTX_is_encrypting(ctx), 0 };
-    size_t sizes[PIPETLS_MAX_PIPES];
-    int counts[PIPETLS_MAX_PIPES];
-    unsigned char next_iv[16];
-    int i, failed, jobs;
-
+    PT_ENSURE(!c->bad, fail, PT_R_BAD_PIPELINE, "a pipeline ctrl was refused before this call");
+    PT_ENSURE(c->n_in == n && c->n_len == n, fail, PT_R_BAD_PIPELINE,
+        "pipe counts disagree (out %d, in %d, lens %d)", c->n_out, c->n_in, c->n_len);
+    PT_ENSURE(f->tls_aad ? c->n_aad == n : c->n_aad == 0, fail, PT_R_BAD_PIPELINE,
+        "%d pipes but %d TLS AADs", n, c->n_aad);
     for (i = 0; i < n; i++) {
-        sizes[i] = recs[i].len;
-        counts[i] = 1;
-        recs[i].pipe = i;
-        if (!ensure_lane(c, i))
-            return -1;
-        if (c->fam->cbc) {
-            if (recs[i].len % 16 != 0)
-                return -1;
-            if (job.enc || i == 0)
-                memcpy(recs[i].iv, EVP_CIPHER_CTX_iv(ctx), 16);
-            else if (recs[i - 1].len >= 16)
-                memcpy(recs[i].iv, recs[i - 1].in + recs[i - 1].len - 16, 16);
-            else
-                memcpy(recs[i].iv, recs[i - 1].iv, 16);
-        }
+        recs[i].out = c->out_bufs[i];
+        recs[i].in = c->in_bufs[i];
+        recs[i].len = c->lens[i];
+        if (f->tls_aad)
+            memcpy(recs[i].aad, c->aad[i], PT_TLS_AAD_LEN);
     }
-    if (c->fam->cbc && !job.enc && recs[n - 1].len >= 16)
-        memcpy(next_iv, recs[n - 1].in + recs[n - 1].len - 16, 16);
-
-    /* stitched CBC-HMAC, encrypting: equal records go in groups of four
-     * through OpenSSL's MULTIBLOCK code on each lane */
-    jobs = n;
-    if (job.enc && c->fam->group != NULL && n >= PT_GROUP && multiblock_on
-        && c->fam->groupable(c->fam, recs, n)) {
-        job.groups = n / PT_GROUP;
-        jobs = job.groups + n % PT_GROUP;
-        for (i = 0; i < jobs; i++) {
-            int first = i < job.groups ? i * PT_GROUP : job.groups * PT_GROUP + (i - job.groups);
-            int k, cnt = i < job.groups ? PT_GROUP : 1;
-
-            sizes[i] = 0;
-            counts[i] = cnt;
-            for (k = first; k < first + cnt; k++)
-                sizes[i] += recs[k].len;
-        }
-    }
-
-    failed = pt_lanes_run(run_record, &job, jobs, sizes, counts);
-    if (failed != 0) {
-        for (i = 0; i < n; i++)
-            if (!job.enc)
-                OPENSSL_cleanse(recs[i].out, recs[i].len);
-        return -1;
-    }
-    if (c->fam->cbc && recs[n - 1].len >= 16) {
-        if (job.enc)
-            memcpy(next_iv, recs[n - 1].out + recs[n - 1].len - 16, 16);
-        memcpy(EVP_CIPHER_CTX_iv_noconst(ctx), next_iv, 16);
-        if (!pt_set_iv(c->base, next_iv))
-            return -1;
-    }
-    return 0;
+    return pt_conn_run(&c->conn, recs, n, EVP_CIPHER_CTX_is_encrypting(ctx),
+        EVP_CIPHER_CTX_iv_noconst(ctx));
+fail:
+    return -1;
 }
 
-static int pt_do_cipher(EVP_CIPHER_CTX *ctx, unsigned char *out,
+/* Plain EVP use (TLS 1.3 records among others): OpenSSL's own cipher,
+ * answers and error queue included (invariant 1). */
+static int do_stream(EVP_CIPHER_CTX *ctx, pt_ctx *c, unsigned char *out,
     const unsigned char *in, size_t len)
 {
-    pt_ctx *c = data_of(ctx);
-    const int fail = c->fam != NULL && c->fam->custom_cipher ? -1 : 0;
-    pt_record recs[PIPETLS_MAX_PIPES];
-    int i, n, rc;
+    EVP_CIPHER_CTX *base = c->conn.base;
 
-    if (c->base == NULL)
-        return fail;
-
-    if (c->n_out || c->n_in || c->n_len || c->bad) {
-        /* a pipelined batch */
-        n = c->n_out;
-        if (c->bad) {
-            rc = fail;
-        } else if (c->n_in != n || c->n_len != n) {
-            ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
-                "pipetls: pipe counts disagree (out %d, in %d, lens %d)",
-                c->n_out, c->n_in, c->n_len);
-            rc = fail;
-        } else if (c->fam->tls_aad ? c->n_aad != n : c->n_aad != 0) {
-            ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
-                "pipetls: %d pipes but %d TLS AADs", n, c->n_aad);
-            rc = fail;
-        } else {
-            for (i = 0; i < n; i++) {
-                recs[i].out = c->out_bufs[i];
-                recs[i].in = c->in_bufs[i];
-                recs[i].len = c->lens[i];
-                if (c->fam->tls_aad)
-                    memcpy(recs[i].aad, c->aad[i], PT_TLS_AAD_LEN);
-            }
-            rc = run_batch(ctx, c, recs, n) == 0 ? (c->fam->custom_cipher ? (int)n : 1) : fail;
-        }
-        reset_pipeline(c);
-        return rc;
-    }
-
-    if (c->n_aad > 0) {
-        /* one TLS record */
-        if (c->n_aad != 1) {
-            ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_INVALID_ARGUMENT,
-                "pipetls: %d TLS AADs for one record", c->n_aad);
-            reset_pipeline(c);
-            return fail;
-        }
-        recs[0].out = out;
-        recs[0].in = in;
-        recs[0].len = len;
-        memcpy(recs[0].aad, c->aad[0], PT_TLS_AAD_LEN);
-        reset_pipeline(c);
-        if (run_batch(ctx, c, recs, 1) != 0)
-            return fail;
-        return c->fam->custom_cipher ? recs[0].result : 1;
-    }
-
-    /* plain EVP use (TLS 1.3 records among others): OpenSSL's own cipher */
     pt_stats_stream(in != NULL ? len : 0);
-    if (c->fam->custom_cipher) {
+    if (c->conn.fam->custom_cipher) {
         int outl = 0;
 
         if (in != NULL) {
-            if (len > INT_MAX || !EVP_CipherUpdate(c->base, out, &outl, in, (int)len))
+            PT_ENSURE(len <= INT_MAX, fail_custom, PT_R_BAD_RECORD_LENGTH, "%zu bytes", len);
+            if (!EVP_CipherUpdate(base, out, &outl, in, (int)len))
                 return -1;
-        } else if (!EVP_CipherFinal_ex(c->base, out, &outl)) {
+        } else if (!EVP_CipherFinal_ex(base, out, &outl)) {
             return -1;
         }
         return outl;
+    fail_custom:
+        return -1;
     } else {
         unsigned char last[16];
         int enc = EVP_CIPHER_CTX_is_encrypting(ctx);
 
         if (len == 0)
             return 1;
-        if (len > INT_MAX || len < 16)
-            return 0;
+        PT_ENSURE(len <= INT_MAX && len >= 16, fail, PT_R_BAD_RECORD_LENGTH,
+            "%zu bytes for %s", len, c->conn.fam->name);
         if (!enc)
             memcpy(last, in + len - 16, 16);
-        if (EVP_Cipher(c->base, out, in, (unsigned int)len) < 0)
+        if (EVP_Cipher(base, out, in, (unsigned int)len) < 0)
             return 0;
         memcpy(EVP_CIPHER_CTX_iv_noconst(ctx), enc ? out + len - 16 : last, 16);
         return 1;
+    fail:
+        return 0;
     }
+}
+
+static int pt_do_cipher(EVP_CIPHER_CTX *ctx, unsigned char *out,
+    const unsigned char *in, size_t len)
+{
+    pt_ctx *c = data_of(ctx);
+    const pt_family *f = c->conn.fam;
+    const int fail = f != NULL && f->custom_cipher ? -1 : 0;
+    pt_record rec;
+    int rc;
+
+    PT_ENSURE(c->conn.base != NULL, failed, PT_R_NOT_INITIALISED, "cipher call without a key");
+
+    if (c->n_out || c->n_in || c->n_len || c->bad) {
+        int n = c->n_out;
+
+        rc = do_pipeline(ctx, c);
+        reset_pipeline(c);
+        return rc == 0 ? (f->custom_cipher ? n : 1) : fail;
+    }
+
+    if (c->n_aad > 0) {
+        /* one TLS record */
+        int n_aad = c->n_aad;
+
+        reset_pipeline(c);
+        PT_ENSURE(n_aad == 1, failed, PT_R_BAD_PIPELINE, "%d TLS AADs for one record", n_aad);
+        rec.out = out;
+        rec.in = in;
+        rec.len = len;
+        memcpy(rec.aad, c->aad[0], PT_TLS_AAD_LEN);
+        if (pt_conn_run(&c->conn, &rec, 1, EVP_CIPHER_CTX_is_encrypting(ctx),
+                EVP_CIPHER_CTX_iv_noconst(ctx))
+            != 0)
+            return fail;
+        return f->custom_cipher ? rec.result : 1;
+    }
+
+    return do_stream(ctx, c, out, in, len);
+failed:
+    return fail;
 }
 
 EVP_CIPHER *pt_cipher_new(const pt_family *f)
@@ -537,35 +394,4 @@ EVP_CIPHER *pt_cipher_new(const pt_family *f)
         return NULL;
     }
     return m;
-}
-
-/* ---- helpers for the families ------------------------------------------- */
-
-int pt_set_iv(EVP_CIPHER_CTX *lane, const unsigned char *iv)
-{
-    return EVP_CipherInit_ex2(lane, NULL, NULL, iv, -1, NULL);
-}
-
-int pt_cbc_begin(pt_ctx *c, EVP_CIPHER_CTX *lane, const pt_record *r, unsigned char last[16])
-{
-    int p = r->pipe;
-
-    if (r->len >= 16)
-        memcpy(last, r->in + r->len - 16, 16);
-    if (c->lane_iv_ok[p] && memcmp(c->lane_iv[p], r->iv, 16) == 0)
-        return 1; /* consecutive records on one lane: the chain is right */
-    c->lane_iv_ok[p] = 0;
-    return pt_set_iv(lane, r->iv);
-}
-
-void pt_cbc_end(pt_ctx *c, const pt_record *r, int enc, const unsigned char last[16])
-{
-    int p = r->pipe;
-
-    if (r->len < 16) {
-        c->lane_iv_ok[p] = 0;
-        return;
-    }
-    memcpy(c->lane_iv[p], enc ? r->out + r->len - 16 : last, 16);
-    c->lane_iv_ok[p] = 1;
 }

@@ -7,7 +7,12 @@
  * ENGINE_init -> ENGINE_set_default_ciphers. Control commands may come at any
  * time; THREADS rebuilds the lane pool lazily.
  */
-#include "pt_common.h"
+#include "pt_cipher.h"
+#include "pipetls.h"
+#include "pt_guard.h"
+#include "pt_lanes.h"
+#include "pt_stats.h"
+#include "pt_text.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -41,9 +46,10 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { 0, NULL, NULL, 0 }
 };
 
-static EVP_CIPHER *ciphers[PIPETLS_MAX_PIPES];
-static int cipher_nids[PIPETLS_MAX_PIPES];
-static const char *cipher_names[PIPETLS_MAX_PIPES];
+#define MAX_CIPHERS 16
+static EVP_CIPHER *ciphers[MAX_CIPHERS];
+static int cipher_nids[MAX_CIPHERS];
+static const char *cipher_names[MAX_CIPHERS];
 static int n_ciphers;
 static char *stats_file;
 
@@ -53,7 +59,7 @@ static void make_ciphers(void)
 
     if (n_ciphers > 0)
         return;
-    for (i = 0; pt_families[i] != NULL; i++) {
+    for (i = 0; pt_families[i] != NULL && n_ciphers < MAX_CIPHERS; i++) {
         EVP_CIPHER *c = pt_cipher_new(pt_families[i]);
 
         if (c == NULL)
@@ -90,29 +96,39 @@ static int pt_ciphers(ENGINE *e, const EVP_CIPHER **cipher, const int **nids, in
     return 0;
 }
 
+/* The configuration lines both texts begin with. */
+static void put_config(pt_text *t)
+{
+    pt_text_put(t, "lanes %d\n", pt_lanes_get_threads());
+    pt_text_put(t, "workers %d\n", pt_lanes_workers_running());
+    pt_text_put(t, "inline_below %zu\n", pt_lanes_get_inline_below());
+    pt_text_put(t, "worker_start_failures %lu\n", pt_lanes_start_failures());
+}
+
+static size_t format_stats(char *buf, size_t len)
+{
+    pt_text t;
+
+    pt_text_init(&t, buf, len);
+    pt_text_put(&t, "pipetls.stats 1\n");
+    put_config(&t);
+    pt_stats_format(&t, pt_lanes_get_threads());
+    return t.off;
+}
+
 static size_t format_info(char *buf, size_t len)
 {
-    size_t off = 0;
-    int i, n;
+    pt_text t;
+    int i;
 
-    if (buf != NULL && len > 0)
-        buf[0] = '\0';
-#define PUT(...)                                                            \
-    do {                                                                    \
-        n = snprintf(buf != NULL && off < len ? buf + off : NULL,           \
-            buf != NULL && off < len ? len - off : 0, __VA_ARGS__);         \
-        if (n > 0)                                                          \
-            off += (size_t)n;                                               \
-    } while (0)
-    PUT("version %s\n", PT_VERSION);
-    PUT("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
-    PUT("lanes %d\n", pt_lanes_get_threads());
-    PUT("inline_below %zu\n", pt_lanes_get_inline_below());
-    PUT("multiblock %d\n", pt_multiblock_enabled());
+    pt_text_init(&t, buf, len);
+    pt_text_put(&t, "version %s\n", PT_VERSION);
+    pt_text_put(&t, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
+    put_config(&t);
+    pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
     for (i = 0; i < n_ciphers; i++)
-        PUT("cipher %s\n", cipher_names[i]);
-#undef PUT
-    return off;
+        pt_text_put(&t, "cipher %s\n", cipher_names[i]);
+    return t.off;
 }
 
 /* Writes text (STATS / INFO) into the caller's buffer, or to stderr. */
@@ -126,13 +142,14 @@ static int emit(size_t (*fmt)(char *, size_t), long i, void *p)
     } else {
         char *t = malloc(need + 1);
 
-        if (t == NULL)
-            return 0;
+        PT_ENSURE(t != NULL, fail, PT_R_ALLOC_FAILED, "%zu bytes of text", need + 1);
         fmt(t, need + 1);
         fputs(t, stderr);
         free(t);
         return 1;
     }
+fail:
+    return 0;
 }
 
 static int parse_number(long i, void *p, long *out)
@@ -156,44 +173,34 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
 
     switch (cmd) {
     case PIPETLS_CMD_THREADS:
-        if (!parse_number(i, p, &v) || !pt_lanes_set_threads(v)) {
-            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
-                "pipetls THREADS must be 1..%d, got %ld", PIPETLS_MAX_LANES, i);
-            return 0;
-        }
+        PT_ENSURE(parse_number(i, p, &v) && pt_lanes_set_threads(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls THREADS must be 1..%d, got %ld", PIPETLS_MAX_LANES, i);
         return 1;
     case PIPETLS_CMD_INLINE_BELOW:
-        if (!parse_number(i, p, &v) || !pt_lanes_set_inline_below(v)) {
-            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
-                "pipetls INLINE_BELOW must be 0..1073741824 bytes, got %ld", i);
-            return 0;
-        }
+        PT_ENSURE(parse_number(i, p, &v) && pt_lanes_set_inline_below(v), fail,
+            PT_R_BAD_ARGUMENT, "pipetls INLINE_BELOW must be 0..1073741824 bytes, got %ld", i);
         return 1;
     case PIPETLS_CMD_MULTIBLOCK:
-        if (!parse_number(i, p, &v) || !pt_set_multiblock(v)) {
-            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
-                "pipetls MULTIBLOCK must be 0 or 1, got %ld", i);
-            return 0;
-        }
+        PT_ENSURE(parse_number(i, p, &v) && pt_set_multiblock(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls MULTIBLOCK must be 0 or 1, got %ld", i);
         return 1;
     case PIPETLS_CMD_STATS:
-        return emit(pt_stats_format, i, p);
+        return emit(format_stats, i, p);
     case PIPETLS_CMD_INFO:
         return emit(format_info, i, p);
     case PIPETLS_CMD_RESET_STATS:
         pt_stats_reset();
         return 1;
     case PIPETLS_CMD_STATS_FILE:
-        if (p == NULL || *(const char *)p == '\0') {
-            ERR_raise_data(ERR_LIB_ENGINE, ENGINE_R_INVALID_ARGUMENT,
-                "pipetls STATS_FILE needs a path (or \"-\" for stderr)");
-            return 0;
-        }
+        PT_ENSURE(p != NULL && *(const char *)p != '\0', fail, PT_R_BAD_ARGUMENT,
+            "pipetls STATS_FILE needs a path (or \"-\" for stderr)");
         free(stats_file);
         stats_file = strdup(p);
-        return stats_file != NULL;
+        PT_ENSURE(stats_file != NULL, fail, PT_R_ALLOC_FAILED, "STATS_FILE");
+        return 1;
     }
     ERR_raise(ERR_LIB_ENGINE, ENGINE_R_CTRL_COMMAND_NOT_IMPLEMENTED);
+fail:
     return 0;
 }
 
@@ -206,10 +213,10 @@ static void write_stats_at_unload(void)
 
     if (dest == NULL || *dest == '\0')
         return;
-    need = pt_stats_format(NULL, 0);
+    need = format_stats(NULL, 0);
     if ((t = malloc(need + 1)) == NULL)
         return;
-    pt_stats_format(t, need + 1);
+    format_stats(t, need + 1);
     if (strcmp(dest, "-") == 0 || strcmp(dest, "stderr") == 0) {
         fputs(t, stderr);
     } else if ((fp = fopen(dest, "a")) != NULL) {
@@ -226,6 +233,7 @@ static int pt_engine_destroy(ENGINE *e)
     free_ciphers();
     free(stats_file);
     stats_file = NULL;
+    pt_err_unload();
     return 1;
 }
 
@@ -251,6 +259,7 @@ static void pin_library(void)
 static int bind_pipetls(ENGINE *e)
 {
     pin_library();
+    pt_err_load();
     pt_lanes_init_once();
     make_ciphers();
     if (!ENGINE_set_id(e, PIPETLS_ENGINE_ID)

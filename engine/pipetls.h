@@ -8,6 +8,25 @@
  *
  * From the openssl CLI:  openssl s_server -engine /path/pipetls.so ...
  * From openssl.cnf:      see README.md ("pipetls config").
+ *
+ * The engine is built from this folder (the ENGINE front) and core/ (lanes,
+ * statistics, record code; see docs/architecture.md).
+ *
+ * Errors: every failure leaves a reason of the "pipetls" error library on
+ * the calling thread's OpenSSL error queue (ERR_lib_error_string() gives
+ * "pipetls"; the detail, e.g. "record 3 of 8 (16408 bytes)", is the error's
+ * data). Plain EVP use outside a TLS record (TLS 1.3, PEM, ...) is OpenSSL's
+ * own cipher and fails exactly as it does.
+ *
+ * CBC batches (AES-CBC under Encrypt-then-MAC, the stitched CBC-HMAC
+ * ciphers): when encrypting, EVERY record of a pipelined batch starts from
+ * the context's IV, not from the previous record's last ciphertext block.
+ * That is safe only because TLS 1.1 and later put a random block (the
+ * explicit IV, RFC 4346 6.2.3.2) in front of every record, which libssl
+ * fills; a caller without such a block must not encrypt CBC in batches.
+ * Decrypting, record i starts from record i-1's last ciphertext block (the
+ * same answer as one record at a time). After a batch the context's IV is
+ * the last ciphertext block, as after OpenSSL's own CBC.
  */
 #ifndef PIPETLS_H
 #define PIPETLS_H
@@ -62,6 +81,10 @@
  *   lanes N                   lanes configured (caller included)
  *   workers N                 worker threads running now
  *   inline_below N
+ *   worker_start_failures N   worker threads that could not be started
+ *                             (pthread_create failed); after a failure the
+ *                             batches run in their callers and no start is
+ *                             tried again until THREADS changes
  *   batches N                 cipher calls that carried >= 1 TLS record
  *   pipelined_batches N       ... of which more than one record
  *   inline_batches N          ... of which run by the caller alone
@@ -76,11 +99,15 @@
  *   wake_calls N              futex wakes of sleeping workers by callers
  *   worker_sleeps N           times an idle worker went to sleep
  *   caller_sleeps N           times a caller slept waiting for its batch
+ *   caller_wakes N            futex wakes of a sleeping caller by the last
+ *                             worker of its batch
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
  *   lane.I.crypto_ns N        time lane I spent in record crypto
- * INFO text uses the same form: "version X", "lanes N", "cipher NAME" lines.
+ * INFO text uses the same form: "version X", "openssl X", the lanes,
+ * workers, inline_below and worker_start_failures lines above,
+ * "multiblock 0|1", and one "cipher NAME" line per cipher offered.
  */
 
 #endif

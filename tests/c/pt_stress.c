@@ -225,20 +225,32 @@ int main(int argc, char **argv)
     if (pipelined() <= 0)
         bad++;
 
-    /* fork with the pool running: both sides must pipeline afterwards */
-    ENGINE_ctrl(eng, PIPETLS_CMD_RESET_STATS, 0, NULL, NULL);
+    /* fork with the pool running: both sides must pipeline afterwards, and
+     * the child starts with zeroed statistics (the parent's are not reset
+     * before the fork) */
     fflush(stdout);
     pid = do_fork ? fork() : -2;
     if (pid == 0) {
-        long before = pipelined();
-        int ok = one_connection(1, err, sizeof(err)) && pipelined() > before;
+        char first[8192];
+        long before, records;
+        int ok;
 
+        ENGINE_ctrl(eng, PIPETLS_CMD_STATS, sizeof(first), first, NULL);
+        records = stat_value(first, "records");
+        before = pipelined();
+        ok = records == 0 && before == 0;
+        if (!ok)
+            snprintf(err, sizeof(err), "statistics inherited: records %ld, pipelined_batches %ld",
+                records, before);
+        else
+            ok = one_connection(1, err, sizeof(err)) && pipelined() > before;
         if (!ok)
             fprintf(stderr, "child: %s\n", err);
         printf("fork child: %s, pipelined_batches %ld\n", ok ? "ok" : "FAILED", pipelined());
         fflush(stdout);
         _exit(ok ? 0 : 1);
     }
+    ENGINE_ctrl(eng, PIPETLS_CMD_RESET_STATS, 0, NULL, NULL);
     if (!one_connection(2, err, sizeof(err))) {
         fprintf(stderr, "parent after fork: %s\n", err);
         bad++;

@@ -15,10 +15,21 @@
  *
  * After fork() the child has no workers: pthread_atfork resets the pool and
  * it is rebuilt on the next batch (invariant 6).
+ *
+ * The end of a batch: the caller unlinks it, so no worker can take it any
+ * more, and waits until the workers holding it have let go (b->refs, changed
+ * under the pool mutex). It spins a little, then sleeps on b->done. The last
+ * worker out marks the batch done; only when the caller has said it sleeps
+ * does that worker wake it (outside the mutex) and then mark the batch
+ * released: the caller returns, and the batch on its stack is gone, only
+ * after the worker's last touch.
  */
-#include "pt_common.h"
+#include "pt_lanes.h"
+#include "pt_clock.h"
+#include "pt_stats.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -42,6 +53,13 @@
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
 
+enum {
+    B_RUNNING, /* workers hold the batch */
+    B_SLEEPING, /* ... and the caller sleeps on done (set by the caller) */
+    B_DONE, /* the last worker let go; no sleeper: it touches nothing more */
+    B_RELEASED /* the last worker woke the sleeping caller and let go */
+};
+
 typedef struct pt_batch {
     pt_job_fn job;
     void *arg;
@@ -51,8 +69,10 @@ typedef struct pt_batch {
     int records; /* TLS records in all jobs */
     _Atomic int next; /* next index to claim */
     _Atomic int failed;
+    int slots; /* lane slots the caller prepared: 0 is the caller's */
+    _Atomic int slots_used;
     _Atomic int refs; /* workers holding the batch (changed under mu) */
-    _Atomic uint32_t done; /* futex word: set to 1 by the last worker out */
+    _Atomic uint32_t done; /* futex word: B_RUNNING .. B_RELEASED */
     struct pt_batch *prev_b, *next_b; /* pool list links (under mu) */
     int listed;
 } pt_batch;
@@ -67,7 +87,9 @@ static struct {
     _Atomic int running; /* workers started */
     _Atomic int lanes; /* configured, caller included */
     _Atomic size_t inline_below;
-    pthread_t threads[PIPETLS_MAX_LANES];
+    _Atomic int start_failed; /* pthread_create failed: no retry until THREADS changes */
+    _Atomic unsigned long start_failures; /* threads that could not be started */
+    pthread_t threads[PT_MAX_LANES];
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -96,10 +118,10 @@ static void unlink_locked(pt_batch *b)
     b->listed = 0;
 }
 
-/* Claims and runs indices of b until none is left. */
-/* Claims and runs indices of b until none is left. t0: a timestamp taken
- * just before (0: none yet). Returns the last timestamp taken. */
-static uint64_t work_on(pt_batch *b, uint64_t t0)
+/* Claims and runs indices of b until none is left, as slot `slot`. t0: a
+ * timestamp taken just before (0: none yet). Returns the last timestamp
+ * taken. */
+static uint64_t work_as(pt_batch *b, int slot, uint64_t t0)
 {
     uint64_t t1;
     int i;
@@ -109,7 +131,7 @@ static uint64_t work_on(pt_batch *b, uint64_t t0)
 
         if (t0 == 0)
             t0 = pt_ticks();
-        rc = b->job(b->arg, i);
+        rc = b->job(b->arg, i, slot);
         t1 = pt_ticks(); /* one read per record: it starts the next one */
         pt_stats_record(b->counts != NULL ? b->counts[i] : 1,
             b->sizes != NULL ? b->sizes[i] : 0, t1 - t0);
@@ -118,6 +140,19 @@ static uint64_t work_on(pt_batch *b, uint64_t t0)
             atomic_fetch_add_explicit(&b->failed, 1, memory_order_relaxed);
     }
     return t0;
+}
+
+/* A worker's share: a slot of its own, if the batch has one left (no more
+ * threads work on a batch than it has lane slots). */
+static void work_on(pt_batch *b)
+{
+    int slot;
+
+    if (atomic_load_explicit(&b->next, memory_order_relaxed) >= b->n)
+        return;
+    slot = atomic_fetch_add_explicit(&b->slots_used, 1, memory_order_relaxed);
+    if (slot < b->slots)
+        work_as(b, slot, 0);
 }
 
 /* Takes the first batch that still has unclaimed work, with a reference. */
@@ -142,16 +177,54 @@ static pt_batch *take(void)
 
 static void release(pt_batch *b)
 {
+    int wake = 0;
+
     pthread_mutex_lock(&pool.mu);
     unlink_locked(b);
-    if (atomic_load(&b->refs) == 1) {
-        /* last worker out: wake the caller, then drop the reference; after
-         * that store the batch (on the caller's stack) is never touched */
-        atomic_store(&b->done, 1);
-        futex(&b->done, FUTEX_WAKE, 1);
-    }
-    atomic_fetch_sub(&b->refs, 1);
+    if (atomic_fetch_sub(&b->refs, 1) == 1)
+        wake = atomic_exchange(&b->done, B_DONE) == B_SLEEPING;
     pthread_mutex_unlock(&pool.mu);
+    /* without a sleeper the batch is not touched after the mutex */
+    if (wake) {
+        futex(&b->done, FUTEX_WAKE, 1);
+        pt_stats_event(PT_EV_CALLER_WAKE);
+        /* the last touch: after this store the caller may return */
+        atomic_store_explicit(&b->done, B_RELEASED, memory_order_release);
+    }
+}
+
+/* The caller, after its own claims ran out: wait until no worker holds b. */
+static void wait_released(pt_batch *b)
+{
+    uint64_t until;
+    unsigned spins;
+    int held;
+
+    pthread_mutex_lock(&pool.mu);
+    unlink_locked(b); /* no new worker may pick the batch up */
+    held = atomic_load(&b->refs) != 0;
+    pthread_mutex_unlock(&pool.mu);
+    if (!held)
+        return;
+    until = pt_now_ns() + CALLER_SPIN_NS;
+    for (spins = 1; atomic_load_explicit(&b->done, memory_order_acquire) == B_RUNNING; spins++) {
+        uint32_t expect = B_RUNNING;
+
+        if (spins < 64 || (spins & 63) != 0 || pt_now_ns() < until) {
+            cpu_relax();
+            continue;
+        }
+        if (!atomic_compare_exchange_strong(&b->done, &expect, B_SLEEPING))
+            break; /* B_DONE meanwhile */
+        while (atomic_load(&b->done) == B_SLEEPING) {
+            pt_stats_event(PT_EV_CALLER_SLEEP);
+            futex(&b->done, FUTEX_WAIT, B_SLEEPING);
+        }
+        /* the waker still holds the batch until it stores B_RELEASED */
+        while (atomic_load_explicit(&b->done, memory_order_acquire) != B_RELEASED)
+            cpu_relax();
+        return;
+    }
 }
 
 static void *worker_main(void *argp)
@@ -166,8 +239,11 @@ static void *worker_main(void *argp)
         unsigned spins;
 
         if (b != NULL) {
-            work_on(b, 0);
+            work_on(b);
             release(b);
+            /* jobs report failures through their own results; what OpenSSL
+             * left on this thread's error queue nobody would ever read */
+            ERR_clear_error();
             continue;
         }
         /* bounded spin: a busy connection posts its next batch soon; look
@@ -217,8 +293,8 @@ static int default_lanes(void)
 
     if (n < 1)
         n = 1;
-    if (n > PIPETLS_MAX_LANES)
-        n = PIPETLS_MAX_LANES;
+    if (n > PT_MAX_LANES)
+        n = PT_MAX_LANES;
     return (int)n;
 }
 
@@ -238,6 +314,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     pool.head = pool.tail = NULL;
+    atomic_store(&pool.start_failed, 0);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.sleepers, 0);
     atomic_store(&pool.stop, 0);
@@ -274,16 +351,20 @@ void pt_lanes_init_once(void)
     pthread_once(&init_once, init_pool);
 }
 
-/* Starts the workers if they are not running. Returns how many run. */
+/* Starts the workers if they are not running. Returns how many run. A
+ * failed pthread_create is not retried on every batch: the batches run in
+ * their callers until THREADS changes. */
 static int ensure_workers(void)
 {
     int n = atomic_load_explicit(&pool.running, memory_order_acquire);
 
-    if (n > 0 || atomic_load_explicit(&exiting, memory_order_relaxed))
+    if (n > 0 || atomic_load_explicit(&exiting, memory_order_relaxed)
+        || atomic_load_explicit(&pool.start_failed, memory_order_relaxed))
         return n;
     pthread_mutex_lock(&pool.cfg_mu);
     n = atomic_load(&pool.running);
-    if (n == 0 && pool.lanes > 1) {
+    /* exiting again under cfg_mu: stop_at_exit may have run meanwhile */
+    if (n == 0 && pool.lanes > 1 && !atomic_load(&exiting) && !atomic_load(&pool.start_failed)) {
         int want = pool.lanes - 1;
         pthread_attr_t attr;
 
@@ -295,18 +376,37 @@ static int ensure_workers(void)
                 != 0)
                 break;
         pthread_attr_destroy(&attr);
+        if (n < want) {
+            atomic_fetch_add(&pool.start_failures, (unsigned long)(want - n));
+            atomic_store(&pool.start_failed, 1);
+        }
         atomic_store_explicit(&pool.running, n, memory_order_release);
     }
     pthread_mutex_unlock(&pool.cfg_mu);
     return n;
 }
 
-int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts)
+int pt_lanes_width(int n, size_t total)
+{
+    int lanes;
+
+    if (n <= 1)
+        return 1; /* the single-record path: nothing more */
+    pt_lanes_init_once();
+    lanes = atomic_load_explicit(&pool.lanes, memory_order_relaxed);
+    if (lanes <= 1 || total < atomic_load(&pool.inline_below)
+        || (atomic_load_explicit(&pool.start_failed, memory_order_relaxed)
+            && atomic_load_explicit(&pool.running, memory_order_relaxed) == 0))
+        return 1;
+    return n < lanes ? n : lanes;
+}
+
+int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts,
+    int slots)
 {
     pt_batch b;
     size_t total = 0;
-    uint64_t t0 = pt_ticks(), until;
-    unsigned spins;
+    uint64_t t0 = pt_ticks();
     int i, workers, failed;
 
     if (n == 1) {
@@ -315,7 +415,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         uint64_t t1;
         int rc;
 
-        rc = job(arg, 0);
+        rc = job(arg, 0, 0);
         t1 = pt_ticks();
         pt_stats_single(counts != NULL ? counts[0] : 1, sizes != NULL ? sizes[0] : 0,
             t1 - t0, rc != 0);
@@ -330,14 +430,16 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     b.counts = counts;
     b.n = n;
     b.records = 0;
+    b.slots = slots;
+    b.slots_used = 1; /* slot 0 is the caller's */
     for (i = 0; i < n; i++) {
         total += sizes != NULL ? sizes[i] : 0;
         b.records += counts != NULL ? counts[i] : 1;
     }
 
-    if (n <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1 || total < atomic_load(&pool.inline_below)
-        || (workers = ensure_workers()) == 0) {
-        uint64_t t1 = work_on(&b, t0);
+    if (n <= 1 || slots <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1
+        || total < atomic_load(&pool.inline_below) || (workers = ensure_workers()) == 0) {
+        uint64_t t1 = work_as(&b, 0, t0);
 
         failed = atomic_load(&b.failed);
         pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
@@ -355,25 +457,14 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     pthread_mutex_unlock(&pool.mu);
     atomic_fetch_add(&pool.seq, 1);
     if (atomic_load(&pool.sleepers) > 0) {
+        int want = (n < slots ? n : slots) - 1; /* the caller is one of them */
+
         pt_stats_event(PT_EV_WAKE);
-        futex(&pool.seq, FUTEX_WAKE, (uint32_t)(n - 1 < workers ? n - 1 : workers));
+        futex(&pool.seq, FUTEX_WAKE, (uint32_t)(want < workers ? want : workers));
     }
 
-    work_on(&b, 0);
-
-    /* no new worker may pick the batch up; wait for those that hold it */
-    pthread_mutex_lock(&pool.mu);
-    unlink_locked(&b);
-    pthread_mutex_unlock(&pool.mu);
-    until = pt_now_ns() + CALLER_SPIN_NS;
-    for (spins = 1; atomic_load_explicit(&b.refs, memory_order_acquire) != 0; spins++) {
-        if (spins < 64 || (spins & 63) != 0 || pt_now_ns() < until) {
-            cpu_relax();
-            continue;
-        }
-        pt_stats_event(PT_EV_CALLER_SLEEP);
-        futex(&b.done, FUTEX_WAIT, 0);
-    }
+    work_as(&b, 0, 0);
+    wait_released(&b);
     failed = atomic_load(&b.failed);
     pt_stats_batch(b.records, 0, failed != 0, pt_ticks() - t0);
     return failed;
@@ -381,13 +472,14 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
 
 int pt_lanes_set_threads(long lanes)
 {
-    if (lanes < 1 || lanes > PIPETLS_MAX_LANES)
+    if (lanes < 1 || lanes > PT_MAX_LANES)
         return 0;
     pt_lanes_init_once();
     pthread_mutex_lock(&pool.cfg_mu);
     if (pool.lanes != (int)lanes) {
         stop_workers_locked();
         pool.lanes = (int)lanes;
+        atomic_store(&pool.start_failed, 0); /* worth another try */
     }
     pthread_mutex_unlock(&pool.cfg_mu);
     return 1;
@@ -402,6 +494,11 @@ int pt_lanes_get_threads(void)
 int pt_lanes_workers_running(void)
 {
     return atomic_load(&pool.running);
+}
+
+unsigned long pt_lanes_start_failures(void)
+{
+    return atomic_load(&pool.start_failures);
 }
 
 int pt_lanes_set_inline_below(long bytes)

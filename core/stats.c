@@ -1,5 +1,5 @@
 /*
- * stats.c - engine statistics.
+ * stats.c - statistics of the pipetls core.
  *
  * Every thread that does record work owns a cache-line-aligned block of
  * counters and is its only writer (relaxed atomics, no lock, no sharing on
@@ -8,14 +8,13 @@
  * RESET_STATS does not touch other threads' counters: it records a baseline
  * that later readings subtract.
  */
-#include "pt_common.h"
+#include "pt_stats.h"
+#include "pt_clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum {
     C_BATCHES,
@@ -31,8 +30,9 @@ enum {
     C_WAKE_CALLS,
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
+    C_CALLER_WAKES,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
-    C_COUNT = C_HIST + PIPETLS_MAX_PIPES + 1
+    C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
 
 typedef struct pt_block {
@@ -44,9 +44,9 @@ typedef struct pt_block {
 
 typedef struct {
     uint64_t c[C_COUNT];
-    uint64_t lane_records[PIPETLS_MAX_LANES];
-    uint64_t lane_bytes[PIPETLS_MAX_LANES];
-    uint64_t lane_crypto[PIPETLS_MAX_LANES];
+    uint64_t lane_records[PT_MAX_LANES];
+    uint64_t lane_bytes[PT_MAX_LANES];
+    uint64_t lane_crypto[PT_MAX_LANES];
 } pt_totals;
 
 static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -58,37 +58,8 @@ static pt_totals baseline;
 static pthread_key_t release_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
-uint64_t pt_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * Ticks: the time stamp counter where there is one (about 15 ns to read
- * against 50 ns for clock_gettime here: the single-record path reads it
- * twice per record), else nanoseconds. Counters keep ticks; the text shows
- * nanoseconds, converted with the ratio observed since the library loaded.
- */
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-uint64_t pt_ticks(void)
-{
-    return __rdtsc();
-}
-#define HAVE_TSC 1
-#else
-uint64_t pt_ticks(void)
-{
-    return pt_now_ns();
-}
-#define HAVE_TSC 0
-#endif
-
-static uint64_t origin_ns, origin_ticks;
-static pthread_once_t origin_once = PTHREAD_ONCE_INIT;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void release_block(void *p);
 
 /* fork: the child must not inherit blocks_mu locked by another thread */
 static void fork_prepare(void)
@@ -96,37 +67,42 @@ static void fork_prepare(void)
     pthread_mutex_lock(&blocks_mu);
 }
 
-static void fork_release(void)
+static void fork_parent(void)
 {
     pthread_mutex_unlock(&blocks_mu);
 }
 
-static void set_origin(void)
+/* The child starts from zero: no counts of the parent's, and the blocks of
+ * the parent's other threads (which the child does not have) are free for
+ * the child's own lanes. */
+static void fork_child(void)
 {
-    origin_ns = pt_now_ns();
-    origin_ticks = pt_ticks();
-    pthread_atfork(fork_prepare, fork_release, fork_release);
+    pt_block *b, *mine = pthread_getspecific(release_key);
+
+    for (b = blocks; b != NULL; b = b->next) {
+        memset((void *)b->c, 0, sizeof(b->c));
+        if (b != mine)
+            b->in_use = 0;
+    }
+    memset(&baseline, 0, sizeof(baseline));
+    pthread_mutex_unlock(&blocks_mu);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&release_key, release_block);
+}
+
+static void init_stats(void)
+{
+    pt_clock_init();
+    pthread_once(&key_once, make_key);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 void pt_stats_init(void)
 {
-    pthread_once(&origin_once, set_origin);
-}
-
-/* nanoseconds per tick, from the time since the origin (at least 2 ms) */
-static double ns_per_tick(void)
-{
-    uint64_t ns, t;
-
-    if (!HAVE_TSC)
-        return 1.0;
-    pt_stats_init();
-    for (;;) {
-        ns = pt_now_ns();
-        t = pt_ticks();
-        if (ns - origin_ns >= 2000000 && t > origin_ticks)
-            return (double)(ns - origin_ns) / (double)(t - origin_ticks);
-    }
+    pthread_once(&init_once, init_stats);
 }
 
 static void release_block(void *p)
@@ -136,11 +112,6 @@ static void release_block(void *p)
     pthread_mutex_lock(&blocks_mu);
     b->in_use = 0;
     pthread_mutex_unlock(&blocks_mu);
-}
-
-static void make_key(void)
-{
-    pthread_key_create(&release_key, release_block);
 }
 
 /* This thread's block for lane `lane`: a free one of that lane, or new. */
@@ -211,7 +182,7 @@ void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks)
     if (failed)
         add(b, C_FAILED, 1);
     add(b, C_BATCH_NS, wall_ticks);
-    if (records >= 1 && records <= PIPETLS_MAX_PIPES)
+    if (records >= 1 && records <= PT_MAX_PIPES)
         add(b, C_HIST + records, 1);
 }
 
@@ -242,7 +213,7 @@ void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed)
         add(b, C_PIPELINED, 1);
     if (failed)
         add(b, C_FAILED, 1);
-    if (records >= 1 && records <= PIPETLS_MAX_PIPES)
+    if (records >= 1 && records <= PT_MAX_PIPES)
         add(b, C_HIST + records, 1);
 }
 
@@ -259,11 +230,16 @@ void pt_stats_stream(size_t bytes)
 void pt_stats_event(int which)
 {
     pt_block *b = block();
+    static const int counter[] = {
+        [PT_EV_WAKE] = C_WAKE_CALLS,
+        [PT_EV_WORKER_SLEEP] = C_WORKER_SLEEPS,
+        [PT_EV_CALLER_SLEEP] = C_CALLER_SLEEPS,
+        [PT_EV_CALLER_WAKE] = C_CALLER_WAKES,
+    };
 
-    if (b == NULL)
+    if (b == NULL || which < 0 || which > PT_EV_CALLER_WAKE)
         return;
-    add(b, which == PT_EV_WAKE ? C_WAKE_CALLS : which == PT_EV_WORKER_SLEEP ? C_WORKER_SLEEPS
-                                                                           : C_CALLER_SLEEPS, 1);
+    add(b, counter[which], 1);
 }
 
 static void sum(pt_totals *t)
@@ -276,7 +252,7 @@ static void sum(pt_totals *t)
     for (b = blocks; b != NULL; b = b->next) {
         for (i = 0; i < C_COUNT; i++)
             t->c[i] += atomic_load_explicit(&b->c[i], memory_order_relaxed);
-        if (b->lane >= 0 && b->lane < PIPETLS_MAX_LANES) {
+        if (b->lane >= 0 && b->lane < PT_MAX_LANES) {
             t->lane_records[b->lane] += atomic_load_explicit(&b->c[C_RECORDS], memory_order_relaxed);
             t->lane_bytes[b->lane] += atomic_load_explicit(&b->c[C_BYTES], memory_order_relaxed);
             t->lane_crypto[b->lane] += atomic_load_explicit(&b->c[C_CRYPTO_NS], memory_order_relaxed);
@@ -295,34 +271,30 @@ void pt_stats_reset(void)
     pthread_mutex_unlock(&blocks_mu);
 }
 
-/* snprintf into buf at *off, keeping count of the full length. */
-static void put(char *buf, size_t len, size_t *off, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-#include <stdarg.h>
-static void put(char *buf, size_t len, size_t *off, const char *fmt, ...)
+void pt_stats_format(pt_text *out, int lanes)
 {
-    va_list ap;
-    int n;
-    char *dst = NULL;
-    size_t room = 0;
-
-    if (buf != NULL && *off < len) {
-        dst = buf + *off;
-        room = len - *off;
-    }
-    va_start(ap, fmt);
-    n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        *off += (size_t)n;
-}
-
-size_t pt_stats_format(char *buf, size_t len)
-{
+    static const struct {
+        const char *key;
+        int c;
+    } rows[] = {
+        { "batches", C_BATCHES },
+        { "pipelined_batches", C_PIPELINED },
+        { "inline_batches", C_INLINE },
+        { "records", C_RECORDS },
+        { "bytes", C_BYTES },
+        { "failed_batches", C_FAILED },
+        { "crypto_ns", C_CRYPTO_NS },
+        { "batch_ns", C_BATCH_NS },
+        { "stream_calls", C_STREAM_CALLS },
+        { "stream_bytes", C_STREAM_BYTES },
+        { "wake_calls", C_WAKE_CALLS },
+        { "worker_sleeps", C_WORKER_SLEEPS },
+        { "caller_sleeps", C_CALLER_SLEEPS },
+        { "caller_wakes", C_CALLER_WAKES },
+    };
     pt_totals t, base;
-    size_t off = 0;
-    int i, lanes = pt_lanes_get_threads();
+    size_t r;
+    int i;
     double scale;
 
     sum(&t);
@@ -331,42 +303,24 @@ size_t pt_stats_format(char *buf, size_t len)
     pthread_mutex_unlock(&blocks_mu);
     for (i = 0; i < C_COUNT; i++)
         t.c[i] -= base.c[i];
-    scale = ns_per_tick();
+    scale = pt_ns_per_tick();
     t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
     t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
-    for (i = 0; i < PIPETLS_MAX_LANES; i++) {
+    for (i = 0; i < PT_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];
         t.lane_crypto[i] -= base.lane_crypto[i];
     }
-    if (buf != NULL && len > 0)
-        buf[0] = '\0';
-    put(buf, len, &off, "pipetls.stats 1\n");
-    put(buf, len, &off, "lanes %d\n", lanes);
-    put(buf, len, &off, "workers %d\n", pt_lanes_workers_running());
-    put(buf, len, &off, "inline_below %zu\n", pt_lanes_get_inline_below());
-    put(buf, len, &off, "batches %llu\n", (unsigned long long)t.c[C_BATCHES]);
-    put(buf, len, &off, "pipelined_batches %llu\n", (unsigned long long)t.c[C_PIPELINED]);
-    put(buf, len, &off, "inline_batches %llu\n", (unsigned long long)t.c[C_INLINE]);
-    put(buf, len, &off, "records %llu\n", (unsigned long long)t.c[C_RECORDS]);
-    put(buf, len, &off, "bytes %llu\n", (unsigned long long)t.c[C_BYTES]);
-    put(buf, len, &off, "failed_batches %llu\n", (unsigned long long)t.c[C_FAILED]);
-    put(buf, len, &off, "crypto_ns %llu\n", (unsigned long long)t.c[C_CRYPTO_NS]);
-    put(buf, len, &off, "batch_ns %llu\n", (unsigned long long)t.c[C_BATCH_NS]);
-    put(buf, len, &off, "stream_calls %llu\n", (unsigned long long)t.c[C_STREAM_CALLS]);
-    put(buf, len, &off, "stream_bytes %llu\n", (unsigned long long)t.c[C_STREAM_BYTES]);
-    put(buf, len, &off, "wake_calls %llu\n", (unsigned long long)t.c[C_WAKE_CALLS]);
-    put(buf, len, &off, "worker_sleeps %llu\n", (unsigned long long)t.c[C_WORKER_SLEEPS]);
-    put(buf, len, &off, "caller_sleeps %llu\n", (unsigned long long)t.c[C_CALLER_SLEEPS]);
-    for (i = 1; i <= PIPETLS_MAX_PIPES; i++)
+    for (r = 0; r < sizeof(rows) / sizeof(rows[0]); r++)
+        pt_text_put(out, "%s %llu\n", rows[r].key, (unsigned long long)t.c[rows[r].c]);
+    for (i = 1; i <= PT_MAX_PIPES; i++)
         if (t.c[C_HIST + i] != 0)
-            put(buf, len, &off, "hist.%d %llu\n", i, (unsigned long long)t.c[C_HIST + i]);
-    for (i = 0; i < PIPETLS_MAX_LANES; i++)
+            pt_text_put(out, "hist.%d %llu\n", i, (unsigned long long)t.c[C_HIST + i]);
+    for (i = 0; i < PT_MAX_LANES; i++)
         if (i < lanes || t.lane_records[i] != 0) {
-            put(buf, len, &off, "lane.%d.records %llu\n", i, (unsigned long long)t.lane_records[i]);
-            put(buf, len, &off, "lane.%d.bytes %llu\n", i, (unsigned long long)t.lane_bytes[i]);
-            put(buf, len, &off, "lane.%d.crypto_ns %llu\n", i,
+            pt_text_put(out, "lane.%d.records %llu\n", i, (unsigned long long)t.lane_records[i]);
+            pt_text_put(out, "lane.%d.bytes %llu\n", i, (unsigned long long)t.lane_bytes[i]);
+            pt_text_put(out, "lane.%d.crypto_ns %llu\n", i,
                 (unsigned long long)((double)t.lane_crypto[i] * scale));
         }
-    return off;
 }

@@ -1,0 +1,206 @@
+/*
+ * batch.c - a batch of TLS records on the lanes (see pt_record.h): lane
+ * contexts keyed once per key (invariant 8), the CBC IV chain across the
+ * batch, MULTIBLOCK groups, and the one place a failed record's reason is
+ * raised, in the calling thread.
+ */
+#include "pt_record.h"
+#include "pt_guard.h"
+#include "pt_lanes.h"
+
+#include <openssl/crypto.h>
+#include <stdatomic.h>
+#include <string.h>
+
+const pt_family *const pt_families[PT_N_FAMILIES + 1] = {
+    &pt_fam_aes_128_gcm,
+    &pt_fam_aes_256_gcm,
+    &pt_fam_chacha20_poly1305,
+    &pt_fam_aes_128_cbc_hmac_sha1,
+    &pt_fam_aes_256_cbc_hmac_sha1,
+    &pt_fam_aes_128_cbc_hmac_sha256,
+    &pt_fam_aes_256_cbc_hmac_sha256,
+    &pt_fam_aes_128_cbc,
+    &pt_fam_aes_256_cbc,
+    NULL,
+};
+
+const pt_family *pt_family_by_nid(int nid)
+{
+    size_t i;
+
+    for (i = 0; pt_families[i] != NULL; i++)
+        if (pt_families[i]->nid == nid)
+            return pt_families[i];
+    return NULL;
+}
+
+static _Atomic int multiblock_on = 1;
+
+int pt_multiblock_enabled(void)
+{
+    return multiblock_on;
+}
+
+int pt_set_multiblock(long on)
+{
+    if (on != 0 && on != 1)
+        return 0;
+    multiblock_on = (int)on;
+    return 1;
+}
+
+/* Lane context i keyed like base (copied once per key). */
+static int ensure_lane(pt_conn *k, int i)
+{
+    pt_lane *l = &k->lane[i];
+
+    if (l->evp != NULL && l->gen == k->key_gen)
+        return 1;
+    if (l->evp == NULL && (l->evp = EVP_CIPHER_CTX_new()) == NULL)
+        return 0;
+    if (!EVP_CIPHER_CTX_copy(l->evp, k->base))
+        return 0;
+    l->gen = k->key_gen;
+    l->seq = UINT64_MAX;
+    l->iv_ok = 0;
+    return 1;
+}
+
+void pt_conn_free_lanes(pt_conn *k)
+{
+    int i;
+
+    for (i = 0; i < PT_MAX_PIPES; i++) {
+        pt_lane *l = &k->lane[i];
+
+        OPENSSL_clear_free(l->scratch, l->scratch_len);
+        EVP_CIPHER_CTX_free(l->evp);
+        memset(l, 0, sizeof(*l));
+    }
+}
+
+int pt_conn_lanes_made(const pt_conn *k)
+{
+    int i, n = 0;
+
+    for (i = 0; i < PT_MAX_PIPES; i++)
+        n += k->lane[i].evp != NULL;
+    return n;
+}
+
+/* Batch jobs: one record, or a group of PT_GROUP records (job i of a
+ * grouped batch covers records PT_GROUP*i .. PT_GROUP*i+3, the tail ones
+ * are single records). */
+typedef struct {
+    pt_conn *k;
+    pt_record *recs;
+    int enc;
+    int groups; /* jobs 0..groups-1 are groups */
+} pt_job;
+
+static int run_record(void *arg, int i, int slot)
+{
+    pt_job *j = arg;
+    const pt_family *f = j->k->fam;
+    pt_lane *lane = &j->k->lane[slot];
+    int first, r;
+
+    if (i >= j->groups) {
+        first = j->groups * PT_GROUP + (i - j->groups);
+        return f->record(&j->k->tls, lane, &j->recs[first], j->enc) < 0;
+    }
+    first = i * PT_GROUP;
+    if (f->group(f, lane, &j->recs[first]) == 0)
+        return 0;
+    /* the group could not go as one: one record at a time, same lane */
+    for (r = first; r < first + PT_GROUP; r++)
+        if (f->record(&j->k->tls, lane, &j->recs[r], j->enc) < 0)
+            return 1;
+    return 0;
+}
+
+static void raise_failed(const pt_record *recs, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        if (recs[i].result < 0) {
+            pt_err_raise(recs[i].reason != 0 ? recs[i].reason : PT_R_CIPHER_FAILED,
+                "record %d of %d (%zu bytes)", i + 1, n, recs[i].len);
+            return;
+        }
+    pt_err_raise(PT_R_CIPHER_FAILED, "a batch of %d records", n);
+}
+
+int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16])
+{
+    const pt_family *f = k->fam;
+    pt_job job = { k, recs, enc, 0 };
+    size_t sizes[PT_MAX_PIPES], total = 0;
+    int counts[PT_MAX_PIPES];
+    unsigned char next_iv[16];
+    int i, failed, jobs, width;
+
+    for (i = 0; i < n; i++) {
+        sizes[i] = recs[i].len;
+        total += recs[i].len;
+        counts[i] = 1;
+        recs[i].result = -1;
+        recs[i].reason = 0;
+        if (f->cbc) {
+            PT_ENSURE(recs[i].len % 16 == 0, fail, PT_R_BAD_RECORD_LENGTH,
+                "record %d of %d: %zu bytes, not whole CBC blocks", i + 1, n, recs[i].len);
+            if (enc || i == 0)
+                memcpy(recs[i].iv, iv, 16);
+            else if (recs[i - 1].len >= 16)
+                memcpy(recs[i].iv, recs[i - 1].in + recs[i - 1].len - 16, 16);
+            else
+                memcpy(recs[i].iv, recs[i - 1].iv, 16);
+        }
+    }
+    if (f->cbc && !enc && recs[n - 1].len >= 16)
+        memcpy(next_iv, recs[n - 1].in + recs[n - 1].len - 16, 16);
+
+    /* stitched CBC-HMAC, encrypting: equal records go in groups of four
+     * through OpenSSL's MULTIBLOCK code on each lane */
+    jobs = n;
+    if (enc && f->group != NULL && n >= PT_GROUP && multiblock_on && f->groupable(f, recs, n)) {
+        job.groups = n / PT_GROUP;
+        jobs = job.groups + n % PT_GROUP;
+        for (i = 0; i < jobs; i++) {
+            int first = i < job.groups ? i * PT_GROUP : job.groups * PT_GROUP + (i - job.groups);
+            int r, cnt = i < job.groups ? PT_GROUP : 1;
+
+            sizes[i] = 0;
+            counts[i] = cnt;
+            for (r = first; r < first + cnt; r++)
+                sizes[i] += recs[r].len;
+        }
+    }
+
+    /* no more lane contexts than can run at once */
+    width = pt_lanes_width(jobs, total);
+    for (i = 0; i < width; i++)
+        PT_ENSURE(ensure_lane(k, i), fail, PT_R_LANE_SETUP, "lane context %d of %d", i, width);
+
+    failed = pt_lanes_run(run_record, &job, jobs, sizes, counts, width);
+    if (failed != 0) {
+        raise_failed(recs, n);
+        if (!enc)
+            for (i = 0; i < n; i++)
+                OPENSSL_cleanse(recs[i].out, recs[i].len);
+        return -1;
+    }
+    if (f->cbc && recs[n - 1].len >= 16) {
+        if (enc)
+            memcpy(next_iv, recs[n - 1].out + recs[n - 1].len - 16, 16);
+        memcpy(iv, next_iv, 16);
+        PT_ENSURE(pt_set_iv(k->base, next_iv), fail, PT_R_CIPHER_FAILED,
+            "setting the chaining IV after a batch");
+    }
+    return 0;
+
+fail:
+    return -1;
+}

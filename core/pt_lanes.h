@@ -1,0 +1,41 @@
+/*
+ * pt_lanes.h - the process-wide pool of worker lanes.
+ *
+ * A batch is n independent jobs. pt_lanes_run() runs job(arg, i, slot) for
+ * every i in 0..n-1, each index exactly once, by one thread; the calling
+ * thread works too (invariant 5). slot (0..slots-1) names the thread's share
+ * of the batch: no two threads run jobs of one batch with the same slot at
+ * the same time, so a job may use per-slot state (a keyed lane context)
+ * without locking. At most min(n, lanes, slots) slots are used;
+ * pt_lanes_width() says how many a batch of this size will want, so the
+ * caller prepares no more state than can run at once.
+ */
+#ifndef PT_LANES_H
+#define PT_LANES_H
+
+#include "pt_base.h"
+
+typedef int (*pt_job_fn)(void *arg, int index, int slot);
+
+/* sizes[i]: bytes of job i; counts[i]: TLS records in job i (NULL: one
+ * each), for the statistics. Returns the number of jobs that failed
+ * (job != 0). */
+int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts,
+    int slots);
+/* Slots a batch of n jobs and total bytes will use at most now (1 when it
+ * will run in the calling thread alone). */
+int pt_lanes_width(int n, size_t total);
+
+int pt_lanes_set_threads(long lanes); /* 1..PT_MAX_LANES */
+int pt_lanes_get_threads(void);
+int pt_lanes_workers_running(void);
+/* Worker threads that could not be started (pthread_create failed) since
+ * the process began; after a failure no start is tried again until THREADS
+ * changes (or after fork). */
+unsigned long pt_lanes_start_failures(void);
+int pt_lanes_set_inline_below(long bytes);
+size_t pt_lanes_get_inline_below(void);
+void pt_lanes_shutdown(void);
+void pt_lanes_init_once(void);
+
+#endif

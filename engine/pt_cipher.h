@@ -1,0 +1,33 @@
+/*
+ * pt_cipher.h - the EVP_CIPHER front of the pipetls ENGINE (cipher.c): one
+ * EVP_CIPHER per family of the core, whose contexts hold a pt_ctx.
+ */
+#ifndef PT_CIPHER_H
+#define PT_CIPHER_H
+
+/* The ENGINE and the EVP_CIPHER_meth_* API are deprecated in 3.0; we mean it. */
+#ifndef OPENSSL_SUPPRESS_DEPRECATED
+#define OPENSSL_SUPPRESS_DEPRECATED
+#endif
+
+#include "pt_record.h"
+
+/* State behind one EVP_CIPHER_CTX of ours (its cipher_data). */
+typedef struct pt_ctx {
+    pt_conn conn; /* what the core needs: family, keyed base, lanes */
+    int enc;
+    /* pipeline state, set by the EVP_CTRL_SET_PIPELINE_* ctrls */
+    int n_out, n_in, n_len;
+    unsigned char *out_bufs[PT_MAX_PIPES];
+    unsigned char *in_bufs[PT_MAX_PIPES];
+    size_t lens[PT_MAX_PIPES];
+    int n_aad;
+    unsigned char aad[PT_MAX_PIPES][PT_TLS_AAD_LEN];
+    int bad; /* a pipeline ctrl was refused: the next cipher call fails */
+} pt_ctx;
+
+/* Builds the EVP_CIPHER we register for a family, or NULL when OpenSSL's
+ * default provider does not offer the algorithm on this CPU. */
+EVP_CIPHER *pt_cipher_new(const pt_family *f);
+
+#endif
