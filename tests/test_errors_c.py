@@ -6,7 +6,7 @@ threads that cannot be started - is reported and not retried on every batch
 (tests/c/pt_nothreads.c).
 
 The EVP work runs in a child process (this file run as a script) where the
-engine is never the default for any cipher, as in tests/_evp_worker.py."""
+engine is never the default for any cipher, as in tests/support/evp_worker.py."""
 import ctypes as C
 import json
 import os
