@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
+#include <stdatomic.h>
 #include <string.h>
 
 const pp_alg pp_algs[PP_N_ALGS] = {
@@ -37,6 +38,13 @@ const pp_alg pp_algs[PP_N_ALGS] = {
 /* The default provider's get_params of each algorithm: it takes no
  * context, and it is the same function for every load of the provider. */
 static OSSL_FUNC_cipher_get_params_fn *default_get_params[PP_N_ALGS];
+
+static _Atomic unsigned long key_setups;
+
+unsigned long pp_key_setups(void)
+{
+    return key_setups;
+}
 
 typedef struct {
     pp_provctx *pc;
@@ -213,6 +221,7 @@ static int pipeline_init(pp_ctx *c, const unsigned char *key, size_t keylen, siz
         memcpy(c->key, key, keylen);
         c->keyed = 1;
         a->key_gen++;
+        key_setups++;
     }
     c->enc = enc;
     if (!pt_aead_start(a, (int)numpipes, iv, enc))

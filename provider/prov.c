@@ -23,6 +23,7 @@
  *     "workers"      int: worker threads running now
  *     "inline_below" size_t: bytes below which an update stays in the caller
  *     "stats_reset"  int: asking for it zeroes the counters (answers 1)
+ *     "key_setups"   unsigned long: pipeline key schedules computed so far
  */
 #include "pt_prov.h"
 #include "pt_guard.h"
@@ -50,6 +51,7 @@
 #define PARAM_WORKERS "workers"
 #define PARAM_INLINE_BELOW "inline_below"
 #define PARAM_STATS_RESET "stats_reset"
+#define PARAM_KEY_SETUPS "key_setups"
 
 static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
@@ -62,6 +64,7 @@ static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_int(PARAM_WORKERS, NULL),
     OSSL_PARAM_size_t(PARAM_INLINE_BELOW, NULL),
     OSSL_PARAM_int(PARAM_STATS_RESET, NULL),
+    OSSL_PARAM_ulong(PARAM_KEY_SETUPS, NULL),
     OSSL_PARAM_END
 };
 
@@ -137,6 +140,9 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_INLINE_BELOW)) != NULL
         && !OSSL_PARAM_set_size_t(p, pt_lanes_get_inline_below()))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, PARAM_KEY_SETUPS)) != NULL
+        && !OSSL_PARAM_set_ulong(p, pp_key_setups()))
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_STATS_RESET)) != NULL) {
         pt_stats_reset();

@@ -354,6 +354,15 @@ static int test_mix(void)
 
 /* ----------------------------------------------------------- rekeying */
 
+static unsigned long key_setups(void)
+{
+    unsigned long n = 0;
+    OSSL_PARAM p[2] = { OSSL_PARAM_END, OSSL_PARAM_END };
+
+    p[0] = OSSL_PARAM_construct_ulong("key_setups", &n);
+    return OSSL_PROVIDER_get_params(ours_prov, p) ? n : (unsigned long)-1;
+}
+
 static int test_rekey(void)
 {
     int alg;
@@ -371,15 +380,26 @@ static int test_rekey(void)
         }
         batch_alloc(&b, 8, len, aadl, 1, keylens[alg]);
         memcpy(key0, b.key, sizeof(key0));
-        /* first with the key, then with NULL (kept), then the same key again */
+        /* first with the key, then with NULL (kept), then the same key
+         * again: one key schedule per context (invariant 8) */
         for (round = 0; ok && round < 3; round++) {
+            unsigned long before = key_setups();
+
             RAND_bytes(b.iv[0], IVLEN); /* fresh IVs each time */
             ok = check_batch("rekey", ec, dc, alg, &b, 1, round == 1 ? NULL : b.key);
+            if (ok && key_setups() - before != (round == 0 ? 2 : 0))
+                ok = fail("rekey", "%s: round %d computed %lu key schedules", algs[alg], round,
+                    key_setups() - before);
         }
-        /* a different key on the same contexts */
+        /* a different key on the same contexts: one schedule each */
         if (ok) {
+            unsigned long before = key_setups();
+
             RAND_bytes(b.key, (int)keylens[alg]);
             ok = check_batch("rekey", ec, dc, alg, &b, 1, b.key);
+            if (ok && key_setups() - before != 2)
+                ok = fail("rekey", "%s: a new key computed %lu key schedules", algs[alg],
+                    key_setups() - before);
         }
         /* a NULL key on a context that never had one must fail */
         if (ok) {
