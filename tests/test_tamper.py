@@ -226,11 +226,32 @@ def test_stock_reader_refuses_tampered_pipelined_records(engine, certs, stock, r
 def test_negative_control_stock_child_has_no_engine(engine, stock):
     """The stock answers come from a process without the engine, on the
     same libcrypto release as this one; this process has the engine."""
+    from pipetls.engine import engine_path
     from support.stock import engine_mapped, libcrypto_version
 
-    assert engine_mapped()
+    assert engine_mapped(engine_path())
     assert stock.query("support.stock:engine_mapped") is False
     assert stock.version == libcrypto_version()
+
+
+def test_negative_control_engine_file_is_the_file_not_a_directory():
+    """The stock child's engine check matches the engine file (by the name
+    ``pipetls.so`` or as the file in use), never a directory called
+    pipetls: the matrix releases live under ~/.cache/pipetls/."""
+    from support.stock import is_engine_file, mapped_paths
+
+    release = "/root/.cache/pipetls/openssl-matrix/3.0.17-1~deb12u2/root/usr/lib/" \
+              "x86_64-linux-gnu/libcrypto.so.3"
+    assert not is_engine_file(release)
+    assert not is_engine_file("/var/cache/pipetls/openssl-3.5.7-x/prefix/lib/libssl.so.3")
+    assert not is_engine_file("/opt/pipetls.so.d/libcrypto.so.3")
+    assert is_engine_file("/usr/lib/python3/site-packages/pipetls/pipetls.so")
+    assert is_engine_file("/work/build/asan/pipetls.so")
+    assert not is_engine_file("/work/build/engine-x.so")
+    assert is_engine_file("/work/build/engine-x.so", "/work/build/engine-x.so")
+    # this process maps its libcrypto, and it is not taken for an engine
+    crypto = [p for p in mapped_paths() if "libcrypto.so" in p]
+    assert crypto and not any(is_engine_file(p) for p in crypto)
 
 
 def test_negative_control_stock_answers_differ_by_damage(stock, certs):
