@@ -172,19 +172,8 @@ def app_layout(relay, direction: str, keylines) -> list:
     any damage), decrypted with the connection's keylog lines."""
     sess = WireSession.from_capture(bytes(relay.captured["c2s"]), bytes(relay.captured["s2c"]),
                                     list(keylines), strict=False)
-    d = sess.directions()[direction]
-    out, seq, active = [], 0, False
-    for r in (sess.c2s if direction == "c2s" else sess.s2c):
-        if r.type == CHANGE_CIPHER_SPEC and not active:
-            active = True
-            continue
-        if not active:
-            continue
-        plain, _ = d.decrypt(seq, r.type, r.version, r.body)
-        seq += 1
-        if r.type == APPLICATION_DATA:
-            out.append(len(plain))
-    return out
+    return [len(r.plaintext) for r in sess.decrypt_direction(direction)
+            if r.type == APPLICATION_DATA]
 
 
 def layout_answer(layout: list, bad_record: int) -> dict:
