@@ -311,7 +311,7 @@ def test_negative_control_stock_answers_differ_by_damage(stock, certs):
 def test_negative_control_rfc_check_can_fail():
     """An undocumented deviation fails, and so does a documented one that a
     release in its range no longer shows."""
-    from support.rfc import ALERT_INTERNAL_ERROR
+    from support.rfc import ALERT_INTERNAL_ERROR, deviation_for
 
     with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
         check_stock_against_rfc("aes128gcm:flip-tag", ALERT_BAD_RECORD_MAC,
@@ -323,3 +323,12 @@ def test_negative_control_rfc_check_can_fail():
     with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
         check_stock_against_rfc("aes128gcm:truncate-to-10", ALERT_BAD_RECORD_MAC,
                                 ALERT_INTERNAL_ERROR, (3, 0, 22))
+    # the same for the 3.5 entry, measured on 3.5.7 alone
+    assert deviation_for("chacha20:truncate-to-10", (3, 5, 7)) is not None
+    with pytest.raises(AssertionError, match="documented deviation no longer seen"):
+        check_stock_against_rfc("chacha20:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                ALERT_BAD_RECORD_MAC, (3, 5, 7))
+    for outside in ((3, 5, 6), (3, 5, 8), (3, 0, 21)):
+        with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
+            check_stock_against_rfc("chacha20:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                    ALERT_INTERNAL_ERROR, outside)
