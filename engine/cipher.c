@@ -376,6 +376,14 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
     int i, failed, jobs;
 
     for (i = 0; i < n; i++) {
+        /* a record needs both buffers: EVP_CipherUpdate(out NULL) after a
+         * TLS AAD (an AAD update, not a record) or a NULL pipe entry */
+        if (recs[i].out == NULL || recs[i].in == NULL) {
+            ERR_raise_data(ERR_LIB_EVP, ERR_R_PASSED_NULL_PARAMETER,
+                "pipetls: TLS record %d without an %s buffer", i,
+                recs[i].out == NULL ? "output" : "input");
+            return -1;
+        }
         sizes[i] = recs[i].len;
         counts[i] = 1;
         recs[i].pipe = i;
