@@ -15,6 +15,7 @@
 int bind_engine(ENGINE *e, const char *id, const dynamic_fns *fns);
 
 ENGINE *fz_engine;
+int fz_trace;
 
 fz_cipher fz_ciphers[FZ_N_CIPHERS] = {
     { "AES-128-GCM", NID_aes_128_gcm, FZ_GCM, 16, 12, 0, NULL, NULL },
@@ -54,6 +55,7 @@ void fz_init(void)
 
     if (fz_engine != NULL)
         return;
+    fz_trace = getenv("PIPETLS_FUZZ_TRACE") != NULL;
     memset(&fns, 0, sizeof(fns));
     fns.static_state = ENGINE_get_static_state();
     if ((fz_engine = ENGINE_new()) == NULL
@@ -126,7 +128,7 @@ void fz_bytes(fz_reader *r, unsigned char *out, size_t len)
 
 /* ---- arena ---------------------------------------------------------------- */
 
-#define ARENA_MAX 512
+#define ARENA_MAX 4096
 static void *arena[ARENA_MAX];
 static int arena_n;
 

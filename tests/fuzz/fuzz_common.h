@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum { FZ_GCM, FZ_CHACHA, FZ_HMAC, FZ_CBC };
 
@@ -57,6 +58,15 @@ void fz_bytes(fz_reader *r, unsigned char *out, size_t len);
  * buffer must outlive every ctrl that named it) ---------------------------- */
 unsigned char *fz_alloc(size_t len); /* len 0: a 1-byte block, never read */
 void fz_free_all(void);
+
+/* PIPETLS_FUZZ_TRACE=1 in the environment: each target prints its calls
+ * (for reading a reproducer; slow) */
+extern int fz_trace;
+#define FZ_TRACE(...)                                                         \
+    do {                                                                      \
+        if (fz_trace)                                                         \
+            fprintf(stderr, "pipetls-fuzz: " __VA_ARGS__);                    \
+    } while (0)
 
 /* Aborts with a message: a differential mismatch or a broken invariant. */
 #define FZ_CHECK(cond, ...)                                                   \

@@ -51,6 +51,10 @@ typedef struct {
     unsigned char *in[SLOTS], *out[SLOTS];
     size_t budget;
     int aad_next; /* the slot the next derived AAD describes */
+    /* IV lengths set by EVP_CTRL_AEAD_SET_IVLEN in this input: EVP caches
+     * an ENGINE context's IV length until its next init, so
+     * EVP_CIPHER_CTX_get_iv_length can be stale in between */
+    int ivlen_max, ivlen_min;
     unsigned char key[32];
 } st;
 
@@ -101,7 +105,17 @@ static int iv_len_now(st *s)
     if (EVP_CIPHER_CTX_get0_cipher(ctx) != NULL)
         n = EVP_CIPHER_CTX_get_iv_length(ctx);
     ERR_clear_error();
-    return n > 0 && n <= 1024 ? n : s->c->iv_len;
+    if (n <= 0 || n > 1024)
+        n = s->c->iv_len;
+    return n > s->ivlen_max ? n : s->ivlen_max; /* room for either */
+}
+
+/* the shortest IV length the context may have now */
+static int iv_len_min(st *s)
+{
+    int n = iv_len_now(s);
+
+    return s->ivlen_min > 0 && s->ivlen_min < n ? s->ivlen_min : n;
 }
 
 /* The TLS AAD of a record whose buffer is cap bytes (what libssl passes). */
@@ -207,7 +221,7 @@ static void op_iv_fixed(st *s)
      * overruns its own context when the fixed part is longer than an IV
      * length set below it: its defect, reached the same way without the
      * engine, so not asked for here */
-    if (arg > 0 && (size_t)arg > (size_t)iv_len_now(s))
+    if (arg > 0 && arg > iv_len_min(s))
         return;
     p = fz_alloc(len);
     fz_bytes(&s->r, p, len);
@@ -218,7 +232,14 @@ static void op_ivlen(st *s)
 {
     uint8_t b = fz_u8(&s->r);
 
-    ctrl(s, EVP_CTRL_AEAD_SET_IVLEN, b < 200 ? b % 20 : b, NULL);
+    int arg = b < 200 ? b % 20 : b;
+
+    if (ctrl(s, EVP_CTRL_AEAD_SET_IVLEN, arg, NULL) > 0) {
+        if (arg > s->ivlen_max)
+            s->ivlen_max = arg;
+        if (s->ivlen_min == 0 || arg < s->ivlen_min)
+            s->ivlen_min = arg;
+    }
 }
 
 /* One of the three pipeline ctrls, on the slots. */
