@@ -160,6 +160,11 @@ static int pt_init(EVP_CIPHER_CTX *ctx, const unsigned char *key,
     if (!EVP_CipherInit_ex2(c->base, NULL, key, base_iv, enc, NULL))
         return 0;
     c->enc = enc;
+    /* OpenSSL's stitched CBC-HMAC ciphers neither pad nor hold back a
+     * block (their update and final are the stream kind): without this,
+     * EVP would pad our legacy cipher and a decrypt Final would fail */
+    if (c->fam->mac_len != 0)
+        EVP_CIPHER_CTX_set_padding(ctx, 0);
     if (key != NULL)
         c->key_gen++;
     if (iv != NULL && c->fam->nid == NID_chacha20_poly1305)
