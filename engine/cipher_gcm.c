@@ -69,8 +69,10 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
     /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
      * by one, so when this lane's last record was seq - 1 the IV is already
      * right. Decrypting: the explicit nonce comes from the record; the lane
-     * only needs the fixed IV once (lane_seq 0 marks it primed). */
-    if (enc ? c->lane_seq[r->pipe] != seq : c->lane_seq[r->pipe] == UINT64_MAX) {
+     * only needs the fixed IV once (lane_seq 0 marks it primed).
+     * UINT64_MAX is also "unknown", so that sequence number always sets it. */
+    if (enc ? seq == UINT64_MAX || c->lane_seq[r->pipe] != seq
+            : c->lane_seq[r->pipe] == UINT64_MAX) {
         c->lane_seq[r->pipe] = UINT64_MAX;
         if (EVP_CIPHER_CTX_ctrl(lane, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) <= 0)
             return -1;
