@@ -35,7 +35,7 @@
 #include <string.h>
 
 #define MAX_PIPES 32
-#define BUDGET (192 * 1024)
+#define BUDGET (96 * 1024)
 
 typedef struct {
     fz_reader r;
@@ -229,7 +229,11 @@ static void stream_mode(dst *d)
         case 7: { /* EVP_Cipher */
             size_t len = pick_len(d, 20000);
             unsigned char *in, *oe, *oo;
-            int re, ro, final = custom(c) && (b & 3) == 3;
+            /* EVP_Cipher(in NULL): a legacy custom cipher cannot tell it
+             * from EVP_CipherFinal_ex, and the engine finishes (computes the
+             * tag) as Final does; OpenSSL's ChaCha20-Poly1305 takes it as an
+             * empty update. Asked of GCM only, where both finish. */
+            int re, ro, final = c->kind == FZ_GCM && (b & 3) == 3;
 
             if (!custom(c))
                 len &= ~(size_t)15; /* whole blocks: EVP_Cipher's contract */
@@ -240,6 +244,7 @@ static void stream_mode(dst *d)
             re = EVP_Cipher(e, oe, final ? NULL : in, final ? 0 : (unsigned int)len);
             ro = EVP_Cipher(o, oo, final ? NULL : in, final ? 0 : (unsigned int)len);
             FZ_TRACE("EVP_Cipher(%zu%s): engine %d, OpenSSL %d\n", len, final ? ", final" : "", re, ro);
+            finals += final;
             /* The legacy calling convention of a custom cipher cannot tell
              * EVP_Cipher(in, 0) from EVP_CipherUpdate(in, 0): the engine
              * answers as the latter (success); OpenSSL's own EVP_Cipher asks
@@ -271,6 +276,8 @@ static void stream_mode(dst *d)
         case 9:
             if (c->kind == FZ_HMAC)
                 break; /* padding means nothing to OpenSSL's stitched ciphers */
+            if (api != 0 || finals != 0)
+                break; /* set after init, before data (EVP_CIPHER_CTX_set_padding(3)) */
             EVP_CIPHER_CTX_set_padding(e, b & 1);
             EVP_CIPHER_CTX_set_padding(o, b & 1);
             break;
@@ -308,6 +315,7 @@ typedef struct {
     unsigned char *data; /* the record as handed to the engine */
     unsigned char *ref; /* OpenSSL's answer, in place */
     unsigned char *eout; /* where the engine wrote */
+    unsigned char *orig; /* MULTIBLOCK: the record before the engine saw it */
     unsigned char iv[16]; /* CBC families: the chain IV of this record */
     int ref_ok, ref_pad, eng_pad;
 } rec;
@@ -513,6 +521,10 @@ static void tls_mode(dst *d, uint8_t flags)
             if (r->has_aad && r->ref_pad <= 0)
                 r->ref_ok = 0;
             ref_all &= r->ref_ok;
+            if (multiblock) {
+                r->orig = fz_alloc(r->len);
+                memcpy(r->orig, r->data, r->len);
+            }
             r->eout = in_place ? r->data : fz_alloc(r->len);
             if (!in_place)
                 memset(r->eout, 0xee, r->len);
@@ -542,6 +554,10 @@ static void tls_mode(dst *d, uint8_t flags)
                 c->name, i, (unsigned)(r->aad[11] << 8 | r->aad[12]), ver,
                 d->enc ? "enc" : "dec", r->eng_pad, r->ref_pad);
         }
+        /* a refused AAD ends libssl's record there; the pipelined batch is
+         * still sent below: the engine must refuse it (an AAD is missing) */
+        if (single && rs[0].has_aad && rs[0].ref_pad <= 0)
+            break;
         if (single && c->kind == FZ_CBC && rs[0].len % 16 != 0)
             single = 0; /* EVP_Cipher of a block cipher takes whole blocks */
         if (single) {
@@ -577,7 +593,7 @@ static void tls_mode(dst *d, uint8_t flags)
                     a2[11] = (unsigned char)(r->len >> 8);
                     a2[12] = (unsigned char)r->len;
                     FZ_CHECK(ref_record(d, 0, chk, r->len, a2, r->iv, &pad)
-                            && memcmp(chk + 16, r->data + 16, r->plain) == 0,
+                            && memcmp(chk + 16, r->orig + 16, r->plain) == 0,
                         "%s MULTIBLOCK record %d of %d (%zu bytes): does not decrypt to its plaintext",
                         c->name, i, n, r->plain);
                     continue;
@@ -593,10 +609,16 @@ static void tls_mode(dst *d, uint8_t flags)
                 "%s %s batch of %d (%s): the engine failed (rc %d) where OpenSSL succeeded",
                 c->name, d->enc ? "encrypt" : "decrypt", n, single ? "one call" : "pipelined", rc);
             if (!d->enc)
-                for (i = 0; i < n; i++)
-                    FZ_CHECK(!rs[i].ref_ok || rs[i].len < 16
-                            || memcmp(rs[i].eout, rs[i].ref, rs[i].len) != 0,
+                for (i = 0; i < n; i++) {
+                    /* the part OpenSSL decrypts: after the explicit nonce or
+                     * IV block, before the tag */
+                    size_t from = c->kind == FZ_GCM ? 8 : c->kind == FZ_HMAC && ver >= 0x0302 ? 16 : 0;
+                    size_t to = custom(c) && rs[i].len >= 16 ? rs[i].len - 16 : rs[i].len;
+
+                    FZ_CHECK(!rs[i].ref_ok || to <= from
+                            || memcmp(rs[i].eout + from, rs[i].ref + from, to - from) != 0,
                         "%s failed decrypt batch: record %d's plaintext left behind", c->name, i);
+                }
             break; /* libssl ends the connection */
         }
 
