@@ -56,6 +56,11 @@ static int gcm_record(pt_ctx *c, EVP_CIPHER_CTX *lane, pt_record *r, int enc)
     r->result = -1;
     if (r->len < EIV + TAG || r->len > INT_MAX)
         return -1;
+    /* RFC 5288 nonces are 12 bytes (the fixed IV and the explicit part);
+     * after EVP_CTRL_AEAD_SET_IVLEN to another length OpenSSL would read the
+     * whole IV from iv[] below: such a context takes no TLS records */
+    if (EVP_CIPHER_CTX_get_iv_length(lane) != (int)sizeof(iv))
+        return -1;
     /* the AAD must describe this record */
     if (aad_len(r->aad) != (enc ? r->len - TAG : r->len))
         return -1;
