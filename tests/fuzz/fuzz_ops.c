@@ -51,10 +51,11 @@ typedef struct {
     unsigned char *in[SLOTS], *out[SLOTS];
     size_t budget;
     int aad_next; /* the slot the next derived AAD describes */
-    /* IV lengths set by EVP_CTRL_AEAD_SET_IVLEN in this input: EVP caches
-     * an ENGINE context's IV length until its next init, so
-     * EVP_CIPHER_CTX_get_iv_length can be stale in between */
-    int ivlen_max, ivlen_min;
+    /* each context's IV length as EVP_CTRL_AEAD_SET_IVLEN left it (0: the
+     * cipher's default). Tracked here, not asked: EVP caches an ENGINE
+     * context's IV length until its next init, so
+     * EVP_CIPHER_CTX_get_iv_length can be stale in between. */
+    int ivl[2];
     unsigned char key[32];
 } st;
 
@@ -99,23 +100,7 @@ static void make_slots(st *s)
 
 static int iv_len_now(st *s)
 {
-    EVP_CIPHER_CTX *ctx = s->ctx[s->cur];
-    int n = 0;
-
-    if (EVP_CIPHER_CTX_get0_cipher(ctx) != NULL)
-        n = EVP_CIPHER_CTX_get_iv_length(ctx);
-    ERR_clear_error();
-    if (n <= 0 || n > 1024)
-        n = s->c->iv_len;
-    return n > s->ivlen_max ? n : s->ivlen_max; /* room for either */
-}
-
-/* the shortest IV length the context may have now */
-static int iv_len_min(st *s)
-{
-    int n = iv_len_now(s);
-
-    return s->ivlen_min > 0 && s->ivlen_min < n ? s->ivlen_min : n;
+    return s->ivl[s->cur] > 0 ? s->ivl[s->cur] : s->c->iv_len;
 }
 
 /* The TLS AAD of a record whose buffer is cap bytes (what libssl passes). */
@@ -157,7 +142,7 @@ static void op_init(st *s)
     const EVP_CIPHER *cipher = (v & 4) && EVP_CIPHER_CTX_get0_cipher(ctx) != NULL ? NULL : s->c->ours;
     /* EVP keeps an ENGINE context of the same cipher as it is (no reset):
      * the IV length is the context's, or the default without a cipher */
-    int ivlen = iv_len_now(s), enc;
+    int ivlen = iv_len_now(s), enc, had = EVP_CIPHER_CTX_get0_cipher(ctx) != NULL;
     unsigned char *iv = fz_alloc((size_t)ivlen);
 
     fz_bytes(&s->r, iv, (size_t)ivlen);
@@ -167,6 +152,8 @@ static void op_init(st *s)
     if (EVP_CipherInit_ex(ctx, cipher, cipher != NULL ? fz_engine : NULL,
             (v & 1) ? s->key : NULL, (v & 2) ? iv : NULL, enc) == 1 && enc != -1)
         s->enc = enc;
+    if (!had)
+        s->ivl[s->cur] = 0;
     s->aad_next = 0;
 }
 
@@ -221,7 +208,7 @@ static void op_iv_fixed(st *s)
      * overruns its own context when the fixed part is longer than an IV
      * length set below it: its defect, reached the same way without the
      * engine, so not asked for here */
-    if (arg > 0 && arg > iv_len_min(s))
+    if (arg > 0 && arg > iv_len_now(s))
         return;
     p = fz_alloc(len);
     fz_bytes(&s->r, p, len);
@@ -234,12 +221,8 @@ static void op_ivlen(st *s)
 
     int arg = b < 200 ? b % 20 : b;
 
-    if (ctrl(s, EVP_CTRL_AEAD_SET_IVLEN, arg, NULL) > 0) {
-        if (arg > s->ivlen_max)
-            s->ivlen_max = arg;
-        if (s->ivlen_min == 0 || arg < s->ivlen_min)
-            s->ivlen_min = arg;
-    }
+    if (ctrl(s, EVP_CTRL_AEAD_SET_IVLEN, arg, NULL) > 0)
+        s->ivl[s->cur] = arg;
 }
 
 /* One of the three pipeline ctrls, on the slots. */
@@ -335,7 +318,10 @@ static void op_copy(st *s)
     uint8_t b = fz_u8(&s->r);
     EVP_CIPHER_CTX *dst = s->ctx[!s->cur];
 
-    if (EVP_CIPHER_CTX_copy(dst, s->ctx[s->cur]) == 1 && (b & 1))
+    int ok = EVP_CIPHER_CTX_copy(dst, s->ctx[s->cur]) == 1;
+
+    s->ivl[!s->cur] = s->ivl[s->cur];
+    if (ok && (b & 1))
         s->cur = !s->cur;
 }
 
@@ -349,6 +335,7 @@ static void op_reset(st *s)
     } else {
         EVP_CIPHER_CTX_reset(s->ctx[s->cur]);
     }
+    s->ivl[s->cur] = 0;
 }
 
 /* libssl's sequence for one batch, with one thing perhaps off. */
