@@ -272,10 +272,15 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
     case EVP_CTRL_GCM_SET_IV_FIXED:
         if (c->fam->nid == NID_aes_128_gcm || c->fam->nid == NID_aes_256_gcm) {
-            if (arg == -1)
-                memcpy(c->fixed_iv, ptr, 12);
-            else if (arg == 4)
+            if (arg == -1) {
+                /* ptr holds the whole IV: its length may be below 12 */
+                int n = c->base != NULL ? EVP_CIPHER_CTX_get_iv_length(c->base) : 0;
+
+                if (ptr != NULL && n > 0)
+                    memcpy(c->fixed_iv, ptr, n < 12 ? (size_t)n : 12);
+            } else if (arg == 4 && ptr != NULL) {
                 memcpy(c->fixed_iv, ptr, 4);
+            }
         }
         break;
 
