@@ -383,7 +383,7 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
     size_t sizes[PIPETLS_MAX_PIPES];
     int counts[PIPETLS_MAX_PIPES];
     unsigned char next_iv[16];
-    int i, failed, jobs;
+    int i, failed, jobs, last = -1; /* the last record of a block or more */
 
     for (i = 0; i < n; i++) {
         /* a record needs both buffers: EVP_CipherUpdate(out NULL) after a
@@ -397,6 +397,8 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
         sizes[i] = recs[i].len;
         counts[i] = 1;
         recs[i].pipe = i;
+        if (recs[i].len >= 16)
+            last = i;
         if (!ensure_lane(c, i))
             return -1;
         if (c->fam->cbc) {
@@ -410,8 +412,10 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
                 memcpy(recs[i].iv, recs[i - 1].iv, 16);
         }
     }
-    if (c->fam->cbc && !job.enc && recs[n - 1].len >= 16)
-        memcpy(next_iv, recs[n - 1].in + recs[n - 1].len - 16, 16);
+    /* the chain goes on from the last ciphertext block of the batch, even
+     * when empty records follow it (as one record at a time would) */
+    if (c->fam->cbc && !job.enc && last >= 0)
+        memcpy(next_iv, recs[last].in + recs[last].len - 16, 16);
 
     /* stitched CBC-HMAC, encrypting: equal records go in groups of four
      * through OpenSSL's MULTIBLOCK code on each lane */
@@ -438,9 +442,9 @@ static int run_batch(EVP_CIPHER_CTX *ctx, pt_ctx *c, pt_record *recs, int n)
                 OPENSSL_cleanse(recs[i].out, recs[i].len);
         return -1;
     }
-    if (c->fam->cbc && recs[n - 1].len >= 16) {
+    if (c->fam->cbc && last >= 0) {
         if (job.enc)
-            memcpy(next_iv, recs[n - 1].out + recs[n - 1].len - 16, 16);
+            memcpy(next_iv, recs[last].out + recs[last].len - 16, 16);
         memcpy(EVP_CIPHER_CTX_iv_noconst(ctx), next_iv, 16);
         if (!pt_set_iv(c->base, next_iv))
             return -1;
