@@ -144,6 +144,16 @@ void fz_bytes(fz_reader *r, unsigned char *out, size_t len)
     r->n -= k;
 }
 
+const fz_cipher *fz_start(fz_reader *r, const uint8_t *data, size_t size)
+{
+    const fz_cipher *c;
+
+    r->p = data;
+    r->n = size;
+    c = &fz_ciphers[fz_u8(r) % FZ_N_CIPHERS];
+    return c->ours != NULL ? c : NULL;
+}
+
 /* ---- arena ---------------------------------------------------------------- */
 
 #define ARENA_MAX 4096

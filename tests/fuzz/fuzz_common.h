@@ -52,6 +52,9 @@ uint8_t fz_u8(fz_reader *r);
 uint16_t fz_u16(fz_reader *r);
 uint64_t fz_u64(fz_reader *r);
 void fz_bytes(fz_reader *r, unsigned char *out, size_t len);
+/* Starts reading an input: its first byte picks the cipher; NULL when that
+ * cipher is not offered here (the input is then skipped). */
+const fz_cipher *fz_start(fz_reader *r, const uint8_t *data, size_t size);
 
 /* ---- per-input arena: exact-size heap blocks, freed at the end of the input
  * (the engine keeps the pipeline pointers until its next cipher call, so a

@@ -658,10 +658,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t flags;
 
     memset(&d, 0, sizeof(d));
-    d.r.p = data;
-    d.r.n = size;
-    d.c = &fz_ciphers[fz_u8(&d.r) % FZ_N_CIPHERS];
-    if (d.c->ours == NULL)
+    if ((d.c = fz_start(&d.r, data, size)) == NULL)
         return 0;
     flags = fz_u8(&d.r);
     d.enc = flags & 1;

@@ -396,10 +396,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int ops = 0, i;
 
     memset(&s, 0, sizeof(s));
-    s.r.p = data;
-    s.r.n = size;
-    s.c = &fz_ciphers[fz_u8(&s.r) % FZ_N_CIPHERS];
-    if (s.c->ours == NULL)
+    if ((s.c = fz_start(&s.r, data, size)) == NULL)
         return 0;
     s.enc = fz_u8(&s.r) & 1;
     s.budget = BUDGET;
