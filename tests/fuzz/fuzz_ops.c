@@ -14,7 +14,8 @@
  *   3 IV_FIXED  EVP_CTRL_GCM_SET_IV_FIXED, arg 4, -1 (the whole IV) or other
  *   4 IVLEN     EVP_CTRL_AEAD_SET_IVLEN
  *   5 PIPES     one of the three EVP_CTRL_SET_PIPELINE_* ctrls: count -2..40,
- *               a NULL array, in place or not, lengths at or below capacity
+ *               a NULL array or a NULL buffer in it, in place or not, lengths
+ *               at or below capacity
  *   6 CIPHER    EVP_Cipher: a pending batch, or one call on fresh buffers
  *               (in NULL = final, out NULL = AAD for the AEADs)
  *   7 UPDATE    EVP_CipherUpdate / EVP_CipherFinal_ex
@@ -226,7 +227,8 @@ static void op_ivlen(st *s)
 }
 
 /* One of the three pipeline ctrls, on the slots. */
-static void pipe_ctrl(st *s, int which, int count, int null_array, int in_place, int shorter)
+static void pipe_ctrl(st *s, int which, int count, int null_array, int in_place, int shorter,
+    int null_entry)
 {
     unsigned char *ptrs[SLOTS];
     size_t lens[SLOTS];
@@ -238,6 +240,8 @@ static void pipe_ctrl(st *s, int which, int count, int null_array, int in_place,
         /* a length below the capacity is legal too (a shorter record) */
         lens[i] = shorter && s->cap[i] > 0 ? s->cap[i] - 1 - (size_t)(i % 16) % s->cap[i] : s->cap[i];
     }
+    if (null_entry >= 0 && which != 2)
+        ptrs[null_entry % SLOTS] = NULL; /* a buffer missing: to be refused */
     switch (which) {
     case 0:
         ctrl(s, EVP_CTRL_SET_PIPELINE_OUTPUT_BUFS, count, null_array ? NULL : ptrs);
@@ -255,7 +259,8 @@ static void op_pipes(st *s)
 {
     uint8_t a = fz_u8(&s->r), b = fz_u8(&s->r);
 
-    pipe_ctrl(s, a % 3, (int)(b % 43) - 2, (a & 0x80) && (a & 0x40), (a >> 2) & 1, (a >> 3) & 1);
+    pipe_ctrl(s, a % 3, (int)(b % 43) - 2, (a & 0xc0) == 0xc0, (a >> 2) & 1, (a >> 3) & 1,
+        (a & 0xc0) == 0x80 ? (a >> 4) & 3 : -1);
 }
 
 static void op_cipher(st *s)
@@ -371,7 +376,7 @@ static void op_batch(st *s)
         }
     for (i = 0; i < 3; i++)
         if (i != skip)
-            pipe_ctrl(s, i, n, 0, d & 0x80, 0);
+            pipe_ctrl(s, i, n, 0, d & 0x80, 0, -1);
     if (has_cipher(s))
         EVP_Cipher(s->ctx[s->cur], s->in[0], s->in[0], (unsigned int)s->cap[0]);
     s->aad_next = 0;
