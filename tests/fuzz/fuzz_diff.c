@@ -319,6 +319,7 @@ typedef struct {
     unsigned char *ref; /* OpenSSL's answer, in place */
     unsigned char *eout; /* where the engine wrote */
     unsigned char *orig; /* MULTIBLOCK: the record before the engine saw it */
+    unsigned char *before; /* decrypting: the engine's output buffer before the call */
     unsigned char iv[16]; /* CBC families: the chain IV of this record */
     int ref_ok, ref_pad, eng_pad;
 } rec;
@@ -531,6 +532,10 @@ static void tls_mode(dst *d, uint8_t flags)
             r->eout = in_place ? r->data : fz_alloc(r->len);
             if (!in_place)
                 memset(r->eout, 0xee, r->len);
+            if (!d->enc) {
+                r->before = fz_alloc(r->len);
+                memcpy(r->before, r->eout, r->len);
+            }
             outs[i] = r->eout;
             ins[i] = r->data;
             lens[i] = r->len;
@@ -622,7 +627,10 @@ static void tls_mode(dst *d, uint8_t flags)
 
                     for (k = from; k < to; k++)
                         nonzero |= rs[i].ref[k]; /* zeros: what a cleanse leaves */
+                    /* what was there before the call is no leak either (a
+                     * refused batch leaves the buffers alone) */
                     FZ_CHECK(!rs[i].ref_ok || to <= from || nonzero == 0
+                            || memcmp(rs[i].before + from, rs[i].ref + from, to - from) == 0
                             || memcmp(rs[i].eout + from, rs[i].ref + from, to - from) != 0,
                         "%s failed decrypt batch: record %d's plaintext left behind", c->name, i);
                 }
