@@ -1,6 +1,6 @@
 """Corner cases the fuzzers (tests/fuzz/) found, each one answered by the
 engine and by OpenSSL's own cipher in the same child process
-(tests/_evp_edge_worker.py): the engine must answer what OpenSSL answers.
+(tests/support/evp_edge_worker.py): the engine must answer what OpenSSL answers.
 A crash of the child is a failure with the signal named."""
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-WORKER = os.path.join(os.path.dirname(__file__), "_evp_edge_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "support", "evp_edge_worker.py")
 
 
 def run_case(engine_path, case):

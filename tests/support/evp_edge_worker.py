@@ -2,7 +2,7 @@
 the corner cases the fuzzers in tests/fuzz/ found, each answered by the
 engine and by OpenSSL's own cipher; prints JSON for tests/test_engine_edges.py.
 
-    python _evp_edge_worker.py ENGINE.so CASE      (one case per process)
+    python support/evp_edge_worker.py ENGINE.so CASE      (one case per process)
 """
 import ctypes as C
 import json
@@ -10,8 +10,7 @@ import os
 import random
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _evp_worker import FAMILIES, Fam, L, aad, ref_record, run_batch, vp  # noqa: E402
+from evp_worker import FAMILIES, Fam, L, aad, ref_record, run_batch, vp  # noqa: E402
 
 L.EVP_CipherFinal_ex.restype = C.c_int
 L.EVP_CipherFinal_ex.argtypes = [vp, vp, C.POINTER(C.c_int)]
