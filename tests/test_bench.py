@@ -76,7 +76,7 @@ def test_bad_arguments_are_refused(engine_path):
     message names the option and what is wrong with the value."""
     for args, why in ((["--max-pipelines", "33"], "max_pipelines must be 1..32, got 33"),
                       (["--cipher", "RC4"], "unknown cipher 'RC4'"),
-                      (["--total", "-1"], "size must be > 0"),
+                      (["--total", "-1"], "size must be >= 1"),
                       (["--scenario", "nope"], "unknown scenario 'nope'"),
                       (["--lanes", "0"], "lanes must be 1..256, got 0")):
         p = run_bench(engine_path, *args)
