@@ -17,6 +17,7 @@ static ERR_STRING_DATA reasons[] = {
     { ERR_PACK(0, 0, PT_R_NOT_INITIALISED), "cipher context not initialised" },
     { ERR_PACK(0, 0, PT_R_BAD_ARGUMENT), "argument out of range" },
     { ERR_PACK(0, 0, PT_R_ALLOC_FAILED), "memory allocation failed" },
+    { ERR_PACK(0, 0, PT_R_UNSUPPORTED_VERSION), "OpenSSL version not supported" },
     { 0, NULL }
 };
 

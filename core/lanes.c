@@ -521,3 +521,11 @@ void pt_lanes_shutdown(void)
     stop_workers_locked();
     pthread_mutex_unlock(&pool.cfg_mu);
 }
+
+void pt_lanes_format_config(pt_text *t)
+{
+    pt_text_put(t, "lanes %d\n", pt_lanes_get_threads());
+    pt_text_put(t, "workers %d\n", pt_lanes_workers_running());
+    pt_text_put(t, "inline_below %zu\n", pt_lanes_get_inline_below());
+    pt_text_put(t, "worker_start_failures %lu\n", pt_lanes_start_failures());
+}

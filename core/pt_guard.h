@@ -33,7 +33,8 @@ enum pt_reason {
     PT_R_LANE_SETUP, /* a keyed lane context could not be made */
     PT_R_NOT_INITIALISED, /* cipher call before the context was set up */
     PT_R_BAD_ARGUMENT, /* a control command's value is out of range */
-    PT_R_ALLOC_FAILED
+    PT_R_ALLOC_FAILED,
+    PT_R_UNSUPPORTED_VERSION /* the running libcrypto is older than a front needs */
 };
 
 /* Registers the library code (once) and loads the reason strings; every

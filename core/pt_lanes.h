@@ -14,6 +14,7 @@
 #define PT_LANES_H
 
 #include "pt_base.h"
+#include "pt_text.h"
 
 typedef int (*pt_job_fn)(void *arg, int index, int slot);
 
@@ -36,6 +37,9 @@ unsigned long pt_lanes_start_failures(void);
 int pt_lanes_set_inline_below(long bytes);
 size_t pt_lanes_get_inline_below(void);
 void pt_lanes_shutdown(void);
+/* The configuration lines a front's STATS and INFO texts begin with
+ * ("lanes N", "workers N", "inline_below N", "worker_start_failures N"). */
+void pt_lanes_format_config(pt_text *t);
 void pt_lanes_init_once(void);
 
 #endif
