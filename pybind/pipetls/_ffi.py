@@ -279,14 +279,22 @@ def _fn(
 
 def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
     """The prototype of ``name`` in ``lib``; MissingSymbolError if absent."""
-    try:
-        f = getattr(lib, name)
-    except AttributeError:
+    f = _lookup(lib, name, restype, argtypes)
+    if f is None:
         raise MissingSymbolError(
             "pipetls: symbol %s not found in %s (OpenSSL 3.0 or later is required)"
             % (name, lib._name),
             name=name,
-        ) from None
+        )
+    return f
+
+
+def _lookup(lib: ctypes.CDLL, name: str, restype: Any,
+            argtypes: tuple[Any, ...]) -> Optional[Callable[..., Any]]:
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        return None
     f.restype = restype
     f.argtypes = list(argtypes)
     return f  # type: ignore[no-any-return]
@@ -313,10 +321,9 @@ def _fn_since(version: str, lib: ctypes.CDLL, name: str, restype: Any,
               *argtypes: Any) -> Callable[..., Any]:
     """The prototype of ``name``, added in OpenSSL ``version``; a stub that
     raises MissingSymbolError on call when this libcrypto lacks it."""
-    try:
-        return _fn(lib, name, restype, *argtypes)
-    except MissingSymbolError:
-        pass
+    f = _lookup(lib, name, restype, argtypes)
+    if f is not None:
+        return f
     _MISSING_OPTIONAL[name] = version
     message = ("pipetls: %s needs OpenSSL %s or later; this process has %s (%s). Run it "
                "with PIPETLS_OPENSSL=<prefix of an OpenSSL >= %s>, e.g. the patched build of "

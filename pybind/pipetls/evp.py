@@ -373,9 +373,15 @@ class PipelineCipher:
             raise ProviderError("EVP_CipherPipelineFinal(%s, %d pipes) failed, yet every tag "
                                 "verifies with the default provider" % (self.spec.name, n),
                                 lines, codes)
-        raise TagError("%s: the tag of pipe%s %s does not verify; no plaintext is returned"
-                       % (self.spec.name, "s" if len(failed) > 1 else "",
-                          ", ".join(map(str, failed))), failed, lines, codes)
+        raise TagError(_tag_message(self.spec, failed), failed, lines, codes)
+
+
+def _tag_message(spec: AeadSpec, failed: list[int]) -> str:
+    if len(failed) == 1:
+        what = "the tag of pipe %d does not verify" % failed[0]
+    else:
+        what = "the tags of pipes %s do not verify" % ", ".join(map(str, failed))
+    return "%s: %s; no plaintext of any pipe is returned" % (spec.name, what)
 
 
 def _failing_pipes(spec: AeadSpec, key: object, ivs: Sequence[object],
@@ -539,8 +545,6 @@ def open_each(cipher: str, key: object, ivs: Sequence[object], aads: Optional[Se
             _cleanse(outs)
     if failed:
         lines, codes = drain_errors()
-        raise TagError("%s: the tag of pipe%s %s does not verify; no plaintext is returned"
-                       % (spec.name, "s" if len(failed) > 1 else "", ", ".join(map(str, failed))),
-                       failed, lines, codes)
+        raise TagError(_tag_message(spec, failed), failed, lines, codes)
     return outs
 

@@ -45,7 +45,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", None]
 
 
-def require_pipeline_api(what: str = "the pipetls provider") -> None:
+def require_pipeline_api(what: str = "pipetls.Provider") -> None:
     """ProviderError unless this process's libcrypto has the 3.5 pipeline API."""
     if (_ffi.OpenSSL_version_num() < _ffi.OPENSSL_3_5
             or not _ffi.has_symbol("EVP_CipherPipelineEncryptInit")):
