@@ -332,3 +332,42 @@ def test_info_lists_the_loaded_provider(prefix, provider35):  # noqa: F811
     assert "loaded" in out and "not loaded" not in out, out
     for name in CIPHERS:
         assert name in out, out
+
+
+# ------------------------------------------------------ pipetls bench --scenario evp
+
+def test_bench_evp_on_30_says_what_it_needs():
+    if ON_35:
+        pytest.skip("this process's libcrypto is >= 3.5; the patched test runs the bench")
+    proc = subprocess.run([sys.executable, "-m", "pipetls", "bench", "--scenario", "evp"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, COLUMNS="300", PYTHONPATH=PKG_ROOT))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "bench --scenario evp needs OpenSSL >= 3.5" in out and "PIPETLS_OPENSSL" in out, out
+
+
+@pytest.mark.patched
+def test_bench_evp_structure(prefix, provider35):  # noqa: F811
+    """A tiny evp bench (never its timing): one row per cipher, the answers
+    of both sides compared by the bench itself (it fails otherwise), and
+    numbers consistent with each other."""
+    proc = subprocess.run([sys.executable, "-m", "pipetls", "bench", "--scenario", "evp",
+                           "--pairs", "3", "--batches", "2", "--pipes", "8", "--pipe-size",
+                           "4K", "--lanes", "2", "--json", "-"],
+                          capture_output=True, text=True, timeout=600,
+                          env=child_env(prefix, provider35, COLUMNS="200"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["machine"]["openssl"].startswith("OpenSSL 3.5."), doc["machine"]
+    rows = doc["results"]
+    assert [r["cipher"] for r in rows] == CIPHERS
+    for r in rows:
+        assert r["scenario"] == "evp" and r["max_pipelines"] == 8 and r["lanes"] == 2, r
+        assert r["write_size"] == 4096 and r["total_bytes"] == 8 * 4096 * 2, r
+        assert len(r["stock_reps"]) == len(r["pipetls_reps"]) == 3, r
+        assert r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"], r
+        assert r["interval_confidence"] == 0.75, r  # 3 pairs: the range covers 75 %
+        assert 1.0 <= r["bound"] <= 2.0 + 1e-9, r
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"], rel=1e-3), r
+        assert r["raw_speedup"] > 0 and len(r["harness_s"]) == 2, r
