@@ -16,8 +16,10 @@ own 12-byte IV and a 13-byte (TLS-like) AAD, under one key.
 Both loops are prepared outside the timed region (buffers, pointer arrays,
 bound arguments: no allocation, no result checks inside); the outputs of
 both are compared afterwards (ciphertexts and tags must be equal pipe by
-pipe).  The Python loop's own cost (the same loop calling a no-op C
-function through prototypes with the same argument types) is measured and
+pipe).  The calls go through prototypes without argument types, with ready
+ctypes objects as arguments (the cheapest call ctypes makes).  The Python
+loop's own cost (the same loop, the same argument objects, calling a no-op C
+function) is measured and
 subtracted from both sides (the fastest of five runs of it: noise only adds):
 otherwise the stock loop's 32x more ctypes calls would be charged to
 OpenSSL.  The raw ratio (nothing subtracted) is kept
@@ -37,7 +39,7 @@ import ctypes
 import os
 import statistics
 import time
-from ctypes import addressof, c_int
+from ctypes import addressof, c_int, c_size_t
 from typing import Any, Callable, Optional
 
 from .. import _ffi
@@ -54,16 +56,28 @@ AAD_LEN = 13
 _Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-def _noop_like(fn: Any) -> Callable[..., Any]:
-    """A C function that ignores its arguments (ERR_peek_error), called
-    through a prototype with ``fn``'s argument types: the ctypes cost of a
-    call to ``fn`` without its work. (On x86-64 and AArch64 the caller
-    owns the argument registers and stack, so extra arguments are harmless.)"""
-    proto = ctypes.CFUNCTYPE(ctypes.c_ulong, *fn.argtypes)
-    addr = ctypes.cast(_ffi.libcrypto.ERR_peek_error, ctypes.c_void_p).value
+_NOOP = ctypes.cast(_ffi.libcrypto.ERR_peek_error, ctypes.c_void_p).value
+
+
+def _bare(fn: Any, noop: bool) -> Callable[..., Any]:
+    """``fn`` (or, ``noop``, a C function that ignores its arguments:
+    ERR_peek_error) through a prototype without argument types, called with
+    ready ctypes objects: ctypes passes them as they are, the cheapest call
+    it makes.  The no-op costs what the call costs without its work (on
+    x86-64 and AArch64 the caller owns the argument registers and stack, so
+    the extra arguments are harmless)."""
+    addr = _NOOP if noop else ctypes.cast(fn, ctypes.c_void_p).value
     assert addr is not None
-    f: Callable[..., Any] = proto(addr)
+    f: Callable[..., Any] = ctypes.CFUNCTYPE(ctypes.c_int)(addr)
     return f
+
+
+def _p(x: Any) -> ctypes.c_void_p:
+    """A pointer argument as a ready c_void_p (an address, a ctypes object or
+    None).  It holds the address only: the caller keeps the object alive."""
+    if x is None:
+        return ctypes.c_void_p()
+    return ctypes.c_void_p(x if isinstance(x, int) else addressof(x))
 
 
 def _timed(calls: list[_Call], batches: int) -> float:
@@ -86,6 +100,7 @@ class _Workload:
         self.pts = [ctypes.create_string_buffer(os.urandom(size), size) for _ in range(pipes)]
         self.outs = {s: [ctypes.create_string_buffer(size) for _ in range(pipes)] for s in (0, 1)}
         self.tags = {s: [ctypes.create_string_buffer(16) for _ in range(pipes)] for s in (0, 1)}
+        self.outl = c_int()
 
     def close(self) -> None:
         _ffi.OPENSSL_cleanse(self.key, len(self.key))
@@ -93,35 +108,35 @@ class _Workload:
 
 def _stock_calls(w: _Workload, ctx: int, noop: bool) -> list[_Call]:
     """The default provider's loop over the pipes: five calls per message."""
-    outl = c_int()
-    ref = ctypes.byref(outl)
-    init, update, final, ctrl = (_ffi.EVP_EncryptInit_ex, _ffi.EVP_EncryptUpdate,
-                                 _ffi.EVP_EncryptFinal_ex, _ffi.EVP_CIPHER_CTX_ctrl)
-    if noop:
-        init, update, final, ctrl = (_noop_like(f) for f in (init, update, final, ctrl))
+    outl = w.outl  # _p() keeps only its address: w keeps it alive
+    init, update, final, ctrl = (_bare(f, noop) for f in (
+        _ffi.EVP_EncryptInit_ex, _ffi.EVP_EncryptUpdate, _ffi.EVP_EncryptFinal_ex,
+        _ffi.EVP_CIPHER_CTX_ctrl))
+    c, null, ref = _p(ctx), _p(None), _p(outl)
     calls: list[_Call] = []
     for i in range(w.pipes):
         out = addressof(w.outs[0][i])
-        calls += [(init, (ctx, None, None, None, w.ivs[i])),
-                  (update, (ctx, None, ref, w.aads[i], AAD_LEN)),
-                  (update, (ctx, out, ref, w.pts[i], w.size)),
-                  (final, (ctx, out + w.size, ref)),
-                  (ctrl, (ctx, _ffi.EVP_CTRL_AEAD_GET_TAG, 16, w.tags[0][i]))]
+        calls += [(init, (c, null, null, null, _p(w.ivs[i]))),
+                  (update, (c, null, ref, _p(w.aads[i]), c_int(AAD_LEN))),
+                  (update, (c, _p(out), ref, _p(w.pts[i]), c_int(w.size))),
+                  (final, (c, _p(out + w.size), ref)),
+                  (ctrl, (c, c_int(_ffi.EVP_CTRL_AEAD_GET_TAG), c_int(16), _p(w.tags[0][i])))]
     return calls
 
 
 def _pipetls_calls(w: _Workload, pc: PipelineCipher, a: _Arrays, noop: bool) -> list[_Call]:
     """One batch through EVP_CipherPipeline*: five calls (the first batch,
     run untimed before, has fetched the cipher into the context)."""
-    ctx = pc._context(1)
-    fns = (_ffi.EVP_CipherPipelineEncryptInit, _ffi.EVP_CipherPipelineUpdate,
-           _ffi.EVP_CipherPipelineFinal, _ffi.EVP_CIPHER_CTX_get_params)
-    init, update, final, get_params = (_noop_like(f) for f in fns) if noop else fns
-    return [(init, (ctx, None, pc._key, pc.spec.key_size, a.n, a.iv, pc.spec.iv_size)),
-            (update, (ctx, None, a.outl, None, a.aad, a.aad_len)),
-            (update, (ctx, a.out, a.outl, a.out_size, a.inp, a.in_len)),
-            (final, (ctx, a.fin, a.outl, a.fin_size)),
-            (get_params, (ctx, a.tag_param))]
+    init, update, final, get_params = (_bare(f, noop) for f in (
+        _ffi.EVP_CipherPipelineEncryptInit, _ffi.EVP_CipherPipelineUpdate,
+        _ffi.EVP_CipherPipelineFinal, _ffi.EVP_CIPHER_CTX_get_params))
+    c, null = _p(pc._context(1)), _p(None)
+    return [(init, (c, null, _p(pc._key), c_size_t(pc.spec.key_size), c_size_t(a.n),
+                    _p(a.iv), c_size_t(pc.spec.iv_size))),
+            (update, (c, null, _p(a.outl), null, _p(a.aad), _p(a.aad_len))),
+            (update, (c, _p(a.out), _p(a.outl), _p(a.out_size), _p(a.inp), _p(a.in_len))),
+            (final, (c, _p(a.fin), _p(a.outl), _p(a.fin_size))),
+            (get_params, (c, _p(a.tag_param)))]
 
 
 def _check_equal(w: _Workload) -> None:
