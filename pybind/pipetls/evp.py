@@ -493,6 +493,33 @@ class _Serial:
         return True
 
 
+def _each(spec: AeadSpec, key: object, enc: int, ivs: Sequence[object],
+          aads: Optional[Sequence[object]], inputs: Sequence[object], tags: Sequence[object],
+          properties: bytes) -> tuple[list[bytearray], list[int]]:
+    """The one-at-a-time loop: (outputs, pipes whose tag failed).  ``tags``
+    are written (enc) or read (EVP_CTRL_AEAD_SET_TAG copies them)."""
+    outs = _out_buffers([_nbytes(x, "inputs") for x in inputs])
+    failed: list[int] = []
+    s = _Serial(spec, key, enc, properties)
+    scratch = addressof(_SCRATCH)
+    try:
+        with contextlib.ExitStack() as stack:
+            pin = stack.enter_context
+            for i in range(len(inputs)):
+                aad = pin(pinned_buffer(aads[i])) if aads is not None else None
+                inp, size = pin(pinned_buffer(inputs[i]))
+                out = pin(pinned_buffer(outs[i], writable=True))[0] if size else 0
+                tag = pin(pinned_buffer(tags[i], writable=bool(enc)))[0]
+                if not s.one(pin(pinned_buffer(ivs[i]))[0], aad, inp or scratch, size,
+                             out or scratch, tag):
+                    failed.append(i)
+    finally:
+        s.close()
+        if failed:
+            _cleanse(outs)
+    return outs, failed
+
+
 def seal_each(cipher: str, key: object, ivs: Sequence[object], aads: Optional[Sequence[object]],
               plaintexts: Sequence[object],
               properties: bytes = b"provider=default") -> tuple[list[bytearray], list[bytes]]:
@@ -501,20 +528,8 @@ def seal_each(cipher: str, key: object, ivs: Sequence[object], aads: Optional[Se
     Final_ex per message."""
     spec = _spec(cipher)
     n = _validate(spec, key, ivs, aads, plaintexts, "plaintexts", serial=True)
-    outs = _out_buffers([_nbytes(p, "plaintexts") for p in plaintexts])
     tag_bufs = [bytearray(spec.tag_size) for _ in range(n)]
-    s = _Serial(spec, key, 1, properties)
-    try:
-        with contextlib.ExitStack() as stack:
-            pin = stack.enter_context
-            for i in range(n):
-                aad = pin(pinned_buffer(aads[i])) if aads is not None else None
-                inp, size = pin(pinned_buffer(plaintexts[i]))
-                out = pin(pinned_buffer(outs[i], writable=True))[0] if size else 0
-                s.one(pin(pinned_buffer(ivs[i]))[0], aad, inp or addressof(_SCRATCH), size,
-                      out or addressof(_SCRATCH), pin(pinned_buffer(tag_bufs[i], writable=True))[0])
-    finally:
-        s.close()
+    outs, _ = _each(spec, key, 1, ivs, aads, plaintexts, tag_bufs, properties)
     return outs, [bytes(t) for t in tag_bufs]
 
 
@@ -524,27 +539,9 @@ def open_each(cipher: str, key: object, ivs: Sequence[object], aads: Optional[Se
     """:func:`open_many`'s work one message at a time (default provider);
     TagError naming every failing pipe, and no plaintext, if any fails."""
     spec = _spec(cipher)
-    n = _validate(spec, key, ivs, aads, ciphertexts, "ciphertexts", tags, serial=True)
-    outs = _out_buffers([_nbytes(c, "ciphertexts") for c in ciphertexts])
-    failed: list[int] = []
-    s = _Serial(spec, key, 0, properties)
-    try:
-        with contextlib.ExitStack() as stack:
-            pin = stack.enter_context
-            for i in range(n):
-                aad = pin(pinned_buffer(aads[i])) if aads is not None else None
-                inp, size = pin(pinned_buffer(ciphertexts[i]))
-                out = pin(pinned_buffer(outs[i], writable=True))[0] if size else 0
-                # the tag is only read (EVP_CTRL_AEAD_SET_TAG copies it)
-                if not s.one(pin(pinned_buffer(ivs[i]))[0], aad, inp or addressof(_SCRATCH), size,
-                             out or addressof(_SCRATCH), pin(pinned_buffer(tags[i]))[0]):
-                    failed.append(i)
-    finally:
-        s.close()
-        if failed:
-            _cleanse(outs)
+    _validate(spec, key, ivs, aads, ciphertexts, "ciphertexts", tags, serial=True)
+    outs, failed = _each(spec, key, 0, ivs, aads, ciphertexts, tags, properties)
     if failed:
         lines, codes = drain_errors()
         raise TagError(_tag_message(spec, failed), failed, lines, codes)
     return outs
-
