@@ -37,6 +37,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,8 +172,34 @@ static void prov_free(pp_provctx *pc)
     OPENSSL_free(pc);
 }
 
+/* $PIPETLS_STATS (a file, or "-" / "stderr"): the STATS text is appended
+ * when the provider is unloaded, as the engine does (for programs such as
+ * openssl speed that never ask for the parameter). */
+static void write_stats_at_unload(void)
+{
+    const char *dest = getenv("PIPETLS_STATS");
+    size_t need;
+    char *t;
+    FILE *fp;
+
+    if (dest == NULL || *dest == '\0')
+        return;
+    need = format_stats(NULL, 0);
+    if ((t = malloc(need + 1)) == NULL)
+        return;
+    format_stats(t, need + 1);
+    if (strcmp(dest, "-") == 0 || strcmp(dest, "stderr") == 0) {
+        fputs(t, stderr);
+    } else if ((fp = fopen(dest, "a")) != NULL) {
+        fputs(t, fp);
+        fclose(fp);
+    }
+    free(t);
+}
+
 static void prov_teardown(void *provctx)
 {
+    write_stats_at_unload();
     prov_free(provctx);
     pt_err_unload();
 }
@@ -223,9 +250,9 @@ fail:
 }
 
 /*
- * Our worker threads, thread-specific destructors and pthread_atfork
- * handlers point into this module: it must stay mapped after
- * OSSL_PROVIDER_unload() dlclose()s it.
+ * Our worker threads, thread-specific destructors, pthread_atfork handlers
+ * and the error strings point into this module: it must stay mapped after
+ * OSSL_PROVIDER_unload() (or a failed init) dlclose()s it.
  */
 static void pin_module(void)
 {
@@ -242,6 +269,9 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
     pp_provctx *pc = NULL;
 
+    /* first: the error strings registered below live in this module, and
+     * a failed init is followed by dlclose() */
+    pin_module();
     pt_err_load();
     /* the pipeline dispatch (OSSL_FUNC_CIPHER_PIPELINE_*) is unknown before
      * 3.5: such a libcrypto would offer our ciphers without it */
@@ -251,7 +281,6 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     for (; in != NULL && in->function_id != 0; in++)
         if (in->function_id == OSSL_FUNC_CORE_GET_PARAMS)
             core_get_params = OSSL_FUNC_core_get_params(in);
-    pin_module();
     pt_lanes_init_once();
     if (!configure(handle, core_get_params))
         goto fail;

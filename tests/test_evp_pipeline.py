@@ -11,9 +11,9 @@ Two halves:
 * ``patched`` (``tox -e patched``): the patched OpenSSL 3.5 build runs in
   child processes of its own (invariant 7: ``LD_LIBRARY_PATH`` and
   ``PIPETLS_OPENSSL`` of its prefix; each child's /proc/self/maps is
-  checked), with the provider built against it
-  (``$PIPETLS_PATCHED_PROVIDER``, else ``cmake`` into
-  ``build/provider-3.5``). Known answers for 1..32 pipes x 9 lengths, with
+  checked), with the provider built against it (tests/test_provider.py's
+  ``module35``: ``cmake`` into ``build/provider-3.5``, or
+  ``$PIPETLS_PROVIDER_BUILD``). Known answers for 1..32 pipes x 9 lengths, with
   and without AAD, and random mixes, each pipe equal to the default
   provider's one-at-a-time answer and decrypted by pyca/cryptography (in the
   child, and a sample again in this process); negative controls that must
@@ -34,6 +34,7 @@ import pipetls
 from pipetls import _ffi, evp
 
 from test_patched import assert_only_patched, penv, prefix  # noqa: F401  (fixture)
+from test_provider import build35, module35  # noqa: F401  (fixtures: the provider build)
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "support" / "evp_pipeline_child.py"
@@ -185,23 +186,10 @@ def test_info_lists_the_provider():
 # ------------------------------------------------- patched OpenSSL 3.5 (children)
 
 @pytest.fixture(scope="session")
-def provider35(prefix) -> str:  # noqa: F811  (prefix: test_patched's fixture)
-    """The provider built against the patched prefix."""
-    env = os.environ.get("PIPETLS_PATCHED_PROVIDER")
-    if env:
-        assert Path(env).is_file(), f"PIPETLS_PATCHED_PROVIDER={env}: no such file"
-        return env
-    build = REPO / "build" / "provider-3.5"
-    steps = [["cmake", "-S", str(REPO), "-B", str(build), f"-DOPENSSL_ROOT_DIR={prefix}"],
-             ["cmake", "--build", str(build), "--target", "pipetls-provider", "-j2"]]
-    for cmd in steps:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-        if proc.returncode != 0:
-            pytest.fail("building the provider failed: %s\n%s" % (" ".join(cmd),
-                        (proc.stdout + proc.stderr)[-3000:]), pytrace=False)
-    so = build / "pipetls-provider.so"
-    assert so.is_file(), f"{so} not built (are {prefix}/include headers >= 3.5?)"
-    return str(so)
+def provider35(module35) -> str:  # noqa: F811  (module35: test_provider's build)
+    """The provider built against the patched prefix (build/provider-3.5,
+    or $PIPETLS_PROVIDER_BUILD: tests/test_provider.py's fixture)."""
+    return str(module35)
 
 
 def child_env(prefix, provider35, **extra):

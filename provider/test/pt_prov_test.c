@@ -11,7 +11,11 @@
  *             stats    provider parameters and the lanes' statistics
  *             threads  16 threads, each running pipelines on its own contexts
  *             fork     pipelines in a child after the lanes ran in the parent
+ *             dump     "vec ..." lines of pipelined seals (decrypted elsewhere)
+ *             params   "param NAME VALUE" lines: threads, inline_below
+ *             badconf  bad THREADS / INLINE_BELOW values fail the load
  *             quick    kat and mix with fewer cases (sanitizer builds)
+ *     MODULE "--conf": the provider "pipetls" as openssl.cnf configures it
  * Prints one "ok NAME" / "FAIL NAME: why" line per test; exits 1 on any
  * failure.
  */
@@ -852,8 +856,113 @@ static int test_fork(void)
     return w.ok ? 1 : fail("fork", "the parent's pipelines after fork");
 }
 
+/* ------------------------------------------------- vectors for others */
+
+static void hex(const unsigned char *p, size_t n)
+{
+    size_t i;
+
+    putchar(' ');
+    if (n == 0)
+        putchar('-');
+    for (i = 0; i < n; i++)
+        printf("%02x", p[i]);
+}
+
+/* "vec ALG KEY IV AAD PLAINTEXT CIPHERTEXT TAG" lines (hex, "-" for
+ * empty) of pipelined seals, for an independent decryption elsewhere. */
+static int test_dump(void)
+{
+    static const size_t lens[] = { 0, 1, 15, 16, 17, 255, 16383, 16384, 65536 };
+    int alg, i;
+
+    for (alg = 0; alg < N_ALGS; alg++) {
+        EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new(), *dc = EVP_CIPHER_CTX_new();
+        size_t aadl[MAXP];
+        batch b;
+        int ok;
+
+        for (i = 0; i < 9; i++)
+            aadl[i] = i % 3 == 0 ? 0 : 13 * (size_t)i;
+        batch_alloc(&b, 9, lens, aadl, 1, keylens[alg]);
+        ok = check_batch("dump", ec, dc, alg, &b, 2, b.key);
+        for (i = 0; ok && i < b.n; i++) {
+            printf("vec %s", algs[alg]);
+            hex(b.key, keylens[alg]);
+            hex(b.iv[i], IVLEN);
+            hex(b.aad[i], b.aadl[i]);
+            hex(b.pt[i], b.len[i]);
+            hex(b.ct[i], b.len[i]);
+            hex(b.tag[i], TAG);
+            putchar('\n');
+        }
+        batch_free(&b);
+        EVP_CIPHER_CTX_free(ec);
+        EVP_CIPHER_CTX_free(dc);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* "param NAME VALUE" lines of the provider's numbers (openssl.cnf tests). */
+static int test_params(void)
+{
+    OSSL_PARAM p[3] = { OSSL_PARAM_END, OSSL_PARAM_END, OSSL_PARAM_END };
+    int threads = 0;
+    size_t inline_below = 0;
+
+    p[0] = OSSL_PARAM_construct_int("threads", &threads);
+    p[1] = OSSL_PARAM_construct_size_t("inline_below", &inline_below);
+    if (!OSSL_PROVIDER_get_params(ours_prov, p))
+        return fail("params", "OSSL_PROVIDER_get_params");
+    printf("param threads %d\nparam inline_below %zu\n", threads, inline_below);
+    return 1;
+}
+
+static const char *module_path;
+
+/* A bad THREADS / INLINE_BELOW fails the load, saying what is allowed. */
+static int test_badconf(void)
+{
+    static const char *const cases[][3] = {
+        { "THREADS", "0", "pipetls THREADS must be 1..256" },
+        { "THREADS", "two", "pipetls THREADS must be 1..256" },
+        { "INLINE_BELOW", "-1", "pipetls INLINE_BELOW must be 0..1073741824 bytes" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char value[16];
+        OSSL_PARAM p[2];
+        OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+        OSSL_PROVIDER *pv;
+        const char *data = NULL;
+        int flags = 0, said = 0;
+        unsigned long e;
+
+        snprintf(value, sizeof(value), "%s", cases[i][1]);
+        p[0] = OSSL_PARAM_construct_utf8_string(cases[i][0], value, 0);
+        p[1] = OSSL_PARAM_construct_end();
+        ERR_clear_error();
+        pv = OSSL_PROVIDER_load_ex(lc, module_path, p);
+        while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0)
+            if (data != NULL && strstr(data, cases[i][2]) != NULL)
+                said = 1;
+        OSSL_PROVIDER_unload(pv);
+        OSSL_LIB_CTX_free(lc);
+        if (pv != NULL)
+            return fail("badconf", "%s = %s accepted", cases[i][0], cases[i][1]);
+        if (!said)
+            return fail("badconf", "%s = %s: no \"%s\" on the error queue", cases[i][0],
+                cases[i][1], cases[i][2]);
+    }
+    return 1;
+}
+
 /* ------------------------------------------------------------------ main */
 
+/* MODULE "--conf": the provider "pipetls" as openssl.cnf configures it. */
 static int load(const char *module)
 {
     char threads[] = "2", inline_below[] = "8192";
@@ -863,8 +972,18 @@ static int load(const char *module)
     p[0] = OSSL_PARAM_construct_utf8_string("THREADS", threads, 0);
     p[1] = OSSL_PARAM_construct_utf8_string("INLINE_BELOW", inline_below, 0);
     p[2] = OSSL_PARAM_construct_end();
-    if ((default_prov = OSSL_PROVIDER_load(NULL, "default")) == NULL
-        || (ours_prov = OSSL_PROVIDER_load_ex(NULL, module, p)) == NULL)
+    /* --conf: the configuration first, its errors reported (OpenSSL's
+     * implicit load at init would not say why our section failed) */
+    if (strcmp(module, "--conf") == 0
+        && (getenv("OPENSSL_CONF") == NULL || !OSSL_LIB_CTX_load_config(NULL, getenv("OPENSSL_CONF"))))
+        return fail("load", "the configuration in $OPENSSL_CONF");
+    if ((default_prov = OSSL_PROVIDER_load(NULL, "default")) == NULL)
+        return fail("load", "the default provider");
+    if (strcmp(module, "--conf") == 0)
+        ours_prov = OSSL_PROVIDER_load(NULL, "pipetls");
+    else
+        ours_prov = OSSL_PROVIDER_load_ex(NULL, module, p);
+    if (ours_prov == NULL)
         return fail("load", "loading %s", module);
     for (i = 0; i < N_ALGS; i++) {
         ours[i] = EVP_CIPHER_fetch(NULL, algs[i], "provider=pipetls");
@@ -883,7 +1002,8 @@ int main(int argc, char **argv)
     } tests[] = {
         { "kat", test_kat }, { "mix", test_mix }, { "rekey", test_rekey },
         { "neg", test_neg }, { "stats", test_stats }, { "threads", test_threads },
-        { "fork", test_fork },
+        { "fork", test_fork }, { "dump", test_dump }, { "params", test_params },
+        { "badconf", test_badconf },
     };
     int a, i;
 
@@ -892,6 +1012,7 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    module_path = argv[1];
     if (!load(argv[1]))
         return 1;
     for (a = 2; a < argc; a++) {
