@@ -166,6 +166,7 @@ ERR_LIB_OFFSET = 23
 ERR_LIB_MASK = 0xFF
 ERR_REASON_MASK = 0x7FFFFF
 ERR_SYSTEM_FLAG = 0x80000000
+ERR_TXT_STRING = 0x02
 ERR_LIB_SSL = 20
 ERR_LIB_ENGINE = 38
 
@@ -345,6 +346,8 @@ def has_symbol(name: str) -> bool:
 OpenSSL_version = _fn(libcrypto, "OpenSSL_version", c_char_p, c_int)
 OpenSSL_version_num = _fn(libcrypto, "OpenSSL_version_num", c_ulong)
 ERR_get_error = _fn(libcrypto, "ERR_get_error", c_ulong)
+ERR_get_error_all = _fn(libcrypto, "ERR_get_error_all", c_ulong,
+    POINTER(c_char_p), POINTER(c_int), POINTER(c_char_p), POINTER(c_char_p), POINTER(c_int))
 ERR_peek_error = _fn(libcrypto, "ERR_peek_error", c_ulong)
 ERR_peek_last_error = _fn(libcrypto, "ERR_peek_last_error", c_ulong)
 ERR_error_string_n = _fn(libcrypto, "ERR_error_string_n", None, c_ulong, c_char_p, c_size_t)
@@ -626,6 +629,26 @@ def drain_errors() -> tuple[list[str], list[int]]:
             break
         ERR_error_string_n(code, buf, len(buf))
         lines.append(buf.value.decode("utf-8", "replace"))
+        codes.append(code)
+    return lines, codes
+
+
+def drain_errors_detailed() -> tuple[list[str], list[int]]:
+    """:func:`drain_errors`, each line followed by the detail text the
+    raising code attached (ERR_raise_data), when there is one."""
+    lines: list[str] = []
+    codes: list[int] = []
+    buf = ctypes.create_string_buffer(256)
+    data, flags = c_char_p(), c_int()
+    while True:
+        code = ERR_get_error_all(None, None, None, ctypes.byref(data), ctypes.byref(flags))
+        if not code:
+            break
+        ERR_error_string_n(code, buf, len(buf))
+        line = buf.value.decode("utf-8", "replace")
+        if data.value and flags.value & ERR_TXT_STRING:
+            line += " (%s)" % data.value.decode("utf-8", "replace")
+        lines.append(line)
         codes.append(code)
     return lines, codes
 

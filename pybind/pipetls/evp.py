@@ -48,7 +48,7 @@ from typing import Optional, Sequence
 
 from . import _ffi
 from ._buffers import pinned_buffer
-from ._ffi import OSSL_PARAM, check, check_ptr, drain_errors
+from ._ffi import OSSL_PARAM, check, check_ptr, drain_errors, drain_errors_detailed
 from .errors import ConfigError, ConfigTypeError, ProviderError, TagError
 from .provider import Provider, load_provider, require_pipeline_api
 
@@ -367,7 +367,7 @@ class PipelineCipher:
                 _cleanse(outs)  # nothing of any pipe reaches the caller
         if ok:
             return outs
-        lines, codes = drain_errors()
+        lines, codes = drain_errors_detailed()  # the provider says "pipe K of N"
         failed = _failing_pipes(self.spec, self._key, ivs, aads, ciphertexts, tags)
         if not failed:
             raise ProviderError("EVP_CipherPipelineFinal(%s, %d pipes) failed, yet every tag "
