@@ -103,8 +103,9 @@ class ProviderError(PipetlsError):
 
 class TagError(PipetlsError):
     """An AEAD tag did not verify: :func:`pipetls.evp.open_many` returned no
-    plaintext at all.  ``pipes`` lists the indices of the pipes whose tag
-    failed (ascending; never empty)."""
+    plaintext at all.  ``pipes`` lists the 0-based indices of the pipes whose
+    tag failed (ascending; never empty); the message carries the provider's
+    own detail too (which counts pipes from 1)."""
 
     def __init__(self, message: str, pipes: Sequence[int], errors: Sequence[str] = (),
                  codes: Sequence[int] = ()) -> None:
