@@ -140,9 +140,16 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
     size_t sizes[PT_MAX_PIPES], total = 0;
     int counts[PT_MAX_PIPES];
     unsigned char next_iv[16];
-    int i, failed, jobs, width;
+    int i, failed, jobs, width, last = -1; /* last: the last record of a block or more */
 
     for (i = 0; i < n; i++) {
+        /* a record needs both buffers: EVP_CipherUpdate(out NULL) after a
+         * TLS AAD (an AAD update, not a record) or a NULL pipe entry */
+        PT_ENSURE(recs[i].out != NULL && recs[i].in != NULL, fail, PT_R_BAD_PIPELINE,
+            "record %d of %d without an %s buffer", i + 1, n,
+            recs[i].out == NULL ? "output" : "input");
+        if (recs[i].len >= 16)
+            last = i;
         sizes[i] = recs[i].len;
         total += recs[i].len;
         counts[i] = 1;
@@ -159,8 +166,10 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
                 memcpy(recs[i].iv, recs[i - 1].iv, 16);
         }
     }
-    if (f->cbc && !enc && recs[n - 1].len >= 16)
-        memcpy(next_iv, recs[n - 1].in + recs[n - 1].len - 16, 16);
+    /* the chain goes on from the last ciphertext block of the batch, even
+     * when empty records follow it (as one record at a time would) */
+    if (f->cbc && !enc && last >= 0)
+        memcpy(next_iv, recs[last].in + recs[last].len - 16, 16);
 
     /* stitched CBC-HMAC, encrypting: equal records go in groups of four
      * through OpenSSL's MULTIBLOCK code on each lane */
@@ -192,9 +201,9 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
                 OPENSSL_cleanse(recs[i].out, recs[i].len);
         return -1;
     }
-    if (f->cbc && recs[n - 1].len >= 16) {
+    if (f->cbc && last >= 0) {
         if (enc)
-            memcpy(next_iv, recs[n - 1].out + recs[n - 1].len - 16, 16);
+            memcpy(next_iv, recs[last].out + recs[last].len - 16, 16);
         memcpy(iv, next_iv, 16);
         PT_ENSURE(pt_set_iv(k->base, next_iv), fail, PT_R_CIPHER_FAILED,
             "setting the chaining IV after a batch");

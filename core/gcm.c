@@ -43,6 +43,11 @@ static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
 
     r->result = -1;
     PT_RECORD_ENSURE(r->len >= EIV + TAG && r->len <= INT_MAX, r, PT_R_BAD_RECORD_LENGTH);
+    /* RFC 5288 nonces are 12 bytes (the fixed IV and the explicit part);
+     * after EVP_CTRL_AEAD_SET_IVLEN to another length OpenSSL would read the
+     * whole IV from iv[] below: such a context takes no TLS records */
+    PT_RECORD_ENSURE(EVP_CIPHER_CTX_get_iv_length(lane->evp) == (int)sizeof(iv), r,
+        PT_R_CIPHER_FAILED);
     /* the AAD must describe this record */
     PT_RECORD_ENSURE(a.len == (enc ? r->len - TAG : r->len), r, PT_R_AAD_MISMATCH);
     memcpy(iv, tls->fixed_iv, 4);
@@ -53,8 +58,9 @@ static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
     /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
      * by one, so when this lane's last record was seq - 1 the IV is already
      * right. Decrypting: the explicit nonce comes from the record; the lane
-     * only needs the fixed IV once (seq 0 marks it primed). */
-    if (enc ? lane->seq != a.seq : lane->seq == UINT64_MAX) {
+     * only needs the fixed IV once (seq 0 marks it primed).
+     * UINT64_MAX is also "unknown", so that sequence number always sets it. */
+    if (enc ? a.seq == UINT64_MAX || lane->seq != a.seq : lane->seq == UINT64_MAX) {
         lane->seq = UINT64_MAX;
         PT_RECORD_ENSURE(EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) > 0,
             r, PT_R_CIPHER_FAILED);

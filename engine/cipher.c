@@ -136,6 +136,11 @@ static int pt_init(EVP_CIPHER_CTX *ctx, const unsigned char *key,
     PT_ENSURE(EVP_CipherInit_ex2(k->base, NULL, key, base_iv, enc, NULL), fail,
         PT_R_CIPHER_FAILED, "%s: setting key or IV", k->fam->name);
     c->enc = enc;
+    /* OpenSSL's stitched CBC-HMAC ciphers neither pad nor hold back a
+     * block (their update and final are the stream kind): without this,
+     * EVP would pad our legacy cipher and a decrypt Final would fail */
+    if (k->fam->mac_len != 0)
+        EVP_CIPHER_CTX_set_padding(ctx, 0);
     if (key != NULL)
         k->key_gen++;
     if (iv != NULL && k->fam->nid == NID_chacha20_poly1305)
@@ -236,10 +241,15 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
     case EVP_CTRL_GCM_SET_IV_FIXED:
         if (k->fam->nid == NID_aes_128_gcm || k->fam->nid == NID_aes_256_gcm) {
-            if (arg == -1)
-                memcpy(k->tls.fixed_iv, ptr, 12);
-            else if (arg == 4)
+            if (arg == -1) {
+                /* ptr holds the whole IV: its length may be below 12 */
+                int len = k->base != NULL ? EVP_CIPHER_CTX_get_iv_length(k->base) : 0;
+
+                if (ptr != NULL && len > 0)
+                    memcpy(k->tls.fixed_iv, ptr, len < 12 ? (size_t)len : 12);
+            } else if (arg == 4 && ptr != NULL) {
                 memcpy(k->tls.fixed_iv, ptr, 4);
+            }
         }
         break;
 

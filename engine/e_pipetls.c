@@ -11,6 +11,7 @@
 #include "pipetls.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
+#include "pt_report.h"
 #include "pt_stats.h"
 #include "pt_text.h"
 
@@ -96,24 +97,9 @@ static int pt_ciphers(ENGINE *e, const EVP_CIPHER **cipher, const int **nids, in
     return 0;
 }
 
-/* The configuration lines both texts begin with. */
-static void put_config(pt_text *t)
-{
-    pt_text_put(t, "lanes %d\n", pt_lanes_get_threads());
-    pt_text_put(t, "workers %d\n", pt_lanes_workers_running());
-    pt_text_put(t, "inline_below %zu\n", pt_lanes_get_inline_below());
-    pt_text_put(t, "worker_start_failures %lu\n", pt_lanes_start_failures());
-}
-
 static size_t format_stats(char *buf, size_t len)
 {
-    pt_text t;
-
-    pt_text_init(&t, buf, len);
-    pt_text_put(&t, "pipetls.stats 1\n");
-    put_config(&t);
-    pt_stats_format(&t, pt_lanes_get_threads());
-    return t.off;
+    return pt_report_stats(buf, len);
 }
 
 static size_t format_info(char *buf, size_t len)
@@ -124,7 +110,7 @@ static size_t format_info(char *buf, size_t len)
     pt_text_init(&t, buf, len);
     pt_text_put(&t, "version %s\n", PT_VERSION);
     pt_text_put(&t, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
-    put_config(&t);
+    pt_lanes_format_config(&t);
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
@@ -206,24 +192,7 @@ fail:
 
 static void write_stats_at_unload(void)
 {
-    const char *dest = stats_file != NULL ? stats_file : getenv("PIPETLS_STATS");
-    FILE *fp;
-    char *t;
-    size_t need;
-
-    if (dest == NULL || *dest == '\0')
-        return;
-    need = format_stats(NULL, 0);
-    if ((t = malloc(need + 1)) == NULL)
-        return;
-    format_stats(t, need + 1);
-    if (strcmp(dest, "-") == 0 || strcmp(dest, "stderr") == 0) {
-        fputs(t, stderr);
-    } else if ((fp = fopen(dest, "a")) != NULL) {
-        fputs(t, fp);
-        fclose(fp);
-    }
-    free(t);
+    pt_report_stats_to(stats_file != NULL ? stats_file : getenv("PIPETLS_STATS"));
 }
 
 static int pt_engine_destroy(ENGINE *e)

@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
+#include <stdatomic.h>
 #include <string.h>
 
 const pp_alg pp_algs[PP_N_ALGS] = {
@@ -37,6 +38,13 @@ const pp_alg pp_algs[PP_N_ALGS] = {
 /* The default provider's get_params of each algorithm: it takes no
  * context, and it is the same function for every load of the provider. */
 static OSSL_FUNC_cipher_get_params_fn *default_get_params[PP_N_ALGS];
+
+static _Atomic unsigned long key_setups;
+
+unsigned long pp_key_setups(void)
+{
+    return key_setups;
+}
 
 typedef struct {
     pp_provctx *pc;
@@ -179,21 +187,6 @@ fail:
     return 0;
 }
 
-static const OSSL_PARAM *pp_gettable_ctx_params(void *cctx, void *provctx)
-{
-    pp_ctx *c = cctx;
-
-    /* without a context: the table of the first algorithm (they agree) */
-    return c != NULL ? c->impl->gettable_ctx : ((pp_provctx *)provctx)->impl[0].gettable_ctx;
-}
-
-static const OSSL_PARAM *pp_settable_ctx_params(void *cctx, void *provctx)
-{
-    pp_ctx *c = cctx;
-
-    return c != NULL ? c->impl->settable_ctx : ((pp_provctx *)provctx)->impl[0].settable_ctx;
-}
-
 /* ------------------------------------------------------------- pipelines */
 
 static int pipeline_init(pp_ctx *c, const unsigned char *key, size_t keylen, size_t numpipes,
@@ -228,6 +221,7 @@ static int pipeline_init(pp_ctx *c, const unsigned char *key, size_t keylen, siz
         memcpy(c->key, key, keylen);
         c->keyed = 1;
         a->key_gen++;
+        key_setups++;
     }
     c->enc = enc;
     if (!pt_aead_start(a, (int)numpipes, iv, enc))
@@ -338,6 +332,16 @@ fail:
         pp_provctx *pc = provctx;                                                    \
         return pc->impl[idx].gettable_params(pc->deflt_provctx);                     \
     }                                                                                \
+    /* the default's context tables plus the pipeline tag (with or without     \
+     * a context: EVP_CIPHER_gettable_ctx_params passes none) */                  \
+    static const OSSL_PARAM *fn##_gettable_ctx_params(void *cctx, void *provctx)  \
+    {                                                                            \
+        return ((pp_provctx *)provctx)->impl[idx].gettable_ctx;                  \
+    }                                                                            \
+    static const OSSL_PARAM *fn##_settable_ctx_params(void *cctx, void *provctx)  \
+    {                                                                            \
+        return ((pp_provctx *)provctx)->impl[idx].settable_ctx;                  \
+    }                                                                            \
     static const OSSL_DISPATCH fn##_functions[] = {                                  \
         { OSSL_FUNC_CIPHER_NEWCTX, (void (*)(void))fn##_newctx },                    \
         { OSSL_FUNC_CIPHER_FREECTX, (void (*)(void))pp_freectx },                    \
@@ -352,9 +356,9 @@ fail:
         { OSSL_FUNC_CIPHER_GET_CTX_PARAMS, (void (*)(void))pp_get_ctx_params },      \
         { OSSL_FUNC_CIPHER_SET_CTX_PARAMS, (void (*)(void))pp_set_ctx_params },      \
         { OSSL_FUNC_CIPHER_GETTABLE_CTX_PARAMS,                                      \
-            (void (*)(void))pp_gettable_ctx_params },                                \
+            (void (*)(void))fn##_gettable_ctx_params },                              \
         { OSSL_FUNC_CIPHER_SETTABLE_CTX_PARAMS,                                      \
-            (void (*)(void))pp_settable_ctx_params },                                \
+            (void (*)(void))fn##_settable_ctx_params },                              \
         { OSSL_FUNC_CIPHER_PIPELINE_ENCRYPT_INIT, (void (*)(void))pp_pipeline_einit }, \
         { OSSL_FUNC_CIPHER_PIPELINE_DECRYPT_INIT, (void (*)(void))pp_pipeline_dinit }, \
         { OSSL_FUNC_CIPHER_PIPELINE_UPDATE, (void (*)(void))pp_pipeline_update },    \

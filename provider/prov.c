@@ -23,10 +23,12 @@
  *     "workers"      int: worker threads running now
  *     "inline_below" size_t: bytes below which an update stays in the caller
  *     "stats_reset"  int: asking for it zeroes the counters (answers 1)
+ *     "key_setups"   unsigned long: pipeline key schedules computed so far
  */
 #include "pt_prov.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
+#include "pt_report.h"
 #include "pt_stats.h"
 #include "pt_text.h"
 
@@ -49,6 +51,7 @@
 #define PARAM_WORKERS "workers"
 #define PARAM_INLINE_BELOW "inline_below"
 #define PARAM_STATS_RESET "stats_reset"
+#define PARAM_KEY_SETUPS "key_setups"
 
 static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
@@ -61,23 +64,13 @@ static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_int(PARAM_WORKERS, NULL),
     OSSL_PARAM_size_t(PARAM_INLINE_BELOW, NULL),
     OSSL_PARAM_int(PARAM_STATS_RESET, NULL),
+    OSSL_PARAM_ulong(PARAM_KEY_SETUPS, NULL),
     OSSL_PARAM_END
 };
 
 static const OSSL_PARAM *prov_gettable_params(void *provctx)
 {
     return gettable;
-}
-
-static size_t format_stats(char *buf, size_t len)
-{
-    pt_text t;
-
-    pt_text_init(&t, buf, len);
-    pt_text_put(&t, "pipetls.stats 1\n");
-    pt_lanes_format_config(&t);
-    pt_stats_format(&t, pt_lanes_get_threads());
-    return t.off;
 }
 
 static size_t format_info(char *buf, size_t len)
@@ -135,7 +128,7 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL
         && !OSSL_PARAM_set_int(p, 1))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, PARAM_STATS)) != NULL && !set_text(p, format_stats))
+    if ((p = OSSL_PARAM_locate(params, PARAM_STATS)) != NULL && !set_text(p, pt_report_stats))
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_INFO)) != NULL && !set_text(p, format_info))
         return 0;
@@ -147,6 +140,9 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_INLINE_BELOW)) != NULL
         && !OSSL_PARAM_set_size_t(p, pt_lanes_get_inline_below()))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, PARAM_KEY_SETUPS)) != NULL
+        && !OSSL_PARAM_set_ulong(p, pp_key_setups()))
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_STATS_RESET)) != NULL) {
         pt_stats_reset();
@@ -172,34 +168,10 @@ static void prov_free(pp_provctx *pc)
     OPENSSL_free(pc);
 }
 
-/* $PIPETLS_STATS (a file, or "-" / "stderr"): the STATS text is appended
- * when the provider is unloaded, as the engine does (for programs such as
- * openssl speed that never ask for the parameter). */
-static void write_stats_at_unload(void)
-{
-    const char *dest = getenv("PIPETLS_STATS");
-    size_t need;
-    char *t;
-    FILE *fp;
-
-    if (dest == NULL || *dest == '\0')
-        return;
-    need = format_stats(NULL, 0);
-    if ((t = malloc(need + 1)) == NULL)
-        return;
-    format_stats(t, need + 1);
-    if (strcmp(dest, "-") == 0 || strcmp(dest, "stderr") == 0) {
-        fputs(t, stderr);
-    } else if ((fp = fopen(dest, "a")) != NULL) {
-        fputs(t, fp);
-        fclose(fp);
-    }
-    free(t);
-}
-
 static void prov_teardown(void *provctx)
 {
-    write_stats_at_unload();
+    /* for programs such as openssl speed that never ask for the parameter */
+    pt_report_stats_to(getenv("PIPETLS_STATS"));
     prov_free(provctx);
     pt_err_unload();
 }

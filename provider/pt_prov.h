@@ -67,6 +67,9 @@ typedef struct {
 extern const OSSL_ALGORITHM pp_ciphers[PP_N_ALGS + 1];
 /* Fills pc->impl[] from the default provider loaded in pc->libctx. 1 or 0. */
 int pp_impls_load(pp_provctx *pc);
+/* Pipeline key schedules computed since the process began (invariant 8:
+ * one per key, not per init). */
+unsigned long pp_key_setups(void);
 void pp_impls_free(pp_provctx *pc);
 
 #endif

@@ -101,9 +101,11 @@ def test_tampered_record_in_a_batch(engine, certs, stock, suite_id, name, k):
     # and stock answers what the RFC fixes, up to the documented deviations
     check_stock_against_rfc(f"{suite_id}:{name}", rfc_answer(suite_id, name),
                             alert_of(want["reader"]), stock.version_tuple, stock.version["text"])
-    bad_start = (DAMAGED_BATCH * N + k) * SPLIT      # a dropped record never arrives
-    if name == "duplicate":
-        bad_start = (DAMAGED_BATCH * N + k + 1) * SPLIT
+    # the engine writer pipelined every write into N records of SPLIT bytes;
+    # the offsets below are each writer's own (support.tamper: layouts)
+    assert got["layout"] == [SPLIT] * (DAMAGED_BATCH + 1) * N, got["layout"]
+    bad_start = got["bad_start"]      # a dropped record never arrives
+    assert bad_start == (DAMAGED_BATCH * N + k + (name == "duplicate")) * SPLIT
     assert res.error is not None, f"the reader accepted the damage ({len(res.received)} bytes)"
     assert want["reader"] is not None, f"stock accepted the damage: {want}"
     if want["reader"]["kind"] == "eof":
@@ -115,14 +117,15 @@ def test_tampered_record_in_a_batch(engine, certs, stock, suite_id, name, k):
         assert isinstance(writer_error, pipetls.TLSAlertError), repr(writer_error)
         assert writer_error.alert == res.error.alert and writer_error.sent is False
     assert_no_bad_plaintext(res.received, data, bad_start)
-    assert want["intact"] and want["received"] <= bad_start, want
+    assert want["intact"] and want["received"] <= want["bad_start"], want
     if name not in ("flip-type", "flip-version", "flip-length", "truncate-stream"):
         # DESIGN.md invariant 3: the damaged batch fails as a whole -- not
         # even its good records before k are handed up. (A header flip ends
         # the batch early instead: the records before it are a batch of
         # their own and may be handed up.)
-        batch_start = DAMAGED_BATCH * N * SPLIT
-        assert len(res.received) <= batch_start, (len(res.received), batch_start)
+        # (Stock libssl reads one record at a time: it hands up the good
+        # records before k, so its count is only bounded by bad_start.)
+        assert len(res.received) <= got["batch_start"], (len(res.received), got["batch_start"])
     engine_checks = suite.tls13 is None and (suite.id in ("aes128gcm", "chacha20")
                                              or not suite.etm)
     if engine_checks and alert_of(want["reader"]) == ALERT_BAD_RECORD_MAC \
@@ -159,7 +162,9 @@ def test_forged_record_in_a_batch(engine, certs, stock, suite_id, fid, rfc):
         assert want["reader"] is not None and want["reader"]["kind"] == "alert", want
         assert isinstance(res.error, pipetls.TLSAlertError), repr(res.error)
         assert res.error.sent is True
-        assert_no_bad_plaintext(res.received, data, FORGED_AT * SPLIT)
+        assert got["forged_at"] == FORGED_AT * SPLIT, got
+        assert_no_bad_plaintext(res.received, data, got["forged_at"])
+        assert want["intact"] and want["received"] <= want["forged_at"], want
     clean_connection_works(engine, certs, suite)
 
 
@@ -176,6 +181,30 @@ def test_negative_control_identity_relay_passes(engine, certs):
     assert delta.failed_batches == 0 and delta.pipelined_batches > 0
     # and the batch really reached the reader as one pipelined batch of N
     assert delta.hist.get(N, 0) > 0, delta
+
+
+@pytest.mark.parametrize("suite_id", ["cbcsha-noetm", "cbcsha256-noetm"])
+def test_negative_control_mac_flip_hits_the_mac_of_any_record(suite_id):
+    """flip-tag on a MAC-then-encrypt CBC record hits its MAC, not its
+    padding, whatever the record's length (stock 3.5's MULTIBLOCK records
+    are not SPLIT bytes long)."""
+    from support.tamper import body_pos
+    from support.wire import SUITES as WIRE_SUITES, Direction, Keys, WireError
+
+    suite = SUITES[suite_id]
+    info = next(i for i in WIRE_SUITES.values() if i.name == suite.cipher)
+    d = Direction(info, Keys(b"\x01" * info.mac_len, b"\x02" * info.key_len, b""), etm=False)
+    for plain_len in [2048, 3584, SPLIT, 1000, 16384] + list(range(3000, 3017)):
+        body = d.encrypt(7, 23, 0x0303, bytes(plain_len))
+        rec = bytes([23, 3, 3]) + len(body).to_bytes(2, "big") + body
+        assert d.decrypt(7, 23, 0x0303, body)[0] == bytes(plain_len)
+        pos = body_pos(suite, rec, "tag")
+        # CBC: the flipped ciphertext byte flips plaintext byte q (counted
+        # after the IV) one block on; q is in the MAC, not in the last block
+        q, padded = pos - 5, len(body) - 16
+        assert plain_len <= q < plain_len + info.mac_len and q < padded - 16, (plain_len, q)
+        with pytest.raises(WireError, match="HMAC does not verify"):
+            d.decrypt(7, 23, 0x0303, rec[5:pos] + bytes([rec[pos] ^ 1]) + rec[pos + 1:])
 
 
 def test_negative_control_leak_check_can_fail():
@@ -206,15 +235,29 @@ def test_stock_reader_refuses_tampered_pipelined_records(engine, certs, stock, r
     peer, data = extra["peer"], extra["data"]
     assert got["damaged"] and want["damaged"]
     assert extra["write_stats"].pipelined_batches > 0, extra["write_stats"]
+    # the engine pipelined each write into N records of SPLIT bytes
+    assert got["layout"] == [SPLIT] * (DAMAGED_BATCH + 1) * N, got["layout"]
     # what the stock reader does with records the engine wrote (pipelined)
-    # is what it does with the same records written by stock libssl
-    assert got == want, (got, want, peer.stderr[-2000:])
-    bad_start = (DAMAGED_BATCH * N + k + (1 if name == "duplicate" else 0)) * SPLIT
+    # is what it does with the same damage to records stock libssl wrote:
+    # the same failure, reasons and alert, nothing altered handed up; the
+    # byte count is that of the records before the damaged one, as each
+    # writer laid them out (stock 3.5 writes this suite through MULTIBLOCK,
+    # in other records than the engine: support.tamper), and the same count
+    # wherever the two layouts are the same
+    laid_out = ("received", "layout", "bad_start", "batch_start")
+    assert ({key: v for key, v in got.items() if key not in laid_out}
+            == {key: v for key, v in want.items() if key not in laid_out}), \
+        (got, want, peer.stderr[-2000:])
+    if got["layout"] == want["layout"]:
+        assert got == want, (got, want, peer.stderr[-2000:])
     assert got["reader_failed"], f"{reader} accepted the damage: {peer.stderr[-2000:]}"
+    bad_start = got["bad_start"]
+    assert bad_start == (DAMAGED_BATCH * N + k + (name == "duplicate")) * SPLIT
     assert_no_bad_plaintext(peer.data, data, bad_start)
     # a stock reader takes one record at a time: everything before the bad
-    # record was handed up, nothing from it on
+    # record was handed up, nothing from it on -- whoever wrote the records
     assert len(peer.data) == bad_start, (len(peer.data), bad_start)
+    assert want["received"] == want["bad_start"], want
     assert got["reasons"], f"{reader} printed no reason: {peer.stderr[-2000:]}"
     if reader == "openssl":
         err = extra["error"]
@@ -226,11 +269,32 @@ def test_stock_reader_refuses_tampered_pipelined_records(engine, certs, stock, r
 def test_negative_control_stock_child_has_no_engine(engine, stock):
     """The stock answers come from a process without the engine, on the
     same libcrypto release as this one; this process has the engine."""
+    from pipetls.engine import engine_path
     from support.stock import engine_mapped, libcrypto_version
 
-    assert engine_mapped()
+    assert engine_mapped(engine_path())
     assert stock.query("support.stock:engine_mapped") is False
     assert stock.version == libcrypto_version()
+
+
+def test_negative_control_engine_file_is_the_file_not_a_directory():
+    """The stock child's engine check matches the engine file (by the name
+    ``pipetls.so`` or as the file in use), never a directory called
+    pipetls: the matrix releases live under ~/.cache/pipetls/."""
+    from support.stock import is_engine_file, mapped_paths
+
+    release = "/root/.cache/pipetls/openssl-matrix/3.0.17-1~deb12u2/root/usr/lib/" \
+              "x86_64-linux-gnu/libcrypto.so.3"
+    assert not is_engine_file(release)
+    assert not is_engine_file("/var/cache/pipetls/openssl-3.5.7-x/prefix/lib/libssl.so.3")
+    assert not is_engine_file("/opt/pipetls.so.d/libcrypto.so.3")
+    assert is_engine_file("/usr/lib/python3/site-packages/pipetls/pipetls.so")
+    assert is_engine_file("/work/build/asan/pipetls.so")
+    assert not is_engine_file("/work/build/engine-x.so")
+    assert is_engine_file("/work/build/engine-x.so", "/work/build/engine-x.so")
+    # this process maps its libcrypto, and it is not taken for an engine
+    crypto = [p for p in mapped_paths() if "libcrypto.so" in p]
+    assert crypto and not any(is_engine_file(p) for p in crypto)
 
 
 def test_negative_control_stock_answers_differ_by_damage(stock, certs):
@@ -247,7 +311,7 @@ def test_negative_control_stock_answers_differ_by_damage(stock, certs):
 def test_negative_control_rfc_check_can_fail():
     """An undocumented deviation fails, and so does a documented one that a
     release in its range no longer shows."""
-    from support.rfc import ALERT_INTERNAL_ERROR
+    from support.rfc import ALERT_INTERNAL_ERROR, deviation_for
 
     with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
         check_stock_against_rfc("aes128gcm:flip-tag", ALERT_BAD_RECORD_MAC,
@@ -259,3 +323,12 @@ def test_negative_control_rfc_check_can_fail():
     with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
         check_stock_against_rfc("aes128gcm:truncate-to-10", ALERT_BAD_RECORD_MAC,
                                 ALERT_INTERNAL_ERROR, (3, 0, 22))
+    # the same for the 3.5 entry, measured on 3.5.7 alone
+    assert deviation_for("chacha20:truncate-to-10", (3, 5, 7)) is not None
+    with pytest.raises(AssertionError, match="documented deviation no longer seen"):
+        check_stock_against_rfc("chacha20:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                ALERT_BAD_RECORD_MAC, (3, 5, 7))
+    for outside in ((3, 5, 6), (3, 5, 8), (3, 0, 21)):
+        with pytest.raises(AssertionError, match="no entry of KNOWN_STOCK_DEVIATIONS"):
+            check_stock_against_rfc("chacha20:truncate-to-10", ALERT_BAD_RECORD_MAC,
+                                    ALERT_INTERNAL_ERROR, outside)

@@ -14,6 +14,7 @@
  *             dump     "vec ..." lines of pipelined seals (decrypted elsewhere)
  *             params   "param NAME VALUE" lines: threads, inline_below
  *             badconf  bad THREADS / INLINE_BELOW values fail the load
+ *             bench    32 x 16 KiB seals, ours against the default's loop
  *             quick    kat and mix with fewer cases (sanitizer builds)
  *     MODULE "--conf": the provider "pipetls" as openssl.cnf configures it
  * Prints one "ok NAME" / "FAIL NAME: why" line per test; exits 1 on any
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAXP 32
@@ -352,6 +354,15 @@ static int test_mix(void)
 
 /* ----------------------------------------------------------- rekeying */
 
+static unsigned long key_setups(void)
+{
+    unsigned long n = 0;
+    OSSL_PARAM p[2] = { OSSL_PARAM_END, OSSL_PARAM_END };
+
+    p[0] = OSSL_PARAM_construct_ulong("key_setups", &n);
+    return OSSL_PROVIDER_get_params(ours_prov, p) ? n : (unsigned long)-1;
+}
+
 static int test_rekey(void)
 {
     int alg;
@@ -369,15 +380,26 @@ static int test_rekey(void)
         }
         batch_alloc(&b, 8, len, aadl, 1, keylens[alg]);
         memcpy(key0, b.key, sizeof(key0));
-        /* first with the key, then with NULL (kept), then the same key again */
+        /* first with the key, then with NULL (kept), then the same key
+         * again: one key schedule per context (invariant 8) */
         for (round = 0; ok && round < 3; round++) {
+            unsigned long before = key_setups();
+
             RAND_bytes(b.iv[0], IVLEN); /* fresh IVs each time */
             ok = check_batch("rekey", ec, dc, alg, &b, 1, round == 1 ? NULL : b.key);
+            if (ok && key_setups() - before != (round == 0 ? 2 : 0))
+                ok = fail("rekey", "%s: round %d computed %lu key schedules", algs[alg], round,
+                    key_setups() - before);
         }
-        /* a different key on the same contexts */
+        /* a different key on the same contexts: one schedule each */
         if (ok) {
+            unsigned long before = key_setups();
+
             RAND_bytes(b.key, (int)keylens[alg]);
             ok = check_batch("rekey", ec, dc, alg, &b, 1, b.key);
+            if (ok && key_setups() - before != 2)
+                ok = fail("rekey", "%s: a new key computed %lu key schedules", algs[alg],
+                    key_setups() - before);
         }
         /* a NULL key on a context that never had one must fail */
         if (ok) {
@@ -920,6 +942,59 @@ static int test_params(void)
     return 1;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "bench ALG ours_s default_s speedup" lines: 32 x 16 KiB seals, ours
+ * pipelined against the default provider one pipe after another, in
+ * interleaved rounds (a figure to read, not a pass/fail bound). */
+static int test_bench(void)
+{
+    static const int bench_algs[] = { 1, 2 };
+    size_t i;
+
+    for (i = 0; i < 2; i++) {
+        int alg = bench_algs[i], r, rounds = 30, k;
+        size_t len[MAXP], aadl[MAXP];
+        EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new(), *dc = EVP_CIPHER_CTX_new();
+        double t_ours = 0, t_ref = 0;
+        batch b;
+
+        for (k = 0; k < MAXP; k++) {
+            len[k] = 16384;
+            aadl[k] = 13;
+        }
+        batch_alloc(&b, MAXP, len, aadl, 1, keylens[alg]);
+        if (!check_batch("bench", ec, dc, alg, &b, 1, b.key))
+            return 0;
+        for (r = 0; r < rounds; r++) {
+            double t0 = now_s(), t1, t2;
+
+            for (k = 0; k < 10; k++)
+                if (!pipe_run(ec, alg, &b, NULL, 1, 1))
+                    return fail("bench", "pipelined seal");
+            t1 = now_s();
+            for (k = 0; k < 10; k++)
+                if (!ref_seal(alg, &b))
+                    return fail("bench", "default seal");
+            t2 = now_s();
+            t_ours += t1 - t0;
+            t_ref += t2 - t1;
+        }
+        printf("bench %s ours %.4f s default %.4f s speedup %.2f\n", algs[alg], t_ours, t_ref,
+            t_ref / t_ours);
+        batch_free(&b);
+        EVP_CIPHER_CTX_free(ec);
+        EVP_CIPHER_CTX_free(dc);
+    }
+    return 1;
+}
+
 static const char *module_path;
 
 /* A bad THREADS / INLINE_BELOW fails the load, saying what is allowed. */
@@ -1003,7 +1078,7 @@ int main(int argc, char **argv)
         { "kat", test_kat }, { "mix", test_mix }, { "rekey", test_rekey },
         { "neg", test_neg }, { "stats", test_stats }, { "threads", test_threads },
         { "fork", test_fork }, { "dump", test_dump }, { "params", test_params },
-        { "badconf", test_badconf },
+        { "badconf", test_badconf }, { "bench", test_bench },
     };
     int a, i;
 

@@ -71,6 +71,16 @@ KNOWN_STOCK_DEVIATIONS: List[StockDeviation] = [
         # measured: 3.0.17, 3.0.19 and 3.0.20 answer internal_error, 3.0.22
         # answers bad_record_mac (3.0.21 and releases before 3.0.17 unmeasured)
         ((3, 0, 0), (3, 0, 20)), "openssl/openssl#25290"),
+    StockDeviation(
+        "an AEAD (AES-GCM, ChaCha20-Poly1305) TLS 1.2 record shorter than its tag (3.5)",
+        _aead_shorter_than_tag, ALERT_BAD_RECORD_MAC, ALERT_INTERNAL_ERROR,
+        # measured: 3.5.7 (Debian's 3.5.7-1~deb13u2 source built by
+        # openssl_patches/build.py; its patch touches ssl_conf.c only, not the
+        # record layer) answers internal_error: tls1_cipher() in
+        # ssl/record/methods/tls1_meth.c turns the provider's refusal of the
+        # EVP_CTRL_AEAD_TLS1_AAD ctrl (record length below explicit nonce +
+        # tag) into SSL_AD_INTERNAL_ERROR. 3.5.0 to 3.5.6 unmeasured.
+        ((3, 5, 7), (3, 5, 7)), "measured on 3.5.7; cf. openssl/openssl#25290 (3.0)"),
 ]
 
 # what a run saw, for the terminal summary (conftest.py prints it)

@@ -9,9 +9,10 @@ function in-process with the engine and asserts the two answers are equal.
 
 The child inherits the environment (``LD_LIBRARY_PATH``, ``PATH``,
 ``PIPETLS_OPENSSL``), so it uses the same libssl as pytest; it reports
-that library's version, and after every case it checks that no
-``pipetls.so`` is mapped into it (an answer with the engine inside would
-not be stock's).
+that library's version, and after every case it checks that no engine
+file is mapped into it -- no file named ``pipetls.so``, nor the engine
+file the parent uses (an answer with the engine inside would not be
+stock's); directories named ``pipetls`` (release caches) do not count.
 
     python -m support.stock     # the child: JSON lines on stdin/stdout
 """
@@ -47,10 +48,38 @@ def version_tuple(num: int) -> tuple:
     return (num >> 28) & 0xF, (num >> 20) & 0xFF, (num >> 4) & 0xFF
 
 
-def engine_mapped() -> bool:
-    """Whether a pipetls engine is mapped into this process."""
+ENGINE_FILE_NAME = "pipetls.so"
+# the engine file the parent process uses (its real path), set by StockOracle
+ENGINE_FILE_ENV = "PIPETLS_STOCK_ENGINE_FILE"
+
+
+def is_engine_file(path: str, engine_file: Optional[str] = None) -> bool:
+    """Whether the mapped file ``path`` is a pipetls engine: a file named
+    ``pipetls.so``, or the file ``engine_file`` itself.  Only the file counts,
+    not its directories: OpenSSL releases cached under ``~/.cache/pipetls/``
+    or ``/var/cache/pipetls/`` are not the engine."""
+    if os.path.basename(path) == ENGINE_FILE_NAME:
+        return True
+    return bool(engine_file) and os.path.realpath(path) == os.path.realpath(engine_file)
+
+
+def mapped_paths() -> list:
+    """The files mapped into this process (``/proc/self/maps``)."""
+    paths = set()
     with open("/proc/self/maps") as f:
-        return any("pipetls" in line and ".so" in line for line in f)
+        for line in f:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                paths.add(fields[5].rstrip("\n").removesuffix(" (deleted)"))
+    return sorted(paths)
+
+
+def engine_mapped(engine_file: Optional[str] = None) -> bool:
+    """Whether a pipetls engine is mapped into this process (see
+    :func:`is_engine_file`; ``engine_file`` defaults to
+    ``$PIPETLS_STOCK_ENGINE_FILE``)."""
+    engine_file = engine_file or os.environ.get(ENGINE_FILE_ENV)
+    return any(is_engine_file(p, engine_file) for p in mapped_paths())
 
 
 class StockError(AssertionError):
@@ -67,6 +96,11 @@ class StockOracle:
         env.pop("LD_PRELOAD", None)      # a sanitizer runtime is the engine's
         env.pop("PIPETLS_ENGINE", None)  # nothing to find the engine with
         env.pop("OPENSSL_ENGINES", None)
+        try:                              # the engine file, whatever its name
+            from pipetls.engine import engine_path
+            env[ENGINE_FILE_ENV] = os.path.realpath(engine_path())
+        except Exception:  # noqa: BLE001 - no engine to find: pipetls.so by name only
+            env.pop(ENGINE_FILE_ENV, None)
         pkg_root = str(Path(pipetls.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(TESTS), pkg_root, env.get("PYTHONPATH", "")) if p)

@@ -11,6 +11,18 @@ sends only the JSON ``answer``.
     reader_case        pipetls writer -> relay(damage) -> pipetls reader
     forged_case        the same with properly protected forged records
     stock_reader_case  pipetls writer -> relay(damage) -> openssl / gnutls-cli
+
+Where the records lie is the writer's choice, and writers differ: the
+engine pipelines every N x SPLIT write into N records of SPLIT bytes, but
+stock libssl 3.5 writes it, for a stitched CBC-HMAC suite without EtM,
+through MULTIBLOCK (ssl/record/methods/tls_multib.c: four records of
+SPLIT - 512 bytes, then one of 2048), where 3.0 writes N records of SPLIT.
+So every answer carries the writer's own layout (``layout``: the plaintext
+length of each application-data record up to the end of the damaged batch,
+read from the relay's capture with the keys) and the offsets it implies
+(``bad_start``: the first plaintext byte of the damaged record;
+``batch_start``: of the damaged batch), and a damage is aimed at a field
+of the record it hits whatever that record's length.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import pipetls
 from .proof import (MIB, SUITES, Knobs, PtServer, StdioPeer, openssl_version_opts,
                             payload, pt_connect, pt_context, pt_read, pt_write_plan)
 from .relay import BatchTamper, Forge, Relay, flip, set_len
-from .wire import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE
+from .wire import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE, WireSession
 
 from . import programs
 from .pki import Certs
@@ -51,7 +63,13 @@ def body_pos(suite, rec, field):
     if field == "tag":
         if kind != "cbc" or suite.etm:
             return len(rec) - 1                              # AEAD tag / EtM MAC
-        return 5 + SPLIT                                     # MAC inside: byte SPLIT of plaintext
+        # MAC-then-encrypt: the MAC is inside the encryption, before 1..16
+        # bytes of padding, so plaintext byte T - mac - 1 (T: the plaintext,
+        # MAC and padding, a whole number of blocks) is always a MAC byte,
+        # and never in the last block (the padding stays valid). CBC: flip
+        # it through the ciphertext byte one block before it, at record
+        # offset 5 + 16 (IV) + (T - mac - 1) - 16.
+        return len(rec) - 16 - mac - 1
     if field == "padding":
         if kind != "cbc":
             return None
@@ -148,6 +166,32 @@ def rfc_answer(suite_id: str, name: str) -> Optional[int]:
 
 # ------------------------------------------------------------ answers
 
+def app_layout(relay, direction: str, keylines) -> list:
+    """The plaintext length of every application-data record that the writer
+    sent in ``direction`` ("c2s"/"s2c"), as the relay received it (before
+    any damage), decrypted with the connection's keylog lines."""
+    sess = WireSession.from_capture(bytes(relay.captured["c2s"]), bytes(relay.captured["s2c"]),
+                                    list(keylines), strict=False)
+    return [len(r.plaintext) for r in sess.decrypt_direction(direction)
+            if r.type == APPLICATION_DATA]
+
+
+def layout_answer(layout: list, bad_record: int) -> dict:
+    """``layout``, ``bad_start`` and ``batch_start`` of an answer (see the
+    module's text); ``bad_record``: the index of the damaged record among
+    the application-data records as the writer sent them."""
+    first = DAMAGED_BATCH * N
+    assert len(layout) >= first + N, f"the writer sent {len(layout)} records: {layout}"
+    return {"layout": layout[:first + N], "bad_start": sum(layout[:bad_record]),
+            "batch_start": sum(layout[:first])}
+
+
+def bad_record_of(name: str, k: int) -> int:
+    """The first record the damage ``name`` at ``k`` leaves wrong (a dropped
+    one never arrives; a repeated one is wrong the second time)."""
+    return DAMAGED_BATCH * N + k + (1 if name == "duplicate" else 0)
+
+
 def error_answer(e) -> Optional[dict]:
     """What an error says, without its text: the class, and for an alert
     its number and direction."""
@@ -218,7 +262,8 @@ def reader_run(engine, certs, suite, hook_factory, data):
               "received": len(res.received),
               "intact": bytes(res.received) == data[:len(res.received)]}
     return answer, {"res": res, "writer_error": writer_error,
-                    "delta": _delta(engine, before), "data": data}
+                    "delta": _delta(engine, before), "data": data,
+                    "layout": app_layout(relay, "c2s", keylines)}
 
 
 def reader_case(engine, certs, suite_id: str, name: str, k: int):
@@ -235,6 +280,7 @@ def reader_case(engine, certs, suite_id: str, name: str, k: int):
 
     answer, extra = reader_run(engine, certs, suite, factory, data)
     answer["damaged"] = box["hook"].done
+    answer.update(layout_answer(extra["layout"], bad_record_of(name, k)))
     extra["hook"] = box["hook"]
     return (answer, extra) if engine is not None else answer
 
@@ -270,8 +316,11 @@ def forged_case(engine, certs, suite_id: str, fid: str):
 
     answer, extra = reader_run(engine, certs, suite, factory, data)
     answer["damaged"] = box["hook"].inserted
+    # the first plaintext byte of record FORGED_AT, as this writer laid it out
+    at = sum(extra["layout"][:FORGED_AT])
+    answer["forged_at"] = at
     extra_bytes = b"".join(p for _, p in inserts)
-    want = (data[:FORGED_AT * SPLIT] + extra_bytes + data[FORGED_AT * SPLIT:])[:len(data)]
+    want = (data[:at] + extra_bytes + data[at:])[:len(data)]
     answer["as_forged"] = bytes(extra["res"].received) == want
     return (answer, extra) if engine is not None else answer
 
@@ -308,7 +357,9 @@ def stock_reader_case(engine, certs, reader: str, suite_id: str, name: str, k: i
     suite = SUITES[suite_id]
     data = payload(N * SPLIT * BATCHES, 33)
     hook = BatchTamper(N, k, make_op(suite, name), batch=DAMAGED_BATCH)
-    sctx = pt_context(engine, certs, server=True, suite=suite, knobs=WRITER)
+    keylines: list = []
+    sctx = pt_context(engine, certs, server=True, suite=suite, knobs=WRITER,
+                      keylog=keylines.append)
     box = {}
 
     def handler(conn):
@@ -339,6 +390,7 @@ def stock_reader_case(engine, certs, reader: str, suite_id: str, name: str, k: i
               "intact": bytes(peer.data) == data[:len(peer.data)],
               "reasons": reader_reasons(reader, peer.stderr),
               "writer": error_answer(box.get("error"))}
+    answer.update(layout_answer(app_layout(relay, "s2c", keylines), bad_record_of(name, k)))
     extra = {"peer": peer, "rc": rc, "data": data, "write_stats": box.get("write_stats"),
              "error": box.get("error")}
     return (answer, extra) if engine is not None else answer

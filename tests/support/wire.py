@@ -332,24 +332,29 @@ class WireSession:
         """Decrypt every record after ChangeCipherSpec in both directions.
         Sequence numbers start at 0 with the Finished message and go up by
         one per record: a record that was dropped, repeated or moved fails."""
-        dirs = self.directions()
-        for name, recs in (("c2s", self.c2s), ("s2c", self.s2c)):
-            d = dirs[name]
-            out, seq, active = [], 0, False
-            for r in recs:
-                if r.type == CHANGE_CIPHER_SPEC and not active:
-                    active = True
-                    continue
-                if not active:
-                    continue
-                try:
-                    plain, explicit = d.decrypt(seq, r.type, r.version, r.body)
-                except WireError as e:
-                    raise WireError(f"{name}: {e}") from None
-                out.append(DecryptedRecord(seq, r.type, plain, explicit, len(r.body), r.offset))
-                seq += 1
-            self.records[name] = out
+        for name in ("c2s", "s2c"):
+            self.decrypt_direction(name)
         return self.records
+
+    def decrypt_direction(self, name: str) -> List[DecryptedRecord]:
+        """Decrypt every record after ChangeCipherSpec in direction ``name``
+        ("c2s" or "s2c") alone (as :meth:`decrypt` does for both)."""
+        d = self.directions()[name]
+        out, seq, active = [], 0, False
+        for r in (self.c2s if name == "c2s" else self.s2c):
+            if r.type == CHANGE_CIPHER_SPEC and not active:
+                active = True
+                continue
+            if not active:
+                continue
+            try:
+                plain, explicit = d.decrypt(seq, r.type, r.version, r.body)
+            except WireError as e:
+                raise WireError(f"{name}: {e}") from None
+            out.append(DecryptedRecord(seq, r.type, plain, explicit, len(r.body), r.offset))
+            seq += 1
+        self.records[name] = out
+        return out
 
     def app_data(self, name: str) -> bytes:
         return b"".join(r.plaintext for r in self.records[name]
