@@ -151,6 +151,23 @@ def test_prototypes_are_explicit_module_attributes():
     assert len(calls) == len(assigned) > 100  # no _fn call outside an assignment
     for name in assigned:
         assert callable(getattr(_ffi, name)), name
+    # the prototypes of functions newer than 3.0 (_fn_since(VERSION, lib,
+    # "NAME", ...)): explicit module attributes too, callable even where
+    # the library lacks them (a stub that raises MissingSymbolError)
+    since = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", None) == "_fn_since"):
+            assert len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            name = node.targets[0].id
+            symbol = node.value.args[2]
+            assert isinstance(symbol, ast.Constant) and symbol.value == name, name
+            since[name] = node.lineno
+    since_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                   and getattr(n.func, "id", None) == "_fn_since"]
+    assert len(since_calls) == len(since) >= 6
+    for name in since:
+        assert callable(getattr(_ffi, name)), name
     for path in SOURCE.rglob("*.py"):
         assert "globals()" not in path.read_text(), path
 

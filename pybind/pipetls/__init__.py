@@ -18,7 +18,9 @@ Quick start::
 from ._ffi import openssl_version
 from .connection import Connection
 from .context import Context
+from . import evp
 from .engine import Engine, EngineStats, engine_path, load_engine, shared_engine
+from .provider import Provider, load_provider, provider_path, shared_provider
 from .errors import (
     CertificateError,
     ClosedError,
@@ -27,7 +29,9 @@ from .errors import (
     EngineError,
     OpenSSLError,
     PipetlsError,
+    ProviderError,
     StdlibError,
+    TagError,
     TLSAlertError,
     TLSClosed,
     TLSError,
@@ -49,6 +53,11 @@ __all__ = [
     "EngineStats",
     "load_engine",
     "shared_engine",
+    "provider_path",
+    "Provider",
+    "load_provider",
+    "shared_provider",
+    "evp",
     "Context",
     "Connection",
     "handshake_pair",
@@ -59,6 +68,8 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "EngineError",
+    "ProviderError",
+    "TagError",
     "StdlibError",
     "TLSError",
     "TLSAlertError",

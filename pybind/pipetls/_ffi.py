@@ -49,6 +49,7 @@ __all__ = [
     "LIBCRYPTO_PATH",
     "stdlib_shares_openssl",
     "openssl_version",
+    "has_symbol",
     "check",
     "check_ptr",
     "drain_errors",
@@ -73,6 +74,7 @@ ENGINE = c_void_p
 EVP_CIPHER = c_void_p
 EVP_CIPHER_CTX = c_void_p
 OSSL_LIB_CTX = c_void_p
+OSSL_PROVIDER = c_void_p
 
 # --------------------------------------------------------------------------
 # Constants (values verified against /usr/include/openssl, OpenSSL 3.0).
@@ -164,6 +166,7 @@ ERR_LIB_OFFSET = 23
 ERR_LIB_MASK = 0xFF
 ERR_REASON_MASK = 0x7FFFFF
 ERR_SYSTEM_FLAG = 0x80000000
+ERR_TXT_STRING = 0x02
 ERR_LIB_SSL = 20
 ERR_LIB_ENGINE = 38
 
@@ -192,6 +195,25 @@ EVP_AEAD_TLS1_AAD_LEN = 13
 EVP_GCM_TLS_FIXED_IV_LEN = 4
 EVP_GCM_TLS_EXPLICIT_IV_LEN = 8
 EVP_GCM_TLS_TAG_LEN = 16
+
+# evp.h (3.5): the cipher pipeline API
+EVP_MAX_PIPES = 32
+EVP_MAX_BLOCK_LENGTH = 32
+
+# core.h: OSSL_PARAM data types; core_names.h: the parameter names used
+OSSL_PARAM_INTEGER = 1
+OSSL_PARAM_UNSIGNED_INTEGER = 2
+OSSL_PARAM_REAL = 3
+OSSL_PARAM_UTF8_STRING = 4
+OSSL_PARAM_OCTET_STRING = 5
+OSSL_PARAM_UTF8_PTR = 6
+OSSL_PARAM_OCTET_PTR = 7
+OSSL_PARAM_UNMODIFIED = (1 << (8 * ctypes.sizeof(c_size_t))) - 1  # SIZE_MAX
+OSSL_CIPHER_PARAM_AEAD_TAG = b"tag"
+OSSL_CIPHER_PARAM_PIPELINE_AEAD_TAG = b"pipeline-tag"  # 3.5
+
+# opensslv.h: OpenSSL_version_num() of the first release with the pipeline API
+OPENSSL_3_5 = 0x30500000
 
 # crypto.h: OpenSSL_version() selectors
 OPENSSL_VERSION = 0
@@ -227,6 +249,19 @@ ALPN_SELECT_CB = CFUNCTYPE(
 VERIFY_CB = CFUNCTYPE(c_int, c_int, c_void_p)
 
 
+
+class OSSL_PARAM(ctypes.Structure):
+    """core.h ``struct ossl_param_st``; an array ends with a NULL key."""
+
+    _fields_ = [
+        ("key", c_char_p),
+        ("data_type", c_uint),
+        ("data", c_void_p),
+        ("data_size", c_size_t),
+        ("return_size", c_size_t),
+    ]
+
+
 # --------------------------------------------------------------------------
 # Prototypes.
 # --------------------------------------------------------------------------
@@ -245,23 +280,74 @@ def _fn(
 
 def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
     """The prototype of ``name`` in ``lib``; MissingSymbolError if absent."""
-    try:
-        f = getattr(lib, name)
-    except AttributeError:
+    f = _lookup(lib, name, restype, argtypes)
+    if f is None:
         raise MissingSymbolError(
             "pipetls: symbol %s not found in %s (OpenSSL 3.0 or later is required)"
             % (name, lib._name),
             name=name,
-        ) from None
+        )
+    return f
+
+
+def _lookup(lib: ctypes.CDLL, name: str, restype: Any,
+            argtypes: tuple[Any, ...]) -> Optional[Callable[..., Any]]:
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        return None
     f.restype = restype
     f.argtypes = list(argtypes)
     return f  # type: ignore[no-any-return]
+
+
+# Functions newer than OpenSSL 3.0: absent from an older libcrypto, they are
+# looked up here like the others, but a missing one becomes a stub that
+# raises MissingSymbolError when *called* (naming the release that added it),
+# so the package still imports on 3.0.  ``has_symbol()`` asks first.
+_MISSING_OPTIONAL: dict[str, str] = {}
+
+
+@overload
+def _fn_since(version: str, lib: ctypes.CDLL, name: str, restype: None,
+              *argtypes: Any) -> Callable[..., None]: ...
+
+
+@overload
+def _fn_since(version: str, lib: ctypes.CDLL, name: str, restype: type[_SimpleCData[_T]],
+              *argtypes: Any) -> Callable[..., _T]: ...
+
+
+def _fn_since(version: str, lib: ctypes.CDLL, name: str, restype: Any,
+              *argtypes: Any) -> Callable[..., Any]:
+    """The prototype of ``name``, added in OpenSSL ``version``; a stub that
+    raises MissingSymbolError on call when this libcrypto lacks it."""
+    f = _lookup(lib, name, restype, argtypes)
+    if f is not None:
+        return f
+    _MISSING_OPTIONAL[name] = version
+    message = ("pipetls: %s needs OpenSSL %s or later; this process has %s (%s). Run it "
+               "with PIPETLS_OPENSSL=<prefix of an OpenSSL >= %s>, e.g. the patched build of "
+               "openssl_patches/build.py" % (name, version, lib._name, "%s", version))
+
+    def missing(*args: Any) -> Any:
+        raise MissingSymbolError(message % openssl_version(), name=name)
+
+    missing.__name__ = name
+    return missing
+
+
+def has_symbol(name: str) -> bool:
+    """False for a ``_fn_since`` prototype this libcrypto/libssl lacks."""
+    return name not in _MISSING_OPTIONAL
 
 
 # ---- libcrypto: version, errors -------------------------------------------
 OpenSSL_version = _fn(libcrypto, "OpenSSL_version", c_char_p, c_int)
 OpenSSL_version_num = _fn(libcrypto, "OpenSSL_version_num", c_ulong)
 ERR_get_error = _fn(libcrypto, "ERR_get_error", c_ulong)
+ERR_get_error_all = _fn(libcrypto, "ERR_get_error_all", c_ulong,
+    POINTER(c_char_p), POINTER(c_int), POINTER(c_char_p), POINTER(c_char_p), POINTER(c_int))
 ERR_peek_error = _fn(libcrypto, "ERR_peek_error", c_ulong)
 ERR_peek_last_error = _fn(libcrypto, "ERR_peek_last_error", c_ulong)
 ERR_error_string_n = _fn(libcrypto, "ERR_error_string_n", None, c_ulong, c_char_p, c_size_t)
@@ -270,6 +356,7 @@ ERR_reason_error_string = _fn(libcrypto, "ERR_reason_error_string", c_char_p, c_
 OBJ_sn2nid = _fn(libcrypto, "OBJ_sn2nid", c_int, c_char_p)
 OBJ_nid2sn = _fn(libcrypto, "OBJ_nid2sn", c_char_p, c_int)
 CRYPTO_free = _fn(libcrypto, "CRYPTO_free", None, c_void_p, c_char_p, c_int)
+OPENSSL_cleanse = _fn(libcrypto, "OPENSSL_cleanse", None, c_void_p, c_size_t)
 
 # ---- libcrypto: ENGINE ----------------------------------------------------
 ENGINE_load_builtin_engines = _fn(libcrypto, "ENGINE_load_builtin_engines", None)
@@ -309,6 +396,49 @@ EVP_CIPHER_get_key_length = _fn(libcrypto, "EVP_CIPHER_get_key_length", c_int, E
 EVP_CIPHER_get_iv_length = _fn(libcrypto, "EVP_CIPHER_get_iv_length", c_int, EVP_CIPHER)
 EVP_CIPHER_get_block_size = _fn(libcrypto, "EVP_CIPHER_get_block_size", c_int, EVP_CIPHER)
 EVP_CIPHER_get0_provider = _fn(libcrypto, "EVP_CIPHER_get0_provider", c_void_p, EVP_CIPHER)
+EVP_CIPHER_get0_name = _fn(libcrypto, "EVP_CIPHER_get0_name", c_char_p, EVP_CIPHER)
+EVP_CIPHER_CTX_get_params = _fn(libcrypto, "EVP_CIPHER_CTX_get_params", c_int,
+    EVP_CIPHER_CTX, POINTER(OSSL_PARAM))
+EVP_CIPHER_CTX_set_params = _fn(libcrypto, "EVP_CIPHER_CTX_set_params", c_int,
+    EVP_CIPHER_CTX, POINTER(OSSL_PARAM))
+EVP_EncryptInit_ex = _fn(libcrypto, "EVP_EncryptInit_ex", c_int,
+    EVP_CIPHER_CTX, EVP_CIPHER, ENGINE, c_void_p, c_void_p)
+EVP_EncryptUpdate = _fn(libcrypto, "EVP_EncryptUpdate", c_int,
+    EVP_CIPHER_CTX, c_void_p, POINTER(c_int), c_void_p, c_int)
+EVP_EncryptFinal_ex = _fn(libcrypto, "EVP_EncryptFinal_ex", c_int, EVP_CIPHER_CTX, c_void_p, POINTER(c_int))
+EVP_DecryptInit_ex = _fn(libcrypto, "EVP_DecryptInit_ex", c_int,
+    EVP_CIPHER_CTX, EVP_CIPHER, ENGINE, c_void_p, c_void_p)
+EVP_DecryptUpdate = _fn(libcrypto, "EVP_DecryptUpdate", c_int,
+    EVP_CIPHER_CTX, c_void_p, POINTER(c_int), c_void_p, c_int)
+EVP_DecryptFinal_ex = _fn(libcrypto, "EVP_DecryptFinal_ex", c_int, EVP_CIPHER_CTX, c_void_p, POINTER(c_int))
+
+# ---- libcrypto: the cipher pipeline API (3.5) -------------------------------
+EVP_CIPHER_can_pipeline = _fn_since("3.5", libcrypto, "EVP_CIPHER_can_pipeline", c_int, EVP_CIPHER, c_int)
+EVP_CipherPipelineEncryptInit = _fn_since("3.5", libcrypto, "EVP_CipherPipelineEncryptInit", c_int,
+    EVP_CIPHER_CTX, EVP_CIPHER, c_void_p, c_size_t, c_size_t, c_void_p, c_size_t)
+EVP_CipherPipelineDecryptInit = _fn_since("3.5", libcrypto, "EVP_CipherPipelineDecryptInit", c_int,
+    EVP_CIPHER_CTX, EVP_CIPHER, c_void_p, c_size_t, c_size_t, c_void_p, c_size_t)
+# (ctx, unsigned char **out, size_t *outl, const size_t *outsize,
+#  const unsigned char **in, const size_t *inl): the arrays as addresses
+EVP_CipherPipelineUpdate = _fn_since("3.5", libcrypto, "EVP_CipherPipelineUpdate", c_int,
+    EVP_CIPHER_CTX, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)
+EVP_CipherPipelineFinal = _fn_since("3.5", libcrypto, "EVP_CipherPipelineFinal", c_int,
+    EVP_CIPHER_CTX, c_void_p, c_void_p, c_void_p)
+
+# ---- libcrypto: library contexts and providers ------------------------------
+OSSL_LIB_CTX_new = _fn(libcrypto, "OSSL_LIB_CTX_new", OSSL_LIB_CTX)
+OSSL_LIB_CTX_free = _fn(libcrypto, "OSSL_LIB_CTX_free", None, OSSL_LIB_CTX)
+OSSL_PROVIDER_load = _fn(libcrypto, "OSSL_PROVIDER_load", OSSL_PROVIDER, OSSL_LIB_CTX, c_char_p)
+OSSL_PROVIDER_try_load = _fn(libcrypto, "OSSL_PROVIDER_try_load", OSSL_PROVIDER,
+    OSSL_LIB_CTX, c_char_p, c_int)
+OSSL_PROVIDER_try_load_ex = _fn_since("3.2", libcrypto, "OSSL_PROVIDER_try_load_ex", OSSL_PROVIDER,
+    OSSL_LIB_CTX, c_char_p, POINTER(OSSL_PARAM), c_int)
+OSSL_PROVIDER_unload = _fn(libcrypto, "OSSL_PROVIDER_unload", c_int, OSSL_PROVIDER)
+OSSL_PROVIDER_available = _fn(libcrypto, "OSSL_PROVIDER_available", c_int, OSSL_LIB_CTX, c_char_p)
+OSSL_PROVIDER_get0_name = _fn(libcrypto, "OSSL_PROVIDER_get0_name", c_char_p, OSSL_PROVIDER)
+OSSL_PROVIDER_gettable_params = _fn(libcrypto, "OSSL_PROVIDER_gettable_params", c_void_p, OSSL_PROVIDER)
+OSSL_PROVIDER_get_params = _fn(libcrypto, "OSSL_PROVIDER_get_params", c_int,
+    OSSL_PROVIDER, POINTER(OSSL_PARAM))
 
 # ---- libcrypto: BIO -------------------------------------------------------
 BIO_s_mem = _fn(libcrypto, "BIO_s_mem", BIO_METHOD)
@@ -499,6 +629,26 @@ def drain_errors() -> tuple[list[str], list[int]]:
             break
         ERR_error_string_n(code, buf, len(buf))
         lines.append(buf.value.decode("utf-8", "replace"))
+        codes.append(code)
+    return lines, codes
+
+
+def drain_errors_detailed() -> tuple[list[str], list[int]]:
+    """:func:`drain_errors`, each line followed by the detail text the
+    raising code attached (ERR_raise_data), when there is one."""
+    lines: list[str] = []
+    codes: list[int] = []
+    buf = ctypes.create_string_buffer(256)
+    data, flags = c_char_p(), c_int()
+    while True:
+        code = ERR_get_error_all(None, None, None, ctypes.byref(data), ctypes.byref(flags))
+        if not code:
+            break
+        ERR_error_string_n(code, buf, len(buf))
+        line = buf.value.decode("utf-8", "replace")
+        if data.value and flags.value & ERR_TXT_STRING:
+            line += " (%s)" % data.value.decode("utf-8", "replace")
+        lines.append(line)
         codes.append(code)
     return lines, codes
 

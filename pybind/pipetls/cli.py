@@ -255,8 +255,48 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     except PipetlsError as exc:
         t.add_row("engine", "[red]%s[/red]" % exc)
         rc = 1
+    _provider_rows(t, args.provider)
     console.print(t)
     return rc
+
+
+def _provider_rows(t: Table, path: Optional[str]) -> None:
+    """``pipetls info``'s provider rows: its path, and loaded or why not
+    (optional: a missing provider is not a failure of ``info``)."""
+    from .errors import PipetlsError
+    from .provider import Provider, provider_path, require_pipeline_api, shared_provider
+
+    found: Optional[str] = None
+    why: Optional[str] = None
+    try:
+        found = path or provider_path()
+        t.add_row("provider", found)
+    except PipetlsError as exc:
+        t.add_row("provider", "(not found)")
+        why = str(exc)
+    try:
+        require_pipeline_api()
+    except PipetlsError as exc:
+        why = str(exc)  # the more basic reason
+    if why is not None or found is None:
+        t.add_row("provider status", "[yellow]not loaded: %s[/yellow]" % why)
+        return
+    try:
+        shared = shared_provider()
+        own = shared is None or shared.closed or \
+            os.path.realpath(shared.path) != os.path.realpath(found)
+        p = Provider(found) if own else shared
+        assert p is not None
+        try:
+            t.add_row("provider status", "loaded: %d lanes, updates below %d bytes inline"
+                      % (p.threads, p.inline_below))
+            t.add_row("provider version", str(p.params().get("version", "?")))
+            t.add_row("provider ciphers", "\n".join(p.ciphers()) or "(none)")
+        finally:
+            if own:
+                p.close()
+    except PipetlsError as exc:
+        t.add_row("provider status", "[red]not loaded: %s[/red]" % exc)
 
 
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
@@ -448,8 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    s = sub.add_parser("info", help="OpenSSL, engine path, ciphers the engine offers, lanes")
+    s = sub.add_parser("info", help="OpenSSL, engine path, ciphers the engine offers, lanes; "
+                       "the provider (OpenSSL >= 3.5)")
     s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
+    s.add_argument("--provider", help="provider path (default: pipetls.provider_path())")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("serve", help="a TLS server (s_server-like)")

@@ -7,6 +7,8 @@
      +-- ConfigError             a bad knob / setting (also ValueError)
      |    +-- ConfigTypeError    ... of the wrong type (also TypeError)
      +-- EngineError             loading or driving the engine failed
+     +-- ProviderError           loading or driving the pipetls provider failed
+     +-- TagError                open_many(): a tag did not verify (.pipes)
      +-- StdlibError             enable_pipelining() refused an ssl.SSLContext
      +-- TLSError                the TLS connection failed or ended
      |    +-- TLSAlertError      an alert was sent or received (.alert, .alert_name)
@@ -36,6 +38,8 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "EngineError",
+    "ProviderError",
+    "TagError",
     "StdlibError",
     "TLSError",
     "TLSAlertError",
@@ -90,6 +94,23 @@ class ConfigTypeError(ConfigError, TypeError):
 
 class EngineError(PipetlsError):
     """The pipetls engine could not be found, loaded or driven."""
+
+
+class ProviderError(PipetlsError):
+    """The pipetls provider could not be found, loaded or driven, or this
+    libcrypto has no cipher pipeline API (OpenSSL < 3.5)."""
+
+
+class TagError(PipetlsError):
+    """An AEAD tag did not verify: :func:`pipetls.evp.open_many` returned no
+    plaintext at all.  ``pipes`` lists the 0-based indices of the pipes whose
+    tag failed (ascending; never empty); the message carries the provider's
+    own detail too (which counts pipes from 1)."""
+
+    def __init__(self, message: str, pipes: Sequence[int], errors: Sequence[str] = (),
+                 codes: Sequence[int] = ()) -> None:
+        self.pipes = sorted(pipes)
+        super().__init__(message, errors, codes)
 
 
 class StdlibError(PipetlsError):

@@ -19,6 +19,13 @@ Scenarios (see docs/performance.md for how to read the output):
     subtracted from both.
 ``loopback``
     a real TCP connection on 127.0.0.1; the receiver is a second process.
+``evp`` (OpenSSL >= 3.5: run under ``PIPETLS_OPENSSL=<prefix>``)
+    no TLS: ``--pipes`` (32) messages of ``--pipe-size`` (16 KiB) through
+    ``EVP_CipherPipeline*`` with the pipetls provider against the default
+    provider's one-at-a-time loop (``EVP_EncryptInit_ex`` / ``Update`` /
+    ``Final_ex`` per message), AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305;
+    ``--pairs`` interleaved pairs of ``--batches`` batches each, the median
+    ratio with its interval (see :mod:`pipetls.bench.evp`).
 
 For every row: GB/s stock, GB/s pipetls, speedup, and the Amdahl bound
 ``L*T / (L*T_serial + T_crypto)`` with ``T`` the stock time of the same
@@ -109,6 +116,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--read-buf", type=_size, default=None,
                    help="pipetls read buffer (default: room for max_pipelines records)")
     p.add_argument("--engine", default=None, help="engine .so (default: the bundled one)")
+    e = p.add_argument_group("evp scenario")
+    e.add_argument("--pipes", type=int, choices=range(1, 33), default=32, metavar="N",
+                   help="messages per pipeline, 1..32 (default 32)")
+    e.add_argument("--pipe-size", type=_size, default=16 << 10, metavar="BYTES",
+                   help="bytes per message (default 16K)")
+    e.add_argument("--pairs", type=int, default=21,
+                   help="interleaved stock/pipetls pairs, median and interval (default 21)")
+    e.add_argument("--batches", type=int, default=32,
+                   help="pipelines per measurement (default 32)")
+    e.add_argument("--provider", default=None,
+                   help="provider .so (default: pipetls.provider_path())")
     p.add_argument("--cert", default=None, help="server certificate (default: a throwaway one)")
     p.add_argument("--key", default=None, help="server key")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
@@ -126,6 +144,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.reps < 1:
         raise SystemExit("pipetls bench: --reps must be >= 1")
+    if args.pairs < 1 or args.batches < 1:
+        raise SystemExit("pipetls bench: --pairs and --batches must be >= 1")
     if (args.cert is None) != (args.key is None):
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
     json_to_stdout = args.json == "-"
@@ -144,9 +164,13 @@ def main(args: argparse.Namespace) -> int:
                       write_size=args.write_size, max_pipelines=args.max_pipelines,
                       lanes=args.lanes, reps=args.reps, tls=args.tls, read_buf=args.read_buf,
                       engine_path=args.engine, certfile=args.cert, keyfile=args.key,
-                      progress=progress)
+                      progress=progress,
+                      evp={"pipes": args.pipes, "size": args.pipe_size, "pairs": args.pairs,
+                           "batches": args.batches, "provider_path": args.provider})
     doc: dict[str, Any] = {"machine": machine_info(),
            "config": {"total": args.total, "write_size": args.write_size, "reps": args.reps,
+                      "pipes": args.pipes, "pipe_size": args.pipe_size, "pairs": args.pairs,
+                      "batches": args.batches,
                       "tls": args.tls, "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
            "results": [asdict(r) for r in results]}
     if args.json is not None:

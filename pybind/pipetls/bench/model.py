@@ -3,6 +3,7 @@ table, the result record, the Amdahl bound, and the contexts of one setup."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ from ..context import Context
 from ..engine import Engine, EngineStats
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
-           "serial_time", "use_engine", "contexts"]
+           "median_interval", "serial_time", "use_engine", "contexts"]
 
 # name -> (TLS 1.2 suite, Encrypt-then-MAC, stock baseline label)
 CIPHERS: dict[str, tuple[str, bool, str]] = {
@@ -26,7 +27,7 @@ TLS13_SUITES: dict[str, str] = {
     "AES-256-GCM": "TLS_AES_256_GCM_SHA384",
     "ChaCha20-Poly1305": "TLS_CHACHA20_POLY1305_SHA256",
 }
-SCENARIOS = ("write", "read", "latency", "loopback")
+SCENARIOS = ("write", "read", "latency", "loopback", "evp")
 
 
 @dataclass
@@ -53,6 +54,13 @@ class BenchResult:
     stock_reps: list[float] = field(default_factory=list)
     pipetls_reps: list[float] = field(default_factory=list)
     unit: str = "GB/s"
+    # evp rows: the interval of the median speedup (of interleaved pairs),
+    # its confidence, and the ratio before the Python loop's cost is taken out
+    speedup_lo: Optional[float] = None
+    speedup_hi: Optional[float] = None
+    interval_confidence: Optional[float] = None
+    raw_speedup: Optional[float] = None
+    harness_s: list[float] = field(default_factory=list)  # evp: the loops' own cost (stock, pipetls)
 
 
 def amdahl_bound(lanes: int, t_total: float, t_crypto: float) -> float:
@@ -62,6 +70,26 @@ def amdahl_bound(lanes: int, t_total: float, t_crypto: float) -> float:
     t_crypto = min(max(t_crypto, 0.0), t_total)
     t_serial = t_total - t_crypto
     return lanes * t_total / (lanes * t_serial + t_crypto)
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free interval for the median of ``values``: the order
+    statistics (x_(k), x_(n+1-k)) for the largest k whose coverage
+    1 - 2 P(Binomial(n, 1/2) < k) is at least ``confidence`` (k = 1, the
+    range, when n is too small).  Returns (lo, hi, coverage)."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_interval of no values")
+    below = 0.0  # P(B <= j - 1)
+    k, coverage = 1, 1.0 - 2.0 * 0.5 ** n
+    for j in range(1, (n + 1) // 2 + 1):
+        below += math.comb(n, j - 1) * 0.5 ** n
+        cov = 1.0 - 2.0 * below
+        if cov < confidence:
+            break
+        k, coverage = j, cov
+    return xs[k - 1], xs[n - k], coverage
 
 
 def serial_time(t_pipetls: float, delta: Optional[EngineStats]) -> float:

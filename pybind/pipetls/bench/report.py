@@ -22,10 +22,23 @@ def print_results(console: Any, doc: dict[str, Any], results: list[BenchResult],
         table.add_column(col, justify="right" if col not in ("scenario", "cipher", "baseline")
                          else "left")
     for r in results:
+        speedup = "%.2fx" % r.speedup
+        if r.speedup_lo is not None and r.speedup_hi is not None:
+            speedup += " [%.2f-%.2f]" % (r.speedup_lo, r.speedup_hi)
         table.add_row(r.scenario, r.cipher, str(r.max_pipelines), str(r.lanes), r.baseline,
                       "%.3f %s" % (r.stock_gbps, r.unit), "%.3f %s" % (r.pipetls_gbps, r.unit),
-                      "%.2fx" % r.speedup, "%.2fx" % r.bound, "%.0f%%" % (100 * r.efficiency))
+                      speedup, "%.2fx" % r.bound, "%.0f%%" % (100 * r.efficiency))
     console.print(table)
+    evp = [r for r in results if r.scenario == "evp"]
+    if evp:
+        console.print(
+            "evp: %s messages of %d bytes per pipeline (mp = pipes), EVP_CipherPipeline* "
+            "with the pipetls provider against the default provider one message at a time; "
+            "speedup = median of %d interleaved pairs [%.0f%% interval]; the Python loop's "
+            "cost is subtracted from both sides (ratio without that: %s)"
+            % (evp[0].max_pipelines, evp[0].write_size, len(evp[0].stock_reps),
+               100 * (evp[0].interval_confidence or 0),
+               ", ".join("%s %.2fx" % (r.cipher, r.raw_speedup or 0) for r in evp)))
     console.print("speedup = stock time / pipetls time (latency: stock us / pipetls us); "
                   "bound = Amdahl bound L*T/(L*T_serial + T - T_serial), T = stock time, "
                   "T_serial = the engine's time outside record batches; eff. = speedup / bound")

@@ -38,8 +38,23 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
         reps: int = 3, tls: str = "1.2", read_buf: Optional[int] = None,
         engine_path: Optional[str] = None, certfile: Optional[str] = None,
         keyfile: Optional[str] = None, latency_size: int = 1024,
-        progress: Optional[Callable[[int, int, str], object]] = None) -> list[BenchResult]:
-    """Runs the benchmark and returns a list of BenchResult."""
+        progress: Optional[Callable[[int, int, str], object]] = None,
+        evp: Optional[dict[str, Any]] = None) -> list[BenchResult]:
+    """Runs the benchmark and returns a list of BenchResult.  The ``evp``
+    scenario (:func:`pipetls.bench.evp.evp_run`, OpenSSL >= 3.5 only) takes
+    its own arguments in ``evp``: pipes, size, pairs, batches,
+    provider_path."""
+    scenarios = list(scenarios)
+    results: list[BenchResult] = []
+    if "evp" in scenarios:
+        from .evp import evp_run
+
+        scenarios.remove("evp")
+        results += evp_run(ciphers=list(ciphers) if ciphers else None,
+                           lanes=list(lanes) if lanes else None,
+                           progress=progress if not scenarios else None, **(evp or {}))
+        if not scenarios:
+            return results
     engine = load_engine(engine_path, register=False)
     lanes = list(lanes or [os.cpu_count() or 1])
     ciphers = list(ciphers or CIPHERS)
@@ -60,7 +75,6 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
             for mp in max_pipelines:
                 for lane in lanes:
                     plan.append((scenario, cipher, mp, lane))
-    results: list[BenchResult] = []
     try:
         # warm up (engine pool, page faults, CPU clocks): one small untimed run
         if plan:
