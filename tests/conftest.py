@@ -13,6 +13,16 @@ Fixtures
     stock         (session) the stock oracle: the same case in a child
                   process without the engine (support.stock)
 
+    The patched OpenSSL 3.5 (support.patched; skipped without a build,
+    failed with PIPETLS_PATCHED_REQUIRED=1, what ``tox -e patched`` sets):
+    prefix        (session) ``Path`` of the patched build's prefix
+    openssl35     (session) ``str`` its openssl program, checked to be 3.5
+    engine35      (session) ``str`` the engine loaded into it:
+                  ``$PIPETLS_PATCHED_ENGINE``, else ``engine_path``
+    build35       (session) ``Path`` the provider built against the prefix
+                  (``build/provider-3.5``, or ``$PIPETLS_PROVIDER_BUILD``)
+    module35      (session) ``Path`` the provider module in ``build35``
+
 Every test, automatically:
     * OpenSSL's error queue (this thread) is empty before and after it
       (as pyca/cryptography's conftest checks);
@@ -41,7 +51,7 @@ except ModuleNotFoundError as exc:   # a source tree without `pip install .`: th
     sys.path.insert(0, str(REPO / "pybind"))
     import pipetls
 from pipetls import _ffi
-from support import programs, rfc
+from support import patched, programs, rfc
 from support.pki import Certs, make_certs
 from support.stock import StockOracle
 
@@ -112,6 +122,35 @@ def certs(tmp_path_factory) -> Certs:
 def pt_certs(tmp_path_factory) -> Certs:
     """The P-256 test PKI (see support.pki), made once per test session."""
     return make_certs(tmp_path_factory.mktemp("pt_certs"), key="ec")
+
+
+# ---------------------------------------------------- patched OpenSSL 3.5
+
+@pytest.fixture(scope="session")
+def prefix() -> Path:
+    """The prefix of the patched OpenSSL build."""
+    return patched.find_prefix()
+
+
+@pytest.fixture(scope="session")
+def openssl35(prefix) -> str:
+    """The patched build's openssl program; checked to be 3.5 and patched."""
+    return patched.openssl_program(prefix)
+
+
+@pytest.fixture(scope="session")
+def engine35(engine_path) -> str:
+    return patched.engine_for_35(engine_path)
+
+
+@pytest.fixture(scope="session")
+def build35(prefix) -> Path:
+    return patched.provider_build(prefix)
+
+
+@pytest.fixture(scope="session")
+def module35(build35) -> Path:
+    return build35 / patched.MODULE
 
 
 # -------------------------------------------------------------- stock, peers

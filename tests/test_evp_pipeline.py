@@ -11,7 +11,7 @@ Two halves:
 * ``patched`` (``tox -e patched``): the patched OpenSSL 3.5 build runs in
   child processes of its own (invariant 7: ``LD_LIBRARY_PATH`` and
   ``PIPETLS_OPENSSL`` of its prefix; each child's /proc/self/maps is
-  checked), with the provider built against it (tests/test_provider.py's
+  checked), with the provider built against it (conftest.py's
   ``module35``: ``cmake`` into ``build/provider-3.5``, or
   ``$PIPETLS_PROVIDER_BUILD``). Known answers for 1..32 pipes x 9 lengths, with
   and without AAD, and random mixes, each pipe equal to the default
@@ -33,8 +33,7 @@ import pytest
 import pipetls
 from pipetls import _ffi, evp
 
-from test_patched import assert_only_patched, penv, prefix  # noqa: F401  (fixture)
-from test_provider import build35, module35  # noqa: F401  (fixtures: the provider build)
+from support.patched import assert_only_patched, penv
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "support" / "evp_pipeline_child.py"
@@ -186,9 +185,9 @@ def test_info_lists_the_provider():
 # ------------------------------------------------- patched OpenSSL 3.5 (children)
 
 @pytest.fixture(scope="session")
-def provider35(module35) -> str:  # noqa: F811  (module35: test_provider's build)
+def provider35(module35) -> str:
     """The provider built against the patched prefix (build/provider-3.5,
-    or $PIPETLS_PROVIDER_BUILD: tests/test_provider.py's fixture)."""
+    or $PIPETLS_PROVIDER_BUILD: conftest.py's fixture)."""
     return str(module35)
 
 
@@ -207,7 +206,7 @@ def run_child(prefix, provider35, *args, script=None, timeout=600):
 
 @pytest.mark.patched
 @pytest.mark.parametrize("cipher", CIPHERS)
-def test_known_answers(tmp_path, prefix, provider35, cipher):  # noqa: F811
+def test_known_answers(tmp_path, prefix, provider35, cipher):
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
     sample = tmp_path / "sample.json"
@@ -232,7 +231,7 @@ def test_known_answers(tmp_path, prefix, provider35, cipher):  # noqa: F811
 
 @pytest.mark.patched
 @pytest.mark.parametrize("cipher", CIPHERS)
-def test_negative_controls(prefix, provider35, cipher):  # noqa: F811
+def test_negative_controls(prefix, provider35, cipher):
     doc = run_child(prefix, provider35, "negative", cipher, 7)
     assert_only_patched(set(doc.pop("libs")), prefix)
     assert doc.pop("control") is True  # the untouched batch opens
@@ -297,7 +296,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.patched
-def test_provider_handle(prefix, provider35):  # noqa: F811
+def test_provider_handle(prefix, provider35):
     doc = run_child(prefix, provider35, script=PROVIDER_SCRIPT)
     assert doc["threads"] == 2 and doc["inline_below"] == 4096, doc
     assert doc["ciphers"] == CIPHERS and doc["path"], doc
@@ -310,7 +309,7 @@ def test_provider_handle(prefix, provider35):  # noqa: F811
 
 
 @pytest.mark.patched
-def test_info_lists_the_loaded_provider(prefix, provider35):  # noqa: F811
+def test_info_lists_the_loaded_provider(prefix, provider35):
     proc = subprocess.run([sys.executable, "-m", "pipetls", "info"], capture_output=True,
                           text=True, timeout=120,
                           env=child_env(prefix, provider35, COLUMNS="400"))
@@ -336,7 +335,7 @@ def test_bench_evp_on_30_says_what_it_needs():
 
 
 @pytest.mark.patched
-def test_bench_evp_structure(prefix, provider35):  # noqa: F811
+def test_bench_evp_structure(prefix, provider35):
     """A tiny evp bench (never its timing): one row per cipher, the answers
     of both sides compared by the bench itself (it fails otherwise), and
     numbers consistent with each other."""

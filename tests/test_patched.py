@@ -14,14 +14,15 @@ own: every process here gets ``LD_LIBRARY_PATH=<prefix>/lib`` and the tests
 check, from /proc/<pid>/maps, that it mapped no other libssl/libcrypto.  The
 pytest process itself never loads the patched libraries.
 
-The prefix: ``$PIPETLS_PATCHED_PREFIX``; else, with
+The prefix (the ``prefix`` fixture of conftest.py, support.patched):
+``$PIPETLS_PATCHED_PREFIX``; else, with
 ``PIPETLS_PATCHED_REQUIRED=1`` (what ``tox -e patched`` sets) the output of
 ``python3 openssl_patches/build.py`` (instant when the cache holds the
 build).  Without either, the tests are skipped; with
 ``PIPETLS_PATCHED_REQUIRED=1`` a missing or broken build fails them.
 
-The engine: ``$PIPETLS_PATCHED_ENGINE`` if set, else the ``engine_path``
-fixture (the pipetls.so built against the system's OpenSSL 3.0 headers): an
+The engine (``engine35``): ``$PIPETLS_PATCHED_ENGINE`` if set, else the
+``engine_path`` fixture (the pipetls.so built against the system's OpenSSL 3.0 headers): an
 ENGINE built against 3.0 loads into 3.5 (same ``libcrypto.so.3`` ABI and
 dynamic-engine version), which ``test_engine_built_for_30_loads_into_35``
 checks.
@@ -40,84 +41,19 @@ from pathlib import Path
 import pytest
 
 from support.net import free_port, wait_listening
+from support.patched import assert_only_patched, mapped_ssl_libs, penv
 from support.peers import stream_exchange
 from support.stats import read_stats_file
 
 pytestmark = pytest.mark.patched
 
-REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 BULK = 16 * MIB
 TOKEN = b"go\n"
 TLS12_GCM = ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]
 
 
-# ------------------------------------------------------------------ fixtures
-
-def _required() -> bool:
-    return os.environ.get("PIPETLS_PATCHED_REQUIRED", "") not in ("", "0")
-
-
-def _unavailable(msg: str):
-    if _required():
-        pytest.fail(msg + " (PIPETLS_PATCHED_REQUIRED is set)", pytrace=False)
-    pytest.skip(msg + "; run 'tox -e patched' or set PIPETLS_PATCHED_PREFIX")
-
-
-@pytest.fixture(scope="session")
-def prefix() -> Path:
-    """The prefix of the patched OpenSSL build."""
-    env = os.environ.get("PIPETLS_PATCHED_PREFIX")
-    if env:
-        p = Path(env)
-    elif _required():
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "openssl_patches" / "build.py"), "-q"],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            timeout=3 * 3600)
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            pytest.fail("openssl_patches/build.py failed:\n" + proc.stderr[-3000:],
-                        pytrace=False)
-        p = Path(lines[-1])
-    else:
-        _unavailable("no patched OpenSSL build")
-    if not (p / "bin" / "openssl").is_file() or not (p / "lib" / "libssl.so.3").is_file():
-        _unavailable(f"{p} is not a patched OpenSSL prefix (bin/openssl, lib/libssl.so.3)")
-    return p.resolve()
-
-
-@pytest.fixture(scope="session")
-def openssl35(prefix) -> str:
-    """The patched build's openssl program; checked to be 3.5 and patched."""
-    prog = str(prefix / "bin" / "openssl")
-    proc = subprocess.run([prog, "version"], capture_output=True, text=True,
-                          env=penv(prefix, conf=None), timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("OpenSSL 3.5."), proc.stdout
-    return prog
-
-
-@pytest.fixture(scope="session")
-def engine35(engine_path) -> str:
-    return os.environ.get("PIPETLS_PATCHED_ENGINE") or engine_path
-
-
-def penv(prefix: Path, conf, **extra) -> dict:
-    """Environment of a process that runs on the patched OpenSSL only.
-
-    ``conf``: the OPENSSL_CONF file, or None for an empty configuration (so
-    neither the system's openssl.cnf nor a stray OPENSSL_CONF is read).
-    """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES",
-                        "PIPETLS_STATS", "LD_PRELOAD")}
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        [str(prefix / "lib")] + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
-    env["OPENSSL_CONF"] = str(conf) if conf is not None else os.devnull
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
+# ------------------------------------------------------------------ helpers
 
 def write_conf(path: Path, engine: str, tls_lines=(), diagnostics: bool = True,
                engine_loaded: bool = True) -> Path:
@@ -142,26 +78,6 @@ def write_conf(path: Path, engine: str, tls_lines=(), diagnostics: bool = True,
                   "[tls_system_default]", *tls_lines, ""]
     path.write_text("\n".join(lines))
     return path
-
-
-def mapped_ssl_libs(pid: int) -> set:
-    """Paths of libssl/libcrypto mapped into process pid."""
-    found = set()
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                path = line.split(None, 5)[-1].strip()
-                if re.search(r"/lib(ssl|crypto)\.so", path):
-                    found.add(path)
-    except OSError:
-        pass
-    return found
-
-
-def assert_only_patched(libs: set, prefix: Path) -> None:
-    assert libs, "no libssl/libcrypto mapping seen"
-    foreign = {p for p in libs if not p.startswith(str(prefix / "lib") + "/")}
-    assert not foreign, f"process mapped OpenSSL libraries outside {prefix}: {foreign}"
 
 
 def pipelined(st) -> int:

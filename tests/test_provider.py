@@ -1,7 +1,7 @@
 """The pipetls provider (provider/, OpenSSL >= 3.5): EVP_CipherPipeline*.
 
 Built here against the patched OpenSSL 3.5 prefix (the ``prefix`` fixture
-of tests/test_patched.py) into ``build/provider-3.5`` (plus
+of conftest.py, support.patched) into ``build/provider-3.5`` (plus
 ``build/provider-3.5-asan`` / ``-tsan`` for the sanitizer runs), with
 OpenSSL's own ``evp_test`` and ``test_evp_cipher_pipeline`` compiled from
 the patched build's source tree (``<prefix>/../src``, CMake
@@ -31,47 +31,20 @@ from pathlib import Path
 
 import pytest
 
-from test_patched import openssl35, penv, prefix  # noqa: F401  (fixtures)
+from support.patched import MODULE, cmake_build, penv
 
 pytestmark = pytest.mark.patched
 
 REPO = Path(__file__).resolve().parent.parent
-MODULE = "pipetls-provider.so"
 ALGS = ("AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305")
 VECTOR_FILES = ("evpciph_aes_common.txt", "evpciph_chacha.txt")
 OUR_NAMES = {"aes-128-gcm", "aes-256-gcm", "chacha20-poly1305",
              "id-aes128-gcm", "id-aes256-gcm"}
 
 
-# ------------------------------------------------------------------ builds
+# ------------------------------------------------------------------ helpers
 
-def _cmake(build: Path, prefix: Path, *extra: str) -> Path:
-    """Configure and build the project into build (once per session)."""
-    src = prefix.parent / "src"
-    args = ["cmake", "-S", str(REPO), "-B", str(build),
-            f"-DOPENSSL_ROOT_DIR={prefix}", "-DPIPETLS_WERROR=ON", *extra]
-    if (src / "test" / "evp_test.c").is_file():
-        args.append(f"-DPIPETLS_OPENSSL_SRC={src}")
-    for argv in (args, ["cmake", "--build", str(build), "--parallel", "2"]):
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
-                              stdin=subprocess.DEVNULL)
-        assert proc.returncode == 0, f"{argv}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    assert (build / MODULE).is_file(), f"{build / MODULE} was not built"
-    return build
-
-
-@pytest.fixture(scope="session")
-def build35(prefix) -> Path:  # noqa: F811
-    env = os.environ.get("PIPETLS_PROVIDER_BUILD")
-    return _cmake(Path(env) if env else REPO / "build" / "provider-3.5", prefix)
-
-
-@pytest.fixture(scope="session")
-def module35(build35) -> Path:
-    return build35 / MODULE
-
-
-def run35(prefix, argv, conf=None, timeout=600, **env):  # noqa: F811
+def run35(prefix, argv, conf=None, timeout=600, **env):
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
                           env=penv(prefix, conf, **env), timeout=timeout,
                           stdin=subprocess.DEVNULL)
@@ -93,13 +66,13 @@ def write_conf(path: Path, module: Path, *lines: str) -> Path:
 # --------------------------------------------------------- the C test suite
 
 @pytest.mark.parametrize("test", ["kat", "mix", "rekey", "neg", "stats"])
-def test_c_suite(prefix, build35, module35, test):  # noqa: F811
+def test_c_suite(prefix, build35, module35, test):
     proc = run35(prefix, [build35 / "pt_prov_test", module35, test])
     assert proc.returncode == 0 and f"ok {test}\n" in proc.stdout, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout
 
 
-def test_c_suite_can_fail(prefix, build35, module35):  # noqa: F811
+def test_c_suite_can_fail(prefix, build35, module35):
     """The harness reports failures: an unknown test and a missing module."""
     assert run35(prefix, [build35 / "pt_prov_test", module35, "nosuch"]).returncode == 2
     proc = run35(prefix, [build35 / "pt_prov_test", build35 / "nosuch.so", "kat"])
@@ -119,11 +92,11 @@ SANITIZERS = {
 
 
 @pytest.mark.parametrize("kind", sorted(SANITIZERS))
-def test_concurrency_sanitized(prefix, kind):  # noqa: F811
+def test_concurrency_sanitized(prefix, kind):
     """16 threads with pipelines on their own contexts, and fork, plus a
     quick pass of everything else, on a sanitizer build of the provider."""
     sanitize, env = SANITIZERS[kind]
-    build = _cmake(REPO / "build" / f"provider-3.5-{kind}", prefix,
+    build = cmake_build(REPO / "build" / f"provider-3.5-{kind}", prefix,
                    f"-DPIPETLS_SANITIZE={sanitize}", "-DPIPETLS_OPENSSL_SRC=")
     tests = ["threads", "fork", "quick", "kat", "mix", "neg", "rekey", "stats"]
     proc = run35(prefix, [build / "pt_prov_test", build / MODULE, *tests], **env)
@@ -137,7 +110,7 @@ def test_concurrency_sanitized(prefix, kind):  # noqa: F811
 
 # ------------------------------------------- decrypted by somebody else
 
-def test_independent_decryption(prefix, build35, module35):  # noqa: F811
+def test_independent_decryption(prefix, build35, module35):
     """Pipelined seals (lengths 0..65536, AAD or none) opened by
     ``cryptography``; a flipped tag must fail there too."""
     from cryptography.exceptions import InvalidTag
@@ -176,7 +149,7 @@ def our_vectors(src: Path) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def test_openssl_evp_test_vectors(prefix, build35, module35, tmp_path):  # noqa: F811
+def test_openssl_evp_test_vectors(prefix, build35, module35, tmp_path):
     evp_test = build35 / "ossl_evp_test"
     assert evp_test.is_file(), "no OpenSSL source tree at <prefix>/../src to build evp_test from"
     vectors = tmp_path / "vectors.txt"
@@ -194,7 +167,7 @@ def test_openssl_evp_test_vectors(prefix, build35, module35, tmp_path):  # noqa:
     assert f"Completed {n} tests with {n} errors and 0 skipped" in proc.stdout + proc.stderr
 
 
-def test_openssl_cipher_pipeline_test(prefix, build35, module35):  # noqa: F811
+def test_openssl_cipher_pipeline_test(prefix, build35, module35):
     """OpenSSL's test_evp_cipher_pipeline (1..32 pipes x 1..256 bytes),
     its fake provider replaced by pipetls (provider/test/ossl/)."""
     harness = build35 / "ossl_pipeline_test"
@@ -209,7 +182,7 @@ def test_openssl_cipher_pipeline_test(prefix, build35, module35):  # noqa: F811
 
 # ------------------------------------------------ the stock openssl program
 
-def test_openssl_list_from_cnf(prefix, openssl35, module35, tmp_path):  # noqa: F811
+def test_openssl_list_from_cnf(prefix, openssl35, module35, tmp_path):
     conf = write_conf(tmp_path / "openssl.cnf", module35)
     proc = run35(prefix, [openssl35, "list", "-cipher-algorithms", "-provider", "pipetls"], conf)
     assert proc.returncode == 0, proc.stderr
@@ -222,7 +195,7 @@ def test_openssl_list_from_cnf(prefix, openssl35, module35, tmp_path):  # noqa: 
         proc.stdout
 
 
-def test_openssl_speed_from_cnf(prefix, openssl35, module35, tmp_path):  # noqa: F811
+def test_openssl_speed_from_cnf(prefix, openssl35, module35, tmp_path):
     """openssl speed -propquery provider=pipetls -evp aes-128-gcm: single-shot
     EVP through the provider (its statistics at unload count the calls)."""
     conf = write_conf(tmp_path / "openssl.cnf", module35)
@@ -241,7 +214,7 @@ def test_openssl_speed_from_cnf(prefix, openssl35, module35, tmp_path):  # noqa:
     assert run35(prefix, argv, conf).returncode != 0
 
 
-def test_openssl_enc_refuses_aead_like_default(prefix, openssl35, module35, tmp_path):  # noqa: F811
+def test_openssl_enc_refuses_aead_like_default(prefix, openssl35, module35, tmp_path):
     """openssl enc refuses every AEAD cipher ("AEAD ciphers not supported"),
     whoever provides it: ours answers as the default provider's does."""
     conf = write_conf(tmp_path / "openssl.cnf", module35)
@@ -253,7 +226,7 @@ def test_openssl_enc_refuses_aead_like_default(prefix, openssl35, module35, tmp_
     assert answers[0] == answers[1] and answers[0][0] != 0, answers
 
 
-def test_config_threads_inline_below(prefix, build35, module35, tmp_path):  # noqa: F811
+def test_config_threads_inline_below(prefix, build35, module35, tmp_path):
     conf = write_conf(tmp_path / "openssl.cnf", module35, "THREADS = 3", "INLINE_BELOW = 100")
     proc = run35(prefix, [build35 / "pt_prov_test", "--conf", "params", "neg"], conf)
     assert proc.returncode == 0, proc.stdout + proc.stderr
