@@ -508,7 +508,29 @@ class Connection(PipelineKnobs):
         if self._shutdown_sent:
             self.handle
             raise TLSClosed("write after shutdown()")
-        self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
+        pipes = self._knobs["max_pipelines"]
+        if (pipes > 1 and self._transport != "memory"
+                and length <= (pipes - 1) * self._knobs["split_send_fragment"]):
+            # libssl (1.1.1 to 3.1) keeps as many write buffers as its
+            # widest batch so far and, after a short write, looks for unsent
+            # bytes in the first and the last of them only. A batch of fewer
+            # records than that, cut short by a full socket, has its retry
+            # encrypt a new batch over a half-sent record: the peer gets half
+            # of one record and half of another (bad_record_mac). So a write
+            # too short to fill every pipeline goes as single records (only
+            # buffer 0 is ever pending); a long one fills all of them. The
+            # retry of a cut-short write takes the same path (same length).
+            def call(ssl: int) -> int:
+                ahead = _ffi.SSL_get_read_ahead(ssl)
+                _ffi.SSL_set_max_pipelines(ssl, 1)
+                try:
+                    return _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n))
+                finally:
+                    _ffi.SSL_set_max_pipelines(ssl, pipes)
+                    _ffi.SSL_set_read_ahead(ssl, ahead)  # set_max_pipelines > 1 turns it on
+            self._run(call, "write")
+        else:
+            self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
         return n.value
 
     def write(self, data: Any) -> int:
