@@ -509,7 +509,7 @@ class Connection(PipelineKnobs):
             self.handle
             raise TLSClosed("write after shutdown()")
         pipes = self._knobs["max_pipelines"]
-        if (pipes > 1 and self._transport != "memory"
+        if (pipes > 1 and self._transport == "socket"
                 and length <= (pipes - 1) * self._knobs["split_send_fragment"]):
             # libssl (1.1.1 to 3.1) keeps as many write buffers as its
             # widest batch so far and, after a short write, looks for unsent
@@ -520,6 +520,7 @@ class Connection(PipelineKnobs):
             # too short to fill every pipeline goes as single records (only
             # buffer 0 is ever pending); a long one fills all of them. The
             # retry of a cut-short write takes the same path (same length).
+            # BIO transports (memory_pair()) keep the documented apportioning.
             def call(ssl: int) -> int:
                 ahead = _ffi.SSL_get_read_ahead(ssl)
                 _ffi.SSL_set_max_pipelines(ssl, 1)
