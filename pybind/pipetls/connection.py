@@ -509,30 +509,53 @@ class Connection(PipelineKnobs):
             self.handle
             raise TLSClosed("write after shutdown()")
         pipes = self._knobs["max_pipelines"]
-        if (pipes > 1 and self._transport == "socket"
-                and length <= (pipes - 1) * self._knobs["split_send_fragment"]):
+        split = self._knobs["split_send_fragment"]
+        if pipes > 1 and self._transport == "socket" and length <= (pipes - 1) * split:
             # libssl (1.1.1 to 3.1) keeps as many write buffers as its
-            # widest batch so far and, after a short write, looks for unsent
-            # bytes in the first and the last of them only. A batch of fewer
-            # records than that, cut short by a full socket, has its retry
-            # encrypt a new batch over a half-sent record: the peer gets half
-            # of one record and half of another (bad_record_mac). So a write
-            # too short to fill every pipeline goes as single records (only
-            # buffer 0 is ever pending); a long one fills all of them. The
-            # retry of a cut-short write takes the same path (same length).
-            # BIO transports (memory_pair()) keep the documented apportioning.
-            def call(ssl: int) -> int:
+            # widest batch so far and, when a write is retried, looks for
+            # unsent bytes in the first and the last of them only. A batch
+            # of fewer records than that, cut short by a full socket, has
+            # its retry encrypt a new batch over a half-sent record: the
+            # peer gets half of one record and half of another
+            # (bad_record_mac). So a write too short to fill every pipeline
+            # goes record by record, each an SSL_write with max_pipelines 1
+            # (only buffer 0 can then be pending), in the sizes libssl would
+            # have apportioned; a long one fills all the pipelines.  BIO
+            # transports (memory_pair()) keep the batch.
+            return self._write_records(addr, length, pipes, split)
+        self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
+        return n.value
+
+    def _write_records(self, addr: int, length: int, pipes: int, split: int) -> int:
+        """``length`` bytes as the ceil(length/split) records libssl would
+        make of them (the first ``length % k`` one byte longer), one
+        single-record SSL_write each; returns the bytes written (fewer
+        when a later record would block: a partial write)."""
+        k = min(pipes, (length - 1) // split + 1)
+        base, rem = divmod(length, k)
+        done = 0
+        for i in range(k):
+            size = base + (1 if i < rem else 0)
+            n = ctypes.c_size_t(0)
+
+            def call(ssl: int, at: int = addr + done, size: int = size,
+                     n: ctypes.c_size_t = n) -> int:
                 ahead = _ffi.SSL_get_read_ahead(ssl)
                 _ffi.SSL_set_max_pipelines(ssl, 1)
                 try:
-                    return _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n))
+                    return _ffi.SSL_write_ex(ssl, at, size, ctypes.byref(n))
                 finally:
                     _ffi.SSL_set_max_pipelines(ssl, pipes)
-                    _ffi.SSL_set_read_ahead(ssl, ahead)  # set_max_pipelines > 1 turns it on
-            self._run(call, "write")
-        else:
-            self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
-        return n.value
+                    _ffi.SSL_set_read_ahead(ssl, ahead)  # max_pipelines > 1 set it
+
+            try:
+                self._run(call, "write")
+            except (WantRead, WantWrite):
+                if done:
+                    return done  # the caller retries from here, same sizes
+                raise
+            done += n.value
+        return done
 
     def write(self, data: Any) -> int:
         """One SSL_write_ex of ``data`` (any contiguous bytes-like object,
