@@ -562,7 +562,9 @@ class Connection(PipelineKnobs):
         not copied).  Returns the bytes written: all of them on a blocking
         socket unless a record batch is cut short (partial writes are on, so
         a non-blocking sender makes progress); 0 for empty data (OpenSSL is
-        not called).  Up to max_pipelines records are encrypted per batch."""
+        not called).  Up to max_pipelines records are encrypted per batch;
+        on a socket, a write too short to fill every pipeline goes as single
+        records of the same sizes (see _write_addr)."""
         with pinned_buffer(data) as (addr, length):
             if length == 0:
                 self.handle
