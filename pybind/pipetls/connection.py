@@ -508,15 +508,63 @@ class Connection(PipelineKnobs):
         if self._shutdown_sent:
             self.handle
             raise TLSClosed("write after shutdown()")
+        pipes = self._knobs["max_pipelines"]
+        split = self._knobs["split_send_fragment"]
+        if pipes > 1 and self._transport == "socket" and length <= (pipes - 1) * split:
+            # libssl (1.1.1 to 3.1) keeps as many write buffers as its
+            # widest batch so far and, when a write is retried, looks for
+            # unsent bytes in the first and the last of them only. A batch
+            # of fewer records than that, cut short by a full socket, has
+            # its retry encrypt a new batch over a half-sent record: the
+            # peer gets half of one record and half of another
+            # (bad_record_mac). So a write too short to fill every pipeline
+            # goes record by record, each an SSL_write with max_pipelines 1
+            # (only buffer 0 can then be pending), in the sizes libssl would
+            # have apportioned; a long one fills all the pipelines.  BIO
+            # transports (memory_pair()) keep the batch.
+            return self._write_records(addr, length, pipes, split)
         self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
         return n.value
+
+    def _write_records(self, addr: int, length: int, pipes: int, split: int) -> int:
+        """``length`` bytes as the ceil(length/split) records libssl would
+        make of them (the first ``length % k`` one byte longer), one
+        single-record SSL_write each; returns the bytes written (fewer
+        when a later record would block: a partial write)."""
+        k = min(pipes, (length - 1) // split + 1)
+        base, rem = divmod(length, k)
+        done = 0
+        for i in range(k):
+            size = base + (1 if i < rem else 0)
+            n = ctypes.c_size_t(0)
+
+            def call(ssl: int, at: int = addr + done, size: int = size,
+                     n: ctypes.c_size_t = n) -> int:
+                ahead = _ffi.SSL_get_read_ahead(ssl)
+                _ffi.SSL_set_max_pipelines(ssl, 1)
+                try:
+                    return _ffi.SSL_write_ex(ssl, at, size, ctypes.byref(n))
+                finally:
+                    _ffi.SSL_set_max_pipelines(ssl, pipes)
+                    _ffi.SSL_set_read_ahead(ssl, ahead)  # max_pipelines > 1 set it
+
+            try:
+                self._run(call, "write")
+            except (WantRead, WantWrite):
+                if done:
+                    return done  # the caller retries from here, same sizes
+                raise
+            done += n.value
+        return done
 
     def write(self, data: Any) -> int:
         """One SSL_write_ex of ``data`` (any contiguous bytes-like object,
         not copied).  Returns the bytes written: all of them on a blocking
         socket unless a record batch is cut short (partial writes are on, so
         a non-blocking sender makes progress); 0 for empty data (OpenSSL is
-        not called).  Up to max_pipelines records are encrypted per batch."""
+        not called).  Up to max_pipelines records are encrypted per batch;
+        on a socket, a write too short to fill every pipeline goes as single
+        records of the same sizes (see _write_addr)."""
         with pinned_buffer(data) as (addr, length):
             if length == 0:
                 self.handle
