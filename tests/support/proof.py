@@ -152,12 +152,18 @@ def pt_context(engine, certs, *, server: bool, suite: Suite, knobs: Knobs = Knob
 class PtServer:
     """Accept one TCP connection on 127.0.0.1 in a thread and run
     ``handler(conn)`` on a pipetls server Connection there (after the
-    handshake). ``join()`` returns the handler's result or raises its error."""
+    handshake). ``join()`` returns the handler's result or raises its error.
+
+    ``linger``: close as a careful server does (nginx's lingering close):
+    after the handler, half-close and read the peer's bytes until it closes
+    (at most ``timeout``), so the kernel never answers unread data with a
+    reset that could destroy a fatal alert on its way to the peer."""
 
     def __init__(self, ctx, handler: Callable, timeout: float = 30.0,
-                 handshake: bool = True):
+                 handshake: bool = True, linger: bool = False):
         self.ctx, self.handler, self.timeout = ctx, handler, timeout
         self.handshake = handshake
+        self.linger = linger
         self._lsock = socket.socket()
         self._lsock.bind(("127.0.0.1", 0))
         self._lsock.listen(4)
@@ -184,6 +190,8 @@ class PtServer:
         finally:
             self._lsock.close()
             if sock is not None:
+                if self.linger:
+                    _lingering_close(sock, self.timeout)
                 sock.close()
             pipetls._ffi.clear_errors()
 
@@ -194,6 +202,20 @@ class PtServer:
         if self.error is not None and raise_error:
             raise self.error
         return self.result
+
+
+def _lingering_close(sock: socket.socket, timeout: float) -> None:
+    """Half-close ``sock`` and discard what the peer still sends until it
+    closes or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if not sock.recv(1 << 16):
+                break
+    except OSError:
+        pass
 
 
 def pt_connect(ctx, port: int, timeout: float = 30.0, hostname: str = "localhost"):

@@ -236,7 +236,10 @@ def reader_run(engine, certs, suite, hook_factory, data):
             res.error = e
 
     before = _stats(engine)
-    srv = PtServer(sctx, handler, timeout=20)
+    # The reader closes lingering, so its fatal alert reaches the writer
+    # whether or not the writer was still sending: the writer's answer is
+    # then the alert, never a race between the alert and a TCP reset.
+    srv = PtServer(sctx, handler, timeout=20, linger=True)
     hook = hook_factory(lambda: list(keylines))
     relay = Relay(srv.port, c2s=hook, timeout=20).start()
     writer_error = None
@@ -247,11 +250,11 @@ def reader_run(engine, certs, suite, hook_factory, data):
                 pt_write_plan(conn, data, [N * SPLIT] * BATCHES)
             except (pipetls.PipetlsError, OSError):
                 pass  # the reader may already have failed and gone
-            srv.join()
             try:
                 conn.read(1)
             except (pipetls.PipetlsError, OSError) as e:
                 writer_error = e
+        srv.join()
     finally:
         srv.join(raise_error=False)
         relay.kill()
