@@ -1,7 +1,9 @@
 """`pipetls bench` on a tiny size: the JSON has the documented structure and
-its numbers are consistent with each other (speedup = stock time / pipetls
-time, efficiency = speedup / bound, bound within 1..lanes). Never its timing.
-The bench registers and unregisters the engine, so it runs in a child."""
+its numbers are consistent with each other (speedup = the median of the
+pairs' stock time / pipetls time, inside its interval; efficiency = the
+median of the pairs' speedup / bound, never above 1; bound within 1..lanes).
+Never its timing. The bench registers and unregisters the engine, so it
+runs in a child."""
 import json
 import os
 import statistics
@@ -11,6 +13,7 @@ import sys
 import pytest
 
 from pipetls.bench import amdahl_bound
+from pipetls.bench.model import bootstrap_median, verdict
 
 
 def run_bench(engine_path, *args):
@@ -43,14 +46,34 @@ def test_structure(bench_doc):
                     "stock_reps", "pipetls_reps", "baseline", "lanes", "unit"):
             assert key in r, key
         assert len(r["stock_reps"]) == len(r["pipetls_reps"]) == 2
+        # --reps is the older name of --pairs: two interleaved pairs, the
+        # order alternating, each side's seconds and bytes
+        assert [p["order"] for p in r["pairs"]] == ["stock-first", "pipetls-first"], r["pairs"]
+        for p, s_t, p_t in zip(r["pairs"], r["stock_reps"], r["pipetls_reps"]):
+            assert p["stock_bytes"] == p["pipetls_bytes"] == r["total_bytes"], p
+            assert p["stock_s"] == pytest.approx(s_t, abs=1e-6)
+            assert p["pipetls_s"] == pytest.approx(p_t, abs=1e-6)
+        assert r["interval_method"] == "bootstrap" and r["interval_confidence"] == 0.95
 
 
 def test_numbers_are_consistent(bench_doc):
     for r in bench_doc["results"]:
-        t_stock, t_pipe = statistics.median(r["stock_reps"]), statistics.median(r["pipetls_reps"])
-        assert r["speedup"] == pytest.approx(t_stock / t_pipe, rel=1e-3)
+        ratios = [p["stock_s"] / p["pipetls_s"] for p in r["pairs"]]
+        assert r["speedup"] == pytest.approx(statistics.median(ratios), rel=1e-3)
+        assert r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"], r
+        lo, hi = bootstrap_median([p["ratio"] for p in r["pairs"]])
+        assert (r["speedup_lo"], r["speedup_hi"]) == (pytest.approx(lo, abs=1e-3),
+                                                       pytest.approx(hi, abs=1e-3))
+        assert (r["verdict"], r["conclusive"]) == verdict(r["speedup"], r["speedup_lo"],
+                                                          r["speedup_hi"])
         assert 1.0 - 1e-9 <= r["bound"] <= r["lanes"] + 1e-9
-        assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"], rel=1e-3, abs=1e-4)
+        assert r["bound"] == pytest.approx(statistics.median(p["bound"] for p in r["pairs"]),
+                                           rel=1e-3)
+        eff = statistics.median(p["ratio"] / p["bound"] for p in r["pairs"])
+        assert r["efficiency_raw"] == pytest.approx(eff, rel=1e-3, abs=1e-4)
+        assert r["efficiency"] == pytest.approx(min(eff, 1.0), rel=1e-3, abs=1e-4)
+        assert r["efficiency"] <= 1.0 and r["efficiency_clamped"] == (eff > 1.0)
+        t_stock = statistics.median(r["stock_reps"])
         if r["unit"] == "GB/s":
             assert r["stock_gbps"] == pytest.approx(r["total_bytes"] / t_stock / 1e9, rel=1e-3)
         if r["max_pipelines"] == 1:
@@ -62,6 +85,56 @@ def test_numbers_are_consistent(bench_doc):
     # big writes with EtM off: stock uses MULTIBLOCK; 1 KiB writes never do
     assert all(r["baseline"] == ("stock" if r["scenario"] == "latency" else "stock MULTIBLOCK")
                for r in cbc)
+
+
+def test_bootstrap_interval_and_verdict():
+    """The interval is reproducible (fixed seed), holds the median, narrows
+    with agreeing pairs; the verdict refuses wide or 1.0-straddling ones."""
+    xs = [1.5, 1.6, 1.4, 1.55, 1.45, 1.7, 1.3, 1.62, 1.58, 1.52]
+    lo, hi = bootstrap_median(xs)
+    assert bootstrap_median(xs) == (lo, hi)
+    assert lo <= statistics.median(xs) <= hi and min(xs) <= lo and hi <= max(xs)
+    assert verdict(statistics.median(xs), lo, hi) == ("faster", True)
+    assert verdict(0.9, 0.85, 0.95) == ("slower", True)
+    assert verdict(1.0, 0.95, 1.05) == ("straddles 1.0", False)
+    assert verdict(1.6, 1.1, 2.1) == ("too wide", False)
+    assert bootstrap_median([2.0]) == (2.0, 2.0)
+
+
+def test_busy_scenario(engine_path):
+    """busy at 1 and 2 connections: well-formed JSON, the pairs, aggregate
+    bytes of all connections, and the engine's counters of the pipetls side
+    (it pipelined: batches of more than one record)."""
+    p = run_bench(engine_path, "--scenario", "busy", "--connections", "1,2", "--pairs", "2",
+                  "--pair-bytes", "small", "--json", "-")
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(p.stdout)
+    rows = doc["results"]
+    assert [(r["scenario"], r["connections"]) for r in rows] == [("busy", 1), ("busy", 2)]
+    assert doc["config"]["connections"] == [1, 2] and doc["config"]["pairs"] == 2
+    for r in rows:
+        assert r["cipher"] == "AES-128-GCM" and r["unit"] == "GB/s", r
+        assert len(r["pairs"]) == 2, r
+        per_conn = max((1 << 20) // r["connections"], 4 * r["write_size"])
+        for pair in r["pairs"]:
+            assert pair["stock_bytes"] == pair["pipetls_bytes"] == per_conn * r["connections"]
+            assert pair["stock_s"] > 0 and pair["pipetls_s"] > 0
+        c = r["counters"]
+        assert c["batches"] > 0 and r["batches"] == c["batches"], c
+        assert c["records"] > c["batches"] and r["mean_batch"] > 1, c
+        assert c["failed_batches"] == 0, c
+        assert r["efficiency"] <= 1.0
+    # one line per row on stderr while it runs
+    assert "busy AES-128-GCM mp=8" in p.stderr and "connections=2" in p.stderr, p.stderr[-2000:]
+
+
+def test_pair_bytes_presets_and_errors(engine_path):
+    p = run_bench(engine_path, "--pair-bytes", "huge")
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "argument --pair-bytes: not a size: 'huge'" in p.stderr, p.stderr[-2000:]
+    assert "small, medium, large" in p.stderr, p.stderr[-2000:]
+    p = run_bench(engine_path, "--connections", "0")
+    assert p.returncode == 2 and "connections must be 1..1024, got 0" in p.stderr, p.stderr[-2000:]
 
 
 def test_amdahl_bound_formula():

@@ -4,10 +4,12 @@ scenarios and how to read a row).
 
 One concern per module:
 
-* :mod:`.model`     the cipher table, :class:`BenchResult`, the Amdahl bound
+* :mod:`.model`     the cipher table, :class:`BenchResult`, the Amdahl bound,
+                    the bootstrap interval and its verdict
 * :mod:`.harness`   the in-memory write / read / latency measurements
 * :mod:`.loopback`  the TCP scenario (a receiver process)
-* :mod:`.runner`    the plan: stock and pipetls interleaved, medians
+* :mod:`.busy`      N connections written at once by N threads
+* :mod:`.runner`    the plan: interleaved stock/pipetls pairs, one row each
 * :mod:`.report`    the table and the plot
 * :mod:`.cli`       ``pipetls bench`` arguments and ``main``
 """

@@ -19,6 +19,12 @@ Scenarios (see docs/performance.md for how to read the output):
     subtracted from both.
 ``loopback``
     a real TCP connection on 127.0.0.1; the receiver is a second process.
+``busy``
+    ``--connections`` (1,2,4,16,64) connections written at once, one thread
+    each (in-memory BIOs, null sinks; the handshakes untimed), aggregate GB/s;
+    one row per connection count, with the engine's counters (batches,
+    records, inline batches and every counter its STATS reports).  Cipher:
+    ``--cipher`` or AES-128-GCM.
 ``evp`` (OpenSSL >= 3.5: run under ``PIPETLS_OPENSSL=<prefix>``)
     no TLS: ``--pipes`` (32) messages of ``--pipe-size`` (16 KiB) through
     ``EVP_CipherPipeline*`` with the pipetls provider against the default
@@ -27,13 +33,23 @@ Scenarios (see docs/performance.md for how to read the output):
     ``--pairs`` interleaved pairs of ``--batches`` batches each, the median
     ratio with its interval (see :mod:`pipetls.bench.evp`).
 
+Every row is ``--pairs`` (40) interleaved pairs: stock then pipetls, then
+pipetls then stock, and so on, each side moving ``--pair-bytes`` (16 MiB;
+``small`` 1 MiB, ``medium`` 16 MiB, ``large`` 32 MiB).  The speedup is the
+median of the pairs' ratios with a 95 % bootstrap interval (2000 resamples,
+``random.Random(20261201)``); the row says "too wide" when the interval is
+wider than 25 % of the median and "straddles 1.0" when it contains 1.0:
+neither allows a conclusion.  The JSON carries every pair.
+
 For every row: GB/s stock, GB/s pipetls, speedup, and the Amdahl bound
 ``L*T / (L*T_serial + T_crypto)`` with ``T`` the stock time of the same
 work, ``T_serial`` the serial part the engine measured (the time its caller
 spent outside record batches: libssl's copies, headers, IVs) and
 ``T_crypto = T - T_serial``, the part lanes can share; efficiency =
-speedup / bound.  Medians of ``--reps`` repetitions, stock and pipetls
-interleaved.  ``crypto_fraction`` is the engine's own record-crypto time
+speedup / bound, computed pair by pair (each pair's ratio over its own
+bound), the median of those, and never above 100 %: a higher median is
+clamped and marked (its value kept as ``efficiency_raw``).
+``crypto_fraction`` is the engine's own record-crypto time
 (summed over lanes) over ``T``.
 """
 
@@ -46,9 +62,10 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from .._argtypes import parse_size
-from .model import CIPHERS, SCENARIOS
-from .report import plot, print_results
-from .runner import machine_info, run
+from .model import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CIPHERS, MAX_REL_WIDTH,
+                    PAIR_BYTES_PRESETS, SCENARIOS, BenchResult)
+from .report import plot, print_results, row_line
+from .runner import DEFAULT_CONNECTIONS, DEFAULT_PAIR_BYTES, DEFAULT_PAIRS, machine_info, run
 
 __all__ = ["add_parser", "main"]
 
@@ -56,6 +73,18 @@ __all__ = ["add_parser", "main"]
 def _size(text: str) -> int:
     """--total / --write-size / --read-buf: '4096', '256K', '64M' (> 0)."""
     return parse_size(text, minimum=1)
+
+
+def _pair_bytes(text: str) -> int:
+    """--pair-bytes: a size, or small / medium / large."""
+    preset = PAIR_BYTES_PRESETS.get(text.strip().lower())
+    if preset is not None:
+        return preset
+    try:
+        return parse_size(text, minimum=1)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError("%s, or one of %s" % (e, ", ".join(PAIR_BYTES_PRESETS)))
+
 
 
 def _int_list(lo: int, hi: int, what: str) -> Callable[[str], list[int]]:
@@ -103,15 +132,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma list of %s (default: write,read,latency)" % ",".join(SCENARIOS))
     p.add_argument("--cipher", type=_cipher_list, default=None,
                    help="comma list of %s (default: all)" % ", ".join(CIPHERS))
-    p.add_argument("--total", type=_size, default=256 << 20,
-                   help="bytes per measurement (default 256M)")
+    p.add_argument("--pairs", type=int, default=None,
+                   help="interleaved stock/pipetls pairs per row (default %d; evp: 21)"
+                   % DEFAULT_PAIRS)
+    p.add_argument("--pair-bytes", type=_pair_bytes, default=None, metavar="BYTES",
+                   help="bytes per side of a pair: a size or small (1M), medium (16M), "
+                   "large (32M) (default 16M)")
+    p.add_argument("--total", type=_size, default=None,
+                   help="the older name of --pair-bytes")
     p.add_argument("--write-size", type=_size, default=256 << 10,
                    help="bytes per SSL_write (default 256K)")
     p.add_argument("--max-pipelines", type=_int_list(1, 32, "max_pipelines"), default=[8],
                    help="comma list, 1..32 (default 8)")
     p.add_argument("--lanes", type=_int_list(1, 256, "lanes"), default=None,
                    help="comma list of engine THREADS (default: online CPUs)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions, median reported (default 3)")
+    p.add_argument("--reps", type=int, default=None, help="the older name of --pairs")
+    p.add_argument("--connections", type=_int_list(1, 1024, "connections"),
+                   default=list(DEFAULT_CONNECTIONS),
+                   help="busy: comma list of connection counts, one thread each "
+                   "(default 1,2,4,16,64)")
     p.add_argument("--tls", choices=("1.2", "1.3"), default="1.2", help="TLS version (default 1.2)")
     p.add_argument("--read-buf", type=_size, default=None,
                    help="pipetls read buffer (default: room for max_pipelines records)")
@@ -121,8 +160,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="messages per pipeline, 1..32 (default 32)")
     e.add_argument("--pipe-size", type=_size, default=16 << 10, metavar="BYTES",
                    help="bytes per message (default 16K)")
-    e.add_argument("--pairs", type=int, default=21,
-                   help="interleaved stock/pipetls pairs, median and interval (default 21)")
     e.add_argument("--batches", type=int, default=32,
                    help="pipelines per measurement (default 32)")
     e.add_argument("--provider", default=None,
@@ -131,8 +168,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="server key")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write the results as JSON to FILE (or stdout)")
-    p.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="plot speedup against lanes and max_pipelines (needs matplotlib)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="plot speedup against lanes and max_pipelines: FILE.svg (no dependency) or FILE.png (needs matplotlib)")
     p.set_defaults(func=main)
     assert isinstance(p, argparse.ArgumentParser)
     return p
@@ -142,10 +179,14 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if args.reps < 1:
-        raise SystemExit("pipetls bench: --reps must be >= 1")
-    if args.pairs < 1 or args.batches < 1:
-        raise SystemExit("pipetls bench: --pairs and --batches must be >= 1")
+    pairs = args.pairs if args.pairs is not None else args.reps
+    if pairs is not None and pairs < 1:
+        raise SystemExit("pipetls bench: --pairs (--reps) must be >= 1")
+    if args.batches < 1:
+        raise SystemExit("pipetls bench: --batches must be >= 1")
+    pair_bytes = args.pair_bytes or args.total or DEFAULT_PAIR_BYTES
+    tls_pairs = pairs if pairs is not None else DEFAULT_PAIRS
+    evp_pairs = pairs if pairs is not None else 21
     if (args.cert is None) != (args.key is None):
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
     json_to_stdout = args.json == "-"
@@ -160,16 +201,25 @@ def main(args: argparse.Namespace) -> int:
         def progress(i: int, n: int, what: str) -> None:
             prog.update(task, completed=i, total=n, description=what)
 
-        results = run(scenarios=args.scenario, ciphers=args.cipher, total=args.total,
+        def row_done(r: BenchResult) -> None:
+            # one line per finished row, kept above the bar (and in a log)
+            prog.console.print(row_line(r))
+
+        results = run(scenarios=args.scenario, ciphers=args.cipher, total=pair_bytes,
                       write_size=args.write_size, max_pipelines=args.max_pipelines,
-                      lanes=args.lanes, reps=args.reps, tls=args.tls, read_buf=args.read_buf,
+                      lanes=args.lanes, pairs=tls_pairs, tls=args.tls, read_buf=args.read_buf,
                       engine_path=args.engine, certfile=args.cert, keyfile=args.key,
-                      progress=progress,
-                      evp={"pipes": args.pipes, "size": args.pipe_size, "pairs": args.pairs,
+                      progress=progress, connections=args.connections, row_done=row_done,
+                      evp={"pipes": args.pipes, "size": args.pipe_size, "pairs": evp_pairs,
                            "batches": args.batches, "provider_path": args.provider})
     doc: dict[str, Any] = {"machine": machine_info(),
-           "config": {"total": args.total, "write_size": args.write_size, "reps": args.reps,
-                      "pipes": args.pipes, "pipe_size": args.pipe_size, "pairs": args.pairs,
+           "config": {"total": pair_bytes, "pair_bytes": pair_bytes,
+                      "write_size": args.write_size, "reps": tls_pairs, "pairs": tls_pairs,
+                      "evp_pairs": evp_pairs, "connections": args.connections,
+                      "interval": {"method": "bootstrap of the median pair ratio",
+                                   "confidence": 0.95, "resamples": BOOTSTRAP_RESAMPLES,
+                                   "seed": BOOTSTRAP_SEED, "max_rel_width": MAX_REL_WIDTH},
+                      "pipes": args.pipes, "pipe_size": args.pipe_size,
                       "batches": args.batches,
                       "tls": args.tls, "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
            "results": [asdict(r) for r in results]}
@@ -180,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
-    print_results(console, doc, results, args.tls, args.reps)
+    print_results(console, doc, results, args.tls, tls_pairs)
     if args.plot:
         plot(results, args.plot)
         console.print("plot written to %s" % args.plot)

@@ -12,15 +12,15 @@ from typing import Any, Optional
 from .. import _ffi
 from .._ffi import check_ptr
 from ..context import Context
-from ..engine import Engine, EngineStats
-from .model import Setup, contexts, use_engine
+from ..engine import Engine
+from .model import Measurement, Probe, Setup, contexts, use_engine
 
-__all__ = ["one_run"]
+__all__ = ["one_run", "Conn", "handshake", "write_all"]
 
 BIO_CTRL_INFO = 3  # bio.h: BIO_get_mem_data
 
 
-class _Conn:
+class Conn:
     """One SSL* over two memory BIOs we own the handles of."""
 
     def __init__(self, ctx: Context) -> None:
@@ -51,7 +51,7 @@ class _Conn:
             self.ssl = None
 
 
-def _shuttle(src: _Conn, dst: _Conn, buf: Any) -> int:
+def _shuttle(src: Conn, dst: Conn, buf: Any) -> int:
     moved = 0
     while True:
         n = _ffi.BIO_read(src.wbio, buf, len(buf))
@@ -61,7 +61,7 @@ def _shuttle(src: _Conn, dst: _Conn, buf: Any) -> int:
         moved += n
 
 
-def _handshake(server: _Conn, client: _Conn) -> None:
+def handshake(server: Conn, client: Conn) -> None:
     assert server.ssl is not None and client.ssl is not None
     _ffi.SSL_set_accept_state(server.ssl)
     _ffi.SSL_set_connect_state(client.ssl)
@@ -80,7 +80,7 @@ def _handshake(server: _Conn, client: _Conn) -> None:
     raise RuntimeError("bench: handshake did not complete")
 
 
-def _write_all(ssl: Optional[int], buf: Any, total: int, size: int) -> None:
+def write_all(ssl: Optional[int], buf: Any, total: int, size: int) -> None:
     """SSL_write total bytes from buf in size-byte calls (the timed loop)."""
     written = ctypes.c_size_t()
     done = 0
@@ -124,44 +124,42 @@ def _read_all(ssl: Optional[int], buf: Any, total: int) -> int:
 
 
 def one_run(st: Setup, engine: Optional[Engine], pipelined: bool, scenario: str, total: int,
-            lanes: int) -> tuple[float, Optional[EngineStats]]:
-    """One repetition; returns (seconds, stats delta or None)."""
+            lanes: int) -> Measurement:
+    """One side of a pair: seconds, bytes and (pipetls) the engine's counters."""
     use_engine(engine, pipelined, lanes)
     sctx, cctx = contexts(st, pipelined)
-    stats = engine.stats if engine is not None and pipelined else None
-    s, c = _Conn(sctx), _Conn(cctx)
+    probe = Probe(engine, pipelined)
+    s, c = Conn(sctx), Conn(cctx)
     try:
-        _handshake(s, c)
+        handshake(s, c)
         wbuf = ctypes.create_string_buffer(max(st.write_size, 1))
         ctypes.memset(wbuf, 0x5A, len(wbuf))
         if scenario == "write" or scenario == "latency":
             null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
             _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
             s.wbio = null
-            _write_all(s.ssl, wbuf, min(total, 4 * st.write_size), st.write_size)  # warm
-            before = stats() if stats is not None else None
+            write_all(s.ssl, wbuf, min(total, 4 * st.write_size), st.write_size)  # warm
+            probe.start()
             t0 = time.perf_counter()
-            _write_all(s.ssl, wbuf, total, st.write_size)
+            write_all(s.ssl, wbuf, total, st.write_size)
             dt = time.perf_counter() - t0
-            delta = stats() - before if stats is not None and before is not None else None
+            m = probe.measurement(dt, total)
             if scenario == "latency":  # small writes: take the harness out
                 calls = -(-total // st.write_size)
-                dt = max(dt - _harness_time(calls, wbuf, st.write_size), dt * 0.05)
-            return dt, delta
+                m.seconds = max(dt - _harness_time(calls, wbuf, st.write_size), dt * 0.05)
+            return m
         # read: ciphertext produced untimed, then read from a read-only BIO
-        _write_all(s.ssl, wbuf, total, st.write_size)
+        write_all(s.ssl, wbuf, total, st.write_size)
         ptr = ctypes.c_void_p()
         length = _ffi.BIO_ctrl(s.wbio, BIO_CTRL_INFO, 0, ctypes.byref(ptr))
         ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
         _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
         c.rbio = ro
         rbuf = ctypes.create_string_buffer(1 << 18)
-        before = stats() if stats is not None else None
+        probe.start()
         t0 = time.perf_counter()
-        _read_all(c.ssl, rbuf, total)
-        dt = time.perf_counter() - t0
-        delta = stats() - before if stats is not None and before is not None else None
-        return dt, delta
+        got = _read_all(c.ssl, rbuf, total)
+        return probe.measurement(time.perf_counter() - t0, got)
     finally:
         c.close()
         s.close()

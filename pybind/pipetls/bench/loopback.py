@@ -7,11 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional
 
 from ..connection import Connection
-from ..engine import Engine, EngineStats
-from .model import CIPHERS, TLS13_SUITES, Setup, contexts, use_engine
+from ..engine import Engine
+from .model import CIPHERS, TLS13_SUITES, Measurement, Probe, Setup, contexts, use_engine
 
 __all__ = ["loopback_run"]
 
@@ -43,7 +42,7 @@ conn.close()
 
 
 def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: int,
-                 engine_file: str) -> tuple[float, Optional[EngineStats]]:
+                 engine_file: str) -> Measurement:
     suite, etm, _ = CIPHERS[st.cipher]
     if st.tls == "1.3":
         suite = TLS13_SUITES[st.cipher]
@@ -63,7 +62,8 @@ def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: 
         conn = Connection(sctx, sock, timeout=60)
         conn.do_handshake()
         buf = bytearray(st.write_size)
-        before = engine.stats() if pipelined else None
+        probe = Probe(engine, pipelined)
+        probe.start()
         t0 = time.perf_counter()
         sent = 0
         view = memoryview(buf)
@@ -73,7 +73,7 @@ def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: 
             sent += n
         conn.read(1)
         dt = time.perf_counter() - t0
-        delta = engine.stats() - before if before is not None else None
+        m = probe.measurement(dt, total)
         conn.close()
     finally:
         lsock.close()
@@ -84,4 +84,4 @@ def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: 
         sctx.close()
     if child.returncode != 0:
         raise RuntimeError("bench: loopback receiver failed")
-    return dt, delta
+    return m

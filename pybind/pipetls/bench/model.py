@@ -4,14 +4,18 @@ table, the result record, the Amdahl bound, and the contexts of one setup."""
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..context import Context
 from ..engine import Engine, EngineStats
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
-           "median_interval", "serial_time", "use_engine", "contexts"]
+           "median_interval", "bootstrap_median", "verdict", "serial_time", "use_engine",
+           "contexts", "BOOTSTRAP_SEED", "BOOTSTRAP_RESAMPLES", "MAX_REL_WIDTH",
+           "PAIR_BYTES_PRESETS", "counter_delta", "parse_counters", "Measurement", "Probe"]
 
 # name -> (TLS 1.2 suite, Encrypt-then-MAC, stock baseline label)
 CIPHERS: dict[str, tuple[str, bool, str]] = {
@@ -27,7 +31,18 @@ TLS13_SUITES: dict[str, str] = {
     "AES-256-GCM": "TLS_AES_256_GCM_SHA384",
     "ChaCha20-Poly1305": "TLS_CHACHA20_POLY1305_SHA256",
 }
-SCENARIOS = ("write", "read", "latency", "loopback", "evp")
+SCENARIOS = ("write", "read", "latency", "loopback", "busy", "evp")
+
+# --pair-bytes by name (bytes per side of one pair)
+PAIR_BYTES_PRESETS: dict[str, int] = {"small": 1 << 20, "medium": 16 << 20, "large": 32 << 20}
+
+# The interval of a row's speedup: a percentile bootstrap of the median of
+# its pair ratios, BOOTSTRAP_RESAMPLES resamples drawn by random.Random
+# seeded with BOOTSTRAP_SEED (the same pairs always give the same interval).
+BOOTSTRAP_SEED = 20261201
+BOOTSTRAP_RESAMPLES = 2000
+# An interval wider than this fraction of its median is too wide to conclude.
+MAX_REL_WIDTH = 0.25
 
 
 @dataclass
@@ -61,6 +76,18 @@ class BenchResult:
     interval_confidence: Optional[float] = None
     raw_speedup: Optional[float] = None
     harness_s: list[float] = field(default_factory=list)  # evp: the loops' own cost (stock, pipetls)
+    # the interleaved pairs: [{"order", "stock_s", "stock_bytes", "pipetls_s",
+    # "pipetls_bytes", "ratio", "bound", "efficiency"}], one per pair
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    interval_method: str = ""  # "bootstrap" (TLS rows) or "order statistics" (evp)
+    verdict: str = ""  # faster / slower / straddles 1.0 / too wide (see verdict())
+    conclusive: bool = False
+    efficiency_raw: float = 0.0  # before the clamp at 1.0
+    efficiency_clamped: bool = False
+    connections: int = 1  # busy: connections (one thread each)
+    # the engine's counters summed over the pipetls side of every pair (every
+    # integer key of its STATS text, known to this version or not)
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 def amdahl_bound(lanes: int, t_total: float, t_crypto: float) -> float:
@@ -90,6 +117,93 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
             break
         k, coverage = j, cov
     return xs[k - 1], xs[n - k], coverage
+
+
+def bootstrap_median(values: Sequence[float], confidence: float = 0.95,
+                     resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """A percentile bootstrap interval for the median of ``values``:
+    ``resamples`` samples of len(values) drawn with replacement by
+    ``random.Random(seed)``; returns the (1-confidence)/2 and
+    (1+confidence)/2 quantiles of their medians."""
+    xs = list(values)
+    if not xs:
+        raise ValueError("bootstrap_median of no values")
+    if len(xs) == 1:
+        return xs[0], xs[0]
+    rng = random.Random(seed)
+    n = len(xs)
+    meds = sorted(statistics.median(rng.choices(xs, k=n)) for _ in range(resamples))
+    lo_i = int(math.floor((1.0 - confidence) / 2 * (resamples - 1)))
+    hi_i = int(math.ceil((1.0 + confidence) / 2 * (resamples - 1)))
+    return meds[lo_i], meds[hi_i]
+
+
+def verdict(speedup: float, lo: float, hi: float,
+            max_rel_width: float = MAX_REL_WIDTH) -> tuple[str, bool]:
+    """What an interval allows to say: ("too wide", False) when
+    (hi - lo) / speedup > ``max_rel_width``; ("straddles 1.0", False) when
+    lo <= 1 <= hi; else ("faster", True) or ("slower", True)."""
+    if speedup <= 0 or (hi - lo) / speedup > max_rel_width:
+        return "too wide", False
+    if lo <= 1.0 <= hi:
+        return "straddles 1.0", False
+    return ("faster" if lo > 1.0 else "slower"), True
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """Every ``key integer`` line of the engine's STATS text (hist.K,
+    lane.N.*, and counters this version does not know yet)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return out
+
+
+# STATS keys that are settings, not counters: reported as they are
+_SETTINGS = ("pipetls.stats", "lanes", "workers", "inline_below")
+
+
+def counter_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """``after - before`` key by key (settings taken from ``after``)."""
+    return {k: (v if k in _SETTINGS else v - before.get(k, 0)) for k, v in after.items()}
+
+
+@dataclass
+class Measurement:
+    """One side of one pair: its seconds and bytes, and for pipetls the
+    engine's counters over the timed part."""
+
+    seconds: float
+    nbytes: int
+    delta: Optional[EngineStats] = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Probe:
+    """The engine's STATS around a timed region (nothing without an engine
+    or on the stock side)."""
+
+    def __init__(self, engine: Optional[Engine], pipelined: bool) -> None:
+        self.engine = engine if pipelined else None
+        self.before: Optional[str] = None
+
+    def start(self) -> None:
+        if self.engine is not None:
+            self.before = self.engine.stats_text()
+
+    def measurement(self, seconds: float, nbytes: int) -> Measurement:
+        if self.engine is None or self.before is None:
+            return Measurement(seconds, nbytes)
+        after = self.engine.stats_text()
+        return Measurement(seconds, nbytes,
+                           EngineStats.parse(after) - EngineStats.parse(self.before),
+                           counter_delta(parse_counters(after), parse_counters(self.before)))
 
 
 def serial_time(t_pipetls: float, delta: Optional[EngineStats]) -> float:

@@ -1,6 +1,7 @@
 """``pipetls bench``'s plan: every scenario x cipher x max_pipelines x
-lanes, stock and pipetls interleaved ``reps`` times, and one
-:class:`BenchResult` per row."""
+lanes (x connections for busy), measured in interleaved stock/pipetls pairs,
+and one :class:`BenchResult` per row (the median pair ratio, its bootstrap
+interval, the pairs themselves)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from typing import Any, Callable, Iterable, Optional
 
 from .. import _ffi
 from ..engine import load_engine
+from .busy import busy_run, per_connection_bytes
 from .harness import one_run
 from .loopback import loopback_run
-from .model import CIPHERS, TLS13_SUITES, BenchResult, Setup, amdahl_bound, serial_time
+from .model import (CIPHERS, TLS13_SUITES, BenchResult, Measurement, Setup, amdahl_bound,
+                    bootstrap_median, serial_time, verdict)
 
-__all__ = ["run", "machine_info"]
+__all__ = ["run", "machine_info", "default_read_buf", "DEFAULT_PAIRS", "DEFAULT_PAIR_BYTES",
+           "DEFAULT_CONNECTIONS", "LATENCY_BYTES", "BUSY_CIPHER"]
+
+DEFAULT_PAIRS = 40
+DEFAULT_PAIR_BYTES = 16 << 20
+DEFAULT_CONNECTIONS = (1, 2, 4, 16, 64)
+LATENCY_BYTES = 2 << 20  # latency rows: at most this many bytes (of 1 KiB writes) a side
+BUSY_CIPHER = "AES-128-GCM"  # busy rows when --cipher is not given
 
 def _throwaway_cert(tmp: str) -> tuple[str, str]:
     openssl = shutil.which("openssl")
@@ -32,19 +42,33 @@ def _throwaway_cert(tmp: str) -> tuple[str, str]:
     return cert, key
 
 
+Progress = Callable[[int, int, str], object]
+
+
 def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable[str]] = None,
-        total: int = 256 << 20, write_size: int = 256 << 10,
+        total: int = DEFAULT_PAIR_BYTES, write_size: int = 256 << 10,
         max_pipelines: Iterable[int] = (8,), lanes: Optional[Iterable[int]] = None,
-        reps: int = 3, tls: str = "1.2", read_buf: Optional[int] = None,
+        reps: Optional[int] = None, tls: str = "1.2", read_buf: Optional[int] = None,
         engine_path: Optional[str] = None, certfile: Optional[str] = None,
         keyfile: Optional[str] = None, latency_size: int = 1024,
-        progress: Optional[Callable[[int, int, str], object]] = None,
-        evp: Optional[dict[str, Any]] = None) -> list[BenchResult]:
-    """Runs the benchmark and returns a list of BenchResult.  The ``evp``
-    scenario (:func:`pipetls.bench.evp.evp_run`, OpenSSL >= 3.5 only) takes
-    its own arguments in ``evp``: pipes, size, pairs, batches,
+        progress: Optional[Progress] = None,
+        evp: Optional[dict[str, Any]] = None, pairs: Optional[int] = None,
+        connections: Iterable[int] = DEFAULT_CONNECTIONS,
+        row_done: Optional[Callable[[BenchResult], object]] = None) -> list[BenchResult]:
+    """Runs the benchmark and returns one BenchResult per row.
+
+    Every row is ``pairs`` (default 40; ``reps`` is the older name)
+    interleaved pairs, stock then pipetls in even pairs and pipetls then
+    stock in odd ones, each side moving ``total`` bytes (latency: at most
+    LATENCY_BYTES; busy: ``total`` shared by the connections, at least four
+    writes each).  ``busy`` runs one row per ``connections`` value.  The
+    ``evp`` scenario (:func:`pipetls.bench.evp.evp_run`, OpenSSL >= 3.5
+    only) takes its own arguments in ``evp``: pipes, size, pairs, batches,
     provider_path."""
     scenarios = list(scenarios)
+    n_pairs = pairs if pairs is not None else (reps if reps is not None else DEFAULT_PAIRS)
+    if n_pairs < 1:
+        raise ValueError("pairs must be >= 1")
     results: list[BenchResult] = []
     if "evp" in scenarios:
         from .evp import evp_run
@@ -57,84 +81,139 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
             return results
     engine = load_engine(engine_path, register=False)
     lanes = list(lanes or [os.cpu_count() or 1])
-    ciphers = list(ciphers or CIPHERS)
+    given = list(ciphers) if ciphers else None
+    ciphers = given or list(CIPHERS)
     if tls == "1.3":
         ciphers = [c for c in ciphers if c in TLS13_SUITES]
+    busy_ciphers = [c for c in ciphers if given] or [BUSY_CIPHER]
     tmp = None
     if certfile is None:
         tmp = tempfile.mkdtemp(prefix="pipetls-bench-")
         certfile, keyfile = _throwaway_cert(tmp)
     keyfile = keyfile or certfile
     saved_threads = engine.threads
-    plan: list[tuple[str, str, int, int]] = []
+    plan: list[tuple[str, str, int, int, int]] = []
     for scenario in scenarios:
-        for cipher in ciphers:
+        for cipher in (busy_ciphers if scenario == "busy" else ciphers):
             if scenario == "latency":
-                plan.append((scenario, cipher, 1, lanes[0]))
+                plan.append((scenario, cipher, 1, lanes[0], 1))
                 continue
             for mp in max_pipelines:
                 for lane in lanes:
-                    plan.append((scenario, cipher, mp, lane))
+                    for conns in (connections if scenario == "busy" else (1,)):
+                        plan.append((scenario, cipher, mp, lane, conns))
+    steps = len(plan) * n_pairs
     try:
         # warm up (engine pool, page faults, CPU clocks): one small untimed run
         if plan:
             warm = Setup(plan[0][1], tls, 8, write_size, read_buf or 200000, certfile, keyfile)
             for piped in (False, True):
                 one_run(warm, engine, piped, "write", min(total, 16 << 20), lanes[0])
-        for i, (scenario, cipher, mp, lane) in enumerate(plan):
-            if progress:
-                progress(i, len(plan), "%s %s mp=%d lanes=%d" % (scenario, cipher, mp, lane))
+        for i, (scenario, cipher, mp, lane, conns) in enumerate(plan):
+            what = "%s %s mp=%d lanes=%d" % (scenario, cipher, mp, lane)
+            if scenario == "busy":
+                what += " connections=%d" % conns
             size = latency_size if scenario == "latency" else write_size
-            n_bytes = min(total, 16 << 20) if scenario == "latency" else total
-            rb = read_buf or max(8 * 16384 + 16384, mp * (16384 + 512) + 16384)
+            n_bytes = min(total, LATENCY_BYTES) if scenario == "latency" else total
+            rb = read_buf or default_read_buf(mp)
             st = Setup(cipher, tls, mp, size, rb, certfile, keyfile)
-            stock: list[float] = []
-            pipe: list[float] = []
-            deltas: list[Any] = []
-            for _ in range(reps):
+            per_conn = per_connection_bytes(n_bytes, conns, size)
+
+            def side(piped: bool) -> Measurement:
                 if scenario == "loopback":
-                    a = loopback_run(st, engine, False, n_bytes, lane, engine.path)
-                    b = loopback_run(st, engine, True, n_bytes, lane, engine.path)
+                    return loopback_run(st, engine, piped, n_bytes, lane, engine.path)
+                if scenario == "busy":
+                    return busy_run(st, engine, piped, conns, per_conn, lane)
+                return one_run(st, engine, piped, scenario, n_bytes, lane)
+
+            measured: list[tuple[str, Measurement, Measurement]] = []
+            for k in range(n_pairs):
+                if progress:
+                    progress(i * n_pairs + k, steps, "%s pair %d/%d" % (what, k + 1, n_pairs))
+                if k % 2 == 0:
+                    a = side(False)
+                    b = side(True)
+                    measured.append(("stock-first", a, b))
                 else:
-                    a = one_run(st, engine, False, scenario, n_bytes, lane)
-                    b = one_run(st, engine, True, scenario, n_bytes, lane)
-                stock.append(a[0])
-                pipe.append(b[0])
-                deltas.append(b[1])
-            t_stock, t_pipe = statistics.median(stock), statistics.median(pipe)
-            mid = pipe.index(sorted(pipe)[len(pipe) // 2])
-            d = deltas[mid]
-            t_crypto = d.crypto_ns / 1e9 if d is not None else 0.0
-            t_serial = serial_time(pipe[mid], d)
-            bound = amdahl_bound(lane, t_stock, t_stock - t_serial) if mp > 1 else 1.0
-            speedup = t_stock / t_pipe
-            if scenario == "latency":
-                writes = n_bytes / size
-                s_val, p_val, unit = t_stock / writes * 1e6, t_pipe / writes * 1e6, "us/write"
-            else:
-                s_val, p_val, unit = n_bytes / t_stock / 1e9, n_bytes / t_pipe / 1e9, "GB/s"
-            results.append(BenchResult(
-                scenario=scenario, cipher=cipher, suite=CIPHERS[cipher][0] if tls == "1.2"
-                else TLS13_SUITES[cipher], etm=CIPHERS[cipher][1], tls=tls, max_pipelines=mp,
-                lanes=lane, baseline=(CIPHERS[cipher][2] if tls == "1.2" and scenario != "latency"
-                                      else "stock"),
-                total_bytes=n_bytes, write_size=size, stock_gbps=round(s_val, 4),
-                pipetls_gbps=round(p_val, 4), speedup=round(speedup, 4), bound=round(bound, 4),
-                efficiency=round(speedup / bound, 4),
-                crypto_fraction=round(t_crypto / t_stock, 4) if t_stock else 0.0,
-                serial_fraction=round(min(t_serial / t_stock, 1.0), 4) if t_stock else 0.0,
-                batches=d.batches if d else 0,
-                mean_batch=round(d.records / d.batches, 3) if d and d.batches else 0.0,
-                stock_reps=[round(x, 6) for x in stock], pipetls_reps=[round(x, 6) for x in pipe],
-                unit=unit))
+                    b = side(True)
+                    a = side(False)
+                    measured.append(("pipetls-first", a, b))
+            r = _row(scenario, cipher, mp, lane, conns, tls, size, measured)
+            results.append(r)
+            if row_done:
+                row_done(r)
         if progress:
-            progress(len(plan), len(plan), "done")
+            progress(steps, steps, "done")
     finally:
         engine.threads = saved_threads
         engine.unregister()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return results
+
+
+def default_read_buf(mp: int) -> int:
+    """pipetls's read buffer when --read-buf is not given: room for
+    max_pipelines records (and never less than nine)."""
+    return max(8 * 16384 + 16384, mp * (16384 + 512) + 16384)
+
+
+def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, size: int,
+         measured: list[tuple[str, Measurement, Measurement]]) -> BenchResult:
+    """One row from its pairs: the median pair ratio and its bootstrap
+    interval; the bound and the efficiency per pair, then their medians."""
+    pairs: list[dict[str, Any]] = []
+    ratios, bounds, effs, crypto, serial = [], [], [], [], []
+    counters: dict[str, int] = {}
+    for order, a, b in measured:
+        # seconds per byte on each side (both sides move the same bytes)
+        t_stock = a.seconds * b.nbytes / a.nbytes if a.nbytes else a.seconds
+        ratio = t_stock / b.seconds
+        t_serial = serial_time(b.seconds, b.delta)
+        bound = amdahl_bound(lane, t_stock, t_stock - t_serial) if mp > 1 else 1.0
+        ratios.append(ratio)
+        bounds.append(bound)
+        effs.append(ratio / bound)
+        crypto.append(b.delta.crypto_ns / 1e9 / t_stock if b.delta and t_stock else 0.0)
+        serial.append(min(t_serial / t_stock, 1.0) if t_stock else 0.0)
+        for key, v in b.counters.items():
+            counters[key] = v if key in ("pipetls.stats", "lanes", "workers", "inline_below") \
+                else counters.get(key, 0) + v
+        pairs.append({"order": order, "stock_s": round(a.seconds, 7), "stock_bytes": a.nbytes,
+                      "pipetls_s": round(b.seconds, 7), "pipetls_bytes": b.nbytes,
+                      "ratio": round(ratio, 5), "bound": round(bound, 5),
+                      "efficiency": round(ratio / bound, 5)})
+    stock_s = [a.seconds for _, a, _ in measured]
+    pipe_s = [b.seconds for _, _, b in measured]
+    n_bytes = measured[0][1].nbytes
+    speedup = statistics.median(ratios)
+    lo, hi = bootstrap_median(ratios)
+    word, conclusive = verdict(speedup, lo, hi)
+    eff_raw = statistics.median(effs)
+    t_stock, t_pipe = statistics.median(stock_s), statistics.median(pipe_s)
+    if scenario == "latency":
+        writes = n_bytes / size
+        s_val, p_val, unit = t_stock / writes * 1e6, t_pipe / writes * 1e6, "us/write"
+    else:
+        s_val, p_val, unit = n_bytes / t_stock / 1e9, n_bytes / t_pipe / 1e9, "GB/s"
+    batches, records = counters.get("batches", 0), counters.get("records", 0)
+    return BenchResult(
+        scenario=scenario, cipher=cipher, suite=CIPHERS[cipher][0] if tls == "1.2"
+        else TLS13_SUITES[cipher], etm=CIPHERS[cipher][1], tls=tls, max_pipelines=mp,
+        lanes=lane, baseline=(CIPHERS[cipher][2] if tls == "1.2" and scenario not in
+                              ("latency", "busy") else "stock"),
+        total_bytes=n_bytes, write_size=size, stock_gbps=round(s_val, 4),
+        pipetls_gbps=round(p_val, 4), speedup=round(speedup, 4),
+        bound=round(statistics.median(bounds), 4),
+        efficiency=round(min(eff_raw, 1.0), 4), efficiency_raw=round(eff_raw, 4),
+        efficiency_clamped=eff_raw > 1.0,
+        crypto_fraction=round(statistics.median(crypto), 4),
+        serial_fraction=round(statistics.median(serial), 4),
+        batches=batches, mean_batch=round(records / batches, 3) if batches else 0.0,
+        stock_reps=[round(x, 7) for x in stock_s], pipetls_reps=[round(x, 7) for x in pipe_s],
+        unit=unit, speedup_lo=round(lo, 4), speedup_hi=round(hi, 4),
+        interval_confidence=0.95, interval_method="bootstrap", verdict=word,
+        conclusive=conclusive, pairs=pairs, connections=conns, counters=counters)
 
 
 def machine_info() -> dict[str, Any]:
