@@ -156,3 +156,33 @@ def test_bad_arguments_are_refused(engine_path):
         assert p.returncode == 2, (args, p.returncode, p.stderr[-2000:])
         assert f"pipetls bench: error: argument {args[0]}: {why}" in p.stderr, (args, p.stderr)
         assert p.stdout == "", (args, p.stdout)
+
+
+def test_scaling_script_quick(engine_path, tmp_path):
+    """bench/scaling.sh --quick (with the engine under test instead of its own
+    build): write/read and busy JSON at every lane count and max_pipelines
+    16 and 32, and an SVG plot; its exit status is the benches'."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "scaling.sh"
+    out = tmp_path / "scaling"
+    p = subprocess.run(["bash", str(script), "--quick", "--engine", engine_path, "--python",
+                        sys.executable, "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    wr = json.loads((out / "write-read.json").read_text())["results"]
+    busy = json.loads((out / "busy.json").read_text())["results"]
+    grid = {(lanes, mp) for lanes in (1, 2, 4, 8, 16) for mp in (16, 32)}
+    for scenario in ("write", "read"):
+        assert {(r["lanes"], r["max_pipelines"]) for r in wr if r["scenario"] == scenario} == grid
+    assert {(r["lanes"], r["max_pipelines"], r["connections"]) for r in busy} == {
+        (lanes, mp, c) for lanes, mp in grid for c in (1, 2)}
+    # 512 KiB writes: max_pipelines 32 gets full batches of 32 records
+    assert all(r["mean_batch"] == 32 for r in wr
+               if r["scenario"] == "write" and r["max_pipelines"] == 32), wr
+    svg = ET.parse(out / "scaling.svg").getroot()
+    assert svg.tag.endswith("svg") and len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) \
+        == 2 * 2 + 2 * 2  # write, read x mp; busy x mp x connections
+    bad = subprocess.run(["bash", str(script), "--nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument: --nope" in bad.stderr

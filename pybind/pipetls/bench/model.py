@@ -13,7 +13,7 @@ from ..context import Context
 from ..engine import Engine, EngineStats
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
-           "median_interval", "bootstrap_median", "verdict", "serial_time", "use_engine",
+           "median_interval", "bootstrap_median", "busy_lanes", "verdict", "serial_time", "use_engine",
            "contexts", "BOOTSTRAP_SEED", "BOOTSTRAP_RESAMPLES", "MAX_REL_WIDTH",
            "PAIR_BYTES_PRESETS", "counter_delta", "parse_counters", "Measurement", "Probe"]
 
@@ -90,7 +90,7 @@ class BenchResult:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-def amdahl_bound(lanes: int, t_total: float, t_crypto: float) -> float:
+def amdahl_bound(lanes: float, t_total: float, t_crypto: float) -> float:
     """L*T / (L*T_serial + T_crypto), T_serial = T - T_crypto (>= 0)."""
     if t_total <= 0:
         return 1.0
@@ -117,6 +117,15 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
             break
         k, coverage = j, cov
     return xs[k - 1], xs[n - k], coverage
+
+
+def busy_lanes(lanes: int, connections: int, cpus: int) -> float:
+    """The parallelism pipetls can add to ``connections`` busy threads:
+    stock already keeps min(connections, cpus) cores busy, the lanes at most
+    min(lanes, cpus); their ratio (at least 1).  At connections >= cpus it
+    is 1: the bound is 1.0, matching stock is the best there is."""
+    cpus = max(cpus, 1)
+    return max(1.0, min(lanes, cpus) / min(connections, cpus))
 
 
 def bootstrap_median(values: Sequence[float], confidence: float = 0.95,

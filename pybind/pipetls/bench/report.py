@@ -207,7 +207,9 @@ def plot(results: list[BenchResult], path: str) -> None:
         series: dict[tuple[str, str], list[tuple[int, float]]] = {}
         for r in rows:
             if getattr(r, fixed) == value:
-                series.setdefault((r.scenario, r.cipher), []).append((getattr(r, key), r.speedup))
+                conns = " conns=%d" % r.connections if r.scenario == "busy" else ""
+                series.setdefault((r.scenario, r.cipher + conns), []).append(
+                    (getattr(r, key), r.speedup))
         for (scen, cipher), pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="%s %s" % (scen, cipher))

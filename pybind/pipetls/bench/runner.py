@@ -19,7 +19,7 @@ from .busy import busy_run, per_connection_bytes
 from .harness import one_run
 from .loopback import loopback_run
 from .model import (CIPHERS, TLS13_SUITES, BenchResult, Measurement, Setup, amdahl_bound,
-                    bootstrap_median, serial_time, verdict)
+                    bootstrap_median, busy_lanes, serial_time, verdict)
 
 __all__ = ["run", "machine_info", "default_read_buf", "DEFAULT_PAIRS", "DEFAULT_PAIR_BYTES",
            "DEFAULT_CONNECTIONS", "LATENCY_BYTES", "BUSY_CIPHER"]
@@ -170,7 +170,8 @@ def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, s
         t_stock = a.seconds * b.nbytes / a.nbytes if a.nbytes else a.seconds
         ratio = t_stock / b.seconds
         t_serial = serial_time(b.seconds, b.delta)
-        bound = amdahl_bound(lane, t_stock, t_stock - t_serial) if mp > 1 else 1.0
+        eff_lanes = busy_lanes(lane, conns, os.cpu_count() or 1) if scenario == "busy" else lane
+        bound = amdahl_bound(eff_lanes, t_stock, t_stock - t_serial) if mp > 1 else 1.0
         ratios.append(ratio)
         bounds.append(bound)
         effs.append(ratio / bound)
