@@ -192,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
     json_to_stdout = args.json == "-"
     console = Console(stderr=json_to_stdout)
     if not console.is_terminal:  # a log or a pipe: room for the whole table
-        console = Console(stderr=json_to_stdout, width=150)
+        console = Console(stderr=json_to_stdout, width=200)
     with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=console, transient=True) as prog:

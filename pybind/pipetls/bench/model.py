@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -77,7 +78,8 @@ class BenchResult:
     raw_speedup: Optional[float] = None
     harness_s: list[float] = field(default_factory=list)  # evp: the loops' own cost (stock, pipetls)
     # the interleaved pairs: [{"order", "stock_s", "stock_bytes", "pipetls_s",
-    # "pipetls_bytes", "ratio", "bound", "efficiency"}], one per pair
+    # "pipetls_bytes", "stock_cpu_s", "pipetls_cpu_s", "ratio", "bound",
+    # "efficiency"}], one per pair (cpu: the process's CPU time, all threads)
     pairs: list[dict[str, Any]] = field(default_factory=list)
     interval_method: str = ""  # "bootstrap" (TLS rows) or "order statistics" (evp)
     verdict: str = ""  # faster / slower / straddles 1.0 / too wide (see verdict())
@@ -192,6 +194,7 @@ class Measurement:
     nbytes: int
     delta: Optional[EngineStats] = None
     counters: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # the process's CPU time (all threads) over the same region
 
 
 class Probe:
@@ -201,18 +204,22 @@ class Probe:
     def __init__(self, engine: Optional[Engine], pipelined: bool) -> None:
         self.engine = engine if pipelined else None
         self.before: Optional[str] = None
+        self.cpu0 = 0.0
 
     def start(self) -> None:
         if self.engine is not None:
             self.before = self.engine.stats_text()
+        self.cpu0 = time.process_time()
 
     def measurement(self, seconds: float, nbytes: int) -> Measurement:
+        cpu = time.process_time() - self.cpu0
         if self.engine is None or self.before is None:
-            return Measurement(seconds, nbytes)
+            return Measurement(seconds, nbytes, cpu_seconds=cpu)
         after = self.engine.stats_text()
         return Measurement(seconds, nbytes,
                            EngineStats.parse(after) - EngineStats.parse(self.before),
-                           counter_delta(parse_counters(after), parse_counters(self.before)))
+                           counter_delta(parse_counters(after), parse_counters(self.before)),
+                           cpu_seconds=cpu)
 
 
 def serial_time(t_pipetls: float, delta: Optional[EngineStats]) -> float:

@@ -4,6 +4,7 @@ plot (matplotlib, or an SVG written here)."""
 from __future__ import annotations
 
 import importlib
+import statistics
 from typing import Any
 
 from .model import MAX_REL_WIDTH, BenchResult
@@ -95,14 +96,24 @@ def _busy_table(console: Any, rows: list[BenchResult]) -> None:
     extra = sorted({k for r in rows for k in r.counters
                     if k not in _BUSY_KNOWN and k not in _NOT_SHOWN
                     and not k.startswith(("hist.", "lane."))})
-    table = Table(title="busy: the engine's counters over the pipetls side of all pairs")
-    for col in ("cipher", "mp", "lanes", "conns", "rec/batch") + _BUSY_KNOWN + tuple(extra):
+    table = Table(title="busy: the engine's counters over the pipetls side of all pairs; "
+                  "cores = the process's CPU time / wall time (median of the pairs)")
+    for col in ("cipher", "mp", "lanes", "conns", "cores stock", "cores pipetls",
+                "rec/batch") + _BUSY_KNOWN + tuple(extra):
         table.add_column(col, justify="left" if col == "cipher" else "right")
     for r in rows:
         table.add_row(r.cipher, str(r.max_pipelines), str(r.lanes), str(r.connections),
+                      "%.2f" % _cores(r, "stock"), "%.2f" % _cores(r, "pipetls"),
                       "%.2f" % r.mean_batch, *(str(r.counters.get(k, 0))
                                                for k in _BUSY_KNOWN + tuple(extra)))
     console.print(table)
+
+
+def _cores(r: BenchResult, side: str) -> float:
+    """Median over the pairs of CPU seconds / wall seconds on one side."""
+    xs = [p[side + "_cpu_s"] / p[side + "_s"] for p in r.pairs
+          if p.get(side + "_s") and side + "_cpu_s" in p]
+    return statistics.median(xs) if xs else 0.0
 
 
 def _series(results: list[BenchResult]) -> dict[str, list[BenchResult]]:

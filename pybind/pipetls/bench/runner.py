@@ -182,6 +182,8 @@ def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, s
                 else counters.get(key, 0) + v
         pairs.append({"order": order, "stock_s": round(a.seconds, 7), "stock_bytes": a.nbytes,
                       "pipetls_s": round(b.seconds, 7), "pipetls_bytes": b.nbytes,
+                      "stock_cpu_s": round(a.cpu_seconds, 6),
+                      "pipetls_cpu_s": round(b.cpu_seconds, 6),
                       "ratio": round(ratio, 5), "bound": round(bound, 5),
                       "efficiency": round(ratio / bound, 5)})
     stock_s = [a.seconds for _, a, _ in measured]
