@@ -97,7 +97,9 @@ def test_bootstrap_interval_and_verdict():
     assert verdict(statistics.median(xs), lo, hi) == ("faster", True)
     assert verdict(0.9, 0.85, 0.95) == ("slower", True)
     assert verdict(1.0, 0.95, 1.05) == ("straddles 1.0", False)
-    assert verdict(1.6, 1.1, 2.1) == ("too wide", False)
+    assert verdict(1.6, 1.1, 2.1) == ("faster, wide", False)
+    assert verdict(0.5, 0.4, 0.6) == ("slower, wide", False)
+    assert verdict(1.1, 0.8, 1.5) == ("too wide", False)
     assert bootstrap_median([2.0]) == (2.0, 2.0)
 
 

@@ -37,9 +37,11 @@ Every row is ``--pairs`` (40) interleaved pairs: stock then pipetls, then
 pipetls then stock, and so on, each side moving ``--pair-bytes`` (16 MiB;
 ``small`` 1 MiB, ``medium`` 16 MiB, ``large`` 32 MiB).  The speedup is the
 median of the pairs' ratios with a 95 % bootstrap interval (2000 resamples,
-``random.Random(20261201)``); the row says "too wide" when the interval is
-wider than 25 % of the median and "straddles 1.0" when it contains 1.0:
-neither allows a conclusion.  The JSON carries every pair.
+``random.Random(20261201)``) and a verdict: "faster" / "slower" when the
+interval lies above / below 1.0 and is at most 25 % of the median wide,
+"faster, wide" / "slower, wide" when only the direction is known,
+"straddles 1.0" (a narrow interval holding 1.0: no difference resolved) and
+"too wide" (nothing to conclude).  The JSON carries every pair.
 
 For every row: GB/s stock, GB/s pipetls, speedup, and the Amdahl bound
 ``L*T / (L*T_serial + T_crypto)`` with ``T`` the stock time of the same

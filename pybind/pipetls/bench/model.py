@@ -152,14 +152,21 @@ def bootstrap_median(values: Sequence[float], confidence: float = 0.95,
 
 def verdict(speedup: float, lo: float, hi: float,
             max_rel_width: float = MAX_REL_WIDTH) -> tuple[str, bool]:
-    """What an interval allows to say: ("too wide", False) when
-    (hi - lo) / speedup > ``max_rel_width``; ("straddles 1.0", False) when
-    lo <= 1 <= hi; else ("faster", True) or ("slower", True)."""
-    if speedup <= 0 or (hi - lo) / speedup > max_rel_width:
-        return "too wide", False
+    """What an interval allows to say, and whether the row is a conclusion:
+
+    * ("faster", True) / ("slower", True): the interval lies above / below
+      1.0 and is at most ``max_rel_width`` of the median wide;
+    * ("faster, wide", False) / ("slower, wide", False): the direction is
+      known, the size is not (the interval is wider than that);
+    * ("straddles 1.0", False): a narrow interval that holds 1.0: no
+      difference resolved;
+    * ("too wide", False): a wide interval that holds 1.0: nothing to say.
+    """
+    wide = speedup <= 0 or (hi - lo) / speedup > max_rel_width
     if lo <= 1.0 <= hi:
-        return "straddles 1.0", False
-    return ("faster" if lo > 1.0 else "slower"), True
+        return ("too wide" if wide else "straddles 1.0"), False
+    word = "faster" if lo > 1.0 else "slower"
+    return (word + ", wide", False) if wide else (word, True)
 
 
 def parse_counters(text: str) -> dict[str, int]:

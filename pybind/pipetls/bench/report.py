@@ -16,6 +16,8 @@ __all__ = ["print_results", "plot", "plot_svg", "row_line"]
 # (not hist.* or lane.*) is shown beside them under its own name
 _BUSY_KNOWN = ("batches", "pipelined_batches", "inline_batches", "records", "wake_calls",
                "worker_sleeps", "caller_sleeps", "caller_wakes")
+_SHORT = {"pipelined_batches": "pipelined", "inline_batches": "inline", "wake_calls": "wakes",
+          "worker_sleeps": "w.sleeps", "caller_sleeps": "c.sleeps", "caller_wakes": "c.wakes"}
 _NOT_SHOWN = ("pipetls.stats", "lanes", "workers", "inline_below", "bytes", "failed_batches",
               "crypto_ns", "batch_ns", "stream_calls", "stream_bytes")
 
@@ -82,9 +84,10 @@ def print_results(console: Any, doc: dict[str, Any], results: list[BenchResult],
                100 * (evp[0].interval_confidence or 0),
                ", ".join("%s %.2fx" % (r.cipher, r.raw_speedup or 0) for r in evp)))
     console.print("speedup = median over the pairs of stock time / pipetls time [95%% bootstrap "
-                  "interval] (latency: stock us / pipetls us); verdict: faster / slower, or "
-                  "'straddles 1.0' / 'too wide' (interval wider than %.0f%% of the median): "
-                  "no conclusion; bound = Amdahl bound L*T/(L*T_serial + T - T_serial), "
+                  "interval] (latency: stock us / pipetls us); verdict: faster / slower (the "
+                  "interval above / below 1.0 and at most %.0f%% of the median wide), "
+                  "'..., wide' (direction known, size not), 'straddles 1.0' (no difference "
+                  "resolved), 'too wide' (no conclusion); bound = Amdahl bound L*T/(L*T_serial + T - T_serial), "
                   "T = stock time, T_serial = the engine's time outside record batches; "
                   "eff. = median of the pairs' speedup / bound, * = above 100%% and clamped"
                   % (100 * MAX_REL_WIDTH))
@@ -100,7 +103,8 @@ def _busy_table(console: Any, rows: list[BenchResult]) -> None:
                   "cores = the process's CPU time / wall time (median of the pairs)")
     for col in ("cipher", "mp", "lanes", "conns", "cores stock", "cores pipetls",
                 "rec/batch") + _BUSY_KNOWN + tuple(extra):
-        table.add_column(col, justify="left" if col == "cipher" else "right")
+        table.add_column(_SHORT.get(col, col), justify="left" if col == "cipher" else "right",
+                         overflow="fold")
     for r in rows:
         table.add_row(r.cipher, str(r.max_pipelines), str(r.lanes), str(r.connections),
                       "%.2f" % _cores(r, "stock"), "%.2f" % _cores(r, "pipetls"),
