@@ -17,9 +17,10 @@ One concern per module:
 from __future__ import annotations
 
 from .cli import add_parser, main
-from .model import CIPHERS, SCENARIOS, TLS13_SUITES, BenchResult, amdahl_bound, serial_time
+from .model import (CIPHERS, SCENARIOS, TLS13_SUITES, BenchResult, amdahl_bound, bootstrap_median,
+                    serial_time, verdict)
 from .report import plot
 from .runner import machine_info, run
 
 __all__ = ["add_parser", "main", "run", "CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult",
-           "amdahl_bound", "serial_time", "machine_info", "plot"]
+           "amdahl_bound", "bootstrap_median", "verdict", "serial_time", "machine_info", "plot"]
