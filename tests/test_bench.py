@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from pipetls.bench import amdahl_bound
-from pipetls.bench.model import bootstrap_median, verdict
+from pipetls.bench.model import bootstrap_median, counter_delta, parse_counters, verdict
 
 
 def run_bench(engine_path, *args):
@@ -128,6 +128,19 @@ def test_busy_scenario(engine_path):
         assert r["efficiency"] <= 1.0
     # one line per row on stderr while it runs
     assert "busy AES-128-GCM mp=8" in p.stderr and "connections=2" in p.stderr, p.stderr[-2000:]
+
+
+def test_counters_pass_through_unknown_keys():
+    """Every integer line of STATS becomes a counter delta, whether this
+    version knows its name or not; settings are taken as they are."""
+    before = parse_counters("pipetls.stats 1\nlanes 2\nbatches 10\nrecords 80\n"
+                            "batches_kept 3\nhist.8 10\nlane.1.records 40\nversion x\n")
+    after = parse_counters("pipetls.stats 1\nlanes 2\nbatches 25\nrecords 200\n"
+                           "batches_kept 7\nhist.8 25\nlane.1.records 100\nversion x\n"
+                           "a_new_counter 5\n")
+    assert counter_delta(after, before) == {
+        "pipetls.stats": 1, "lanes": 2, "batches": 15, "records": 120, "batches_kept": 4,
+        "hist.8": 15, "lane.1.records": 60, "a_new_counter": 5}
 
 
 def test_pair_bytes_presets_and_errors(engine_path):

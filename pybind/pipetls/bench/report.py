@@ -96,20 +96,22 @@ def print_results(console: Any, doc: dict[str, Any], results: list[BenchResult],
 def _busy_table(console: Any, rows: list[BenchResult]) -> None:
     from rich.table import Table
 
-    extra = sorted({k for r in rows for k in r.counters
-                    if k not in _BUSY_KNOWN and k not in _NOT_SHOWN
-                    and not k.startswith(("hist.", "lane."))})
     table = Table(title="busy: the engine's counters over the pipetls side of all pairs; "
                   "cores = the process's CPU time / wall time (median of the pairs)")
     for col in ("cipher", "mp", "lanes", "conns", "cores stock", "cores pipetls",
-                "rec/batch") + _BUSY_KNOWN + tuple(extra):
-        table.add_column(_SHORT.get(col, col), justify="left" if col == "cipher" else "right",
+                "rec/batch") + _BUSY_KNOWN + ("other counters (not 0)",):
+        table.add_column(_SHORT.get(col, col),
+                         justify="left" if col.startswith(("cipher", "other")) else "right",
                          overflow="fold")
     for r in rows:
+        # counters this version does not name (a later engine's): by name
+        other = " ".join("%s=%d" % (k, v) for k, v in sorted(r.counters.items())
+                         if v and k not in _BUSY_KNOWN and k not in _NOT_SHOWN
+                         and not k.startswith(("hist.", "lane.")))
         table.add_row(r.cipher, str(r.max_pipelines), str(r.lanes), str(r.connections),
                       "%.2f" % _cores(r, "stock"), "%.2f" % _cores(r, "pipetls"),
-                      "%.2f" % r.mean_batch, *(str(r.counters.get(k, 0))
-                                               for k in _BUSY_KNOWN + tuple(extra)))
+                      "%.2f" % r.mean_batch, *(str(r.counters.get(k, 0)) for k in _BUSY_KNOWN),
+                      other)
     console.print(table)
 
 
