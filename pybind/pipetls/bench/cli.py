@@ -66,7 +66,7 @@ from typing import Any, Callable
 from .._argtypes import parse_size
 from .model import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CIPHERS, MAX_REL_WIDTH,
                     PAIR_BYTES_PRESETS, SCENARIOS, BenchResult)
-from .report import plot, print_results, row_line
+from .report import plot, plot_check, print_results, row_line
 from .runner import DEFAULT_CONNECTIONS, DEFAULT_PAIR_BYTES, DEFAULT_PAIRS, machine_info, run
 
 __all__ = ["add_parser", "main"]
@@ -191,6 +191,8 @@ def main(args: argparse.Namespace) -> int:
     evp_pairs = pairs if pairs is not None else 21
     if (args.cert is None) != (args.key is None):
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
+    if args.plot:
+        plot_check(args.plot)
     json_to_stdout = args.json == "-"
     console = Console(stderr=json_to_stdout)
     if not console.is_terminal:  # a log or a pipe: room for the whole table

@@ -9,7 +9,7 @@ from typing import Any
 
 from .model import MAX_REL_WIDTH, BenchResult
 
-__all__ = ["print_results", "plot", "plot_svg", "row_line"]
+__all__ = ["print_results", "plot", "plot_check", "plot_svg", "row_line"]
 
 
 # counters of today's engine shown in the busy table; any other counter
@@ -197,20 +197,31 @@ def plot_svg(results: list[BenchResult], path: str) -> None:
         f.write("\n".join(out) + "\n")
 
 
+def plot_check(path: str) -> None:
+    """Before a run: SystemExit when ``path`` needs matplotlib and it is
+    missing (so that the run is not wasted)."""
+    if not path.lower().endswith(".svg"):
+        _pyplot()
+
+
+def _pyplot() -> Any:
+    try:
+        # imported by name: an optional dependency, typed or not
+        matplotlib = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        return importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        raise SystemExit(
+            "pipetls bench --plot FILE.png needs matplotlib: pip install 'pipetls[plot]' "
+            "(or write FILE.svg, which needs nothing)") from None
+
+
 def plot(results: list[BenchResult], path: str) -> None:
     """FILE.svg: :func:`plot_svg` (no dependency); any other name: matplotlib."""
     if path.lower().endswith(".svg"):
         plot_svg(results, path)
         return
-    try:
-        # imported by name: an optional dependency, typed or not
-        matplotlib = importlib.import_module("matplotlib")
-        matplotlib.use("Agg")
-        plt = importlib.import_module("matplotlib.pyplot")
-    except ImportError:
-        raise SystemExit(
-            "pipetls bench --plot FILE.png needs matplotlib: pip install 'pipetls[plot]' "
-            "(or write FILE.svg, which needs nothing)") from None
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rows = [r for r in results if r.scenario in ("write", "read", "loopback", "busy")]
     if not rows:
