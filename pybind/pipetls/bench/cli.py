@@ -234,7 +234,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
-    print_results(console, doc, results, args.tls, tls_pairs)
+    only_evp = bool(results) and all(r.scenario == "evp" for r in results)
+    print_results(console, doc, results, args.tls, evp_pairs if only_evp else tls_pairs)
     if args.plot:
         plot(results, args.plot)
         console.print("plot written to %s" % args.plot)

@@ -46,7 +46,7 @@ from .. import _ffi
 from ..evp import CIPHERS as AEADS
 from ..evp import PipelineCipher, _Arrays, fetch_cipher, seal_each
 from ..provider import Provider, load_provider, require_pipeline_api, shared_provider
-from .model import BenchResult, amdahl_bound, median_interval, serial_time
+from .model import BenchResult, amdahl_bound, median_interval, serial_time, verdict
 
 __all__ = ["EVP_CIPHERS", "evp_run"]
 
@@ -202,6 +202,7 @@ def _one_cipher(cipher: str, provider: Provider, lanes: int, pipes: int, size: i
     speedup = statistics.median(ratios)
     lo, hi, conf = median_interval(ratios)
     bound = statistics.median(bounds)
+    word, conclusive = verdict(speedup, lo, hi)
     return BenchResult(
         scenario="evp", cipher=cipher, suite="EVP_CipherPipeline %dx%d" % (pipes, size),
         etm=False, tls="-", max_pipelines=pipes, lanes=lanes,
@@ -215,6 +216,7 @@ def _one_cipher(cipher: str, provider: Provider, lanes: int, pipes: int, size: i
         stock_reps=[round(x, 6) for x in t_stock], pipetls_reps=[round(x, 6) for x in t_pipe],
         speedup_lo=round(lo, 4), speedup_hi=round(hi, 4), interval_confidence=round(conf, 4),
         raw_speedup=round(statistics.median(raw), 4),
+        interval_method="order statistics", verdict=word, conclusive=conclusive,
         harness_s=[round(h_stock, 6), round(h_pipe, 6)])
 
 
