@@ -66,11 +66,18 @@ def busy_run(st: Setup, engine: Optional[Engine], pipelined: bool, connections: 
 
         threads = [threading.Thread(target=writer, args=(s, buf), daemon=True)
                    for (s, _), buf in zip(pairs, bufs)]
-        for t in threads:
-            t.start()
-        probe = Probe(engine, pipelined)
-        probe.start()
-        barrier.wait()
+        try:
+            for t in threads:
+                t.start()
+            probe = Probe(engine, pipelined)
+            probe.start()
+            barrier.wait()
+        except BaseException:
+            barrier.abort()  # the writers waiting at it stop (BrokenBarrierError)
+            for t in threads:
+                if t.is_alive():
+                    t.join()
+            raise
         t0 = time.perf_counter()
         for t in threads:
             t.join()
