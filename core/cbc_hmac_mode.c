@@ -20,7 +20,6 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -93,13 +92,15 @@ int pt_set_multiblock(long on)
 #define CAL_RECS 8
 #define CAL_ROUNDS 4
 
+/* state: 0 not measured, 1 being measured (by one thread; the others use
+ * the fixed costs meanwhile, nobody waits, and no lock can be inherited
+ * held across fork), 2 done (0 in cost[0]: the measurement failed) */
 typedef struct {
-    _Atomic int done; /* 1: cost is set (0 in cost[0]: could not measure) */
+    _Atomic int state;
     double cost[K_N];
 } pt_cal;
 
 static pt_cal cal[PT_N_FAMILIES];
-static pthread_mutex_t cal_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static double cpu_seconds(void)
 {
@@ -201,18 +202,17 @@ int pt_cbc_hmac_costs(const pt_family *f, const EVP_CIPHER_CTX *like, double cos
     if (i < 0 || f->group == NULL)
         return 0;
     c = &cal[i];
-    if (!atomic_load_explicit(&c->done, memory_order_acquire)) {
+    if (atomic_load_explicit(&c->state, memory_order_acquire) != 2) {
         double m[K_N] = { 0 };
+        int expect = 0;
 
-        if (like == NULL)
-            return 0;
-        pthread_mutex_lock(&cal_mu);
-        if (!atomic_load_explicit(&c->done, memory_order_relaxed)) {
-            if (measure(f, like, m))
-                memcpy(c->cost, m, sizeof(m));
-            atomic_store_explicit(&c->done, 1, memory_order_release);
-        }
-        pthread_mutex_unlock(&cal_mu);
+        if (like == NULL
+            || !atomic_compare_exchange_strong_explicit(&c->state, &expect, 1,
+                memory_order_acq_rel, memory_order_acquire))
+            return 0; /* not measured yet, or being measured by another thread */
+        if (measure(f, like, m))
+            memcpy(c->cost, m, sizeof(m));
+        atomic_store_explicit(&c->state, 2, memory_order_release);
     }
     memcpy(cost, c->cost, 3 * sizeof(double));
     return cost[0] > 0;
