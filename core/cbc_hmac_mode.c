@@ -85,12 +85,12 @@ int pt_set_multiblock(long on)
  * 16 KiB records one at a time, as two 4-groups and as one 8-group, through
  * the family's own record and group functions (the group's copies
  * included), the order rotated, the thread's CPU time (so time spent
- * descheduled on a busy machine does not count), the least of four rounds
- * after one to warm up. About 2 ms once per family. */
+ * descheduled on a busy machine does not count), the least of eight rounds
+ * after one to warm up. About 3 ms once per family. */
 
 #define CAL_PLAIN 16384
 #define CAL_RECS 8
-#define CAL_ROUNDS 4
+#define CAL_ROUNDS 8
 
 /* state: 0 not measured, 1 being measured (by one thread; the others use
  * the fixed costs meanwhile, nobody waits, and no lock can be inherited
