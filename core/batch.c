@@ -7,6 +7,7 @@
 #include "pt_record.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
+#include "pt_stats.h"
 
 #include <openssl/crypto.h>
 #include <stdatomic.h>
@@ -33,21 +34,6 @@ const pt_family *pt_family_by_nid(int nid)
         if (pt_families[i]->nid == nid)
             return pt_families[i];
     return NULL;
-}
-
-static _Atomic int multiblock_on = 1;
-
-int pt_multiblock_enabled(void)
-{
-    return multiblock_on;
-}
-
-int pt_set_multiblock(long on)
-{
-    if (on != 0 && on != 1)
-        return 0;
-    multiblock_on = (int)on;
-    return 1;
 }
 
 /* Lane context i keyed like base (copied once per key). */
@@ -89,14 +75,14 @@ int pt_conn_lanes_made(const pt_conn *k)
     return n;
 }
 
-/* Batch jobs: one record, or a group of PT_GROUP records (job i of a
- * grouped batch covers records PT_GROUP*i .. PT_GROUP*i+3, the tail ones
- * are single records). */
+/* Batch jobs: one record each, or for CBC-HMAC encryption the jobs of a
+ * pt_plan (MULTIBLOCK groups and single records). */
 typedef struct {
     pt_conn *k;
     pt_record *recs;
     int enc;
-    int groups; /* jobs 0..groups-1 are groups */
+    int hmac_enc; /* CBC-HMAC encryption: count records by path */
+    const pt_plan *plan; /* NULL: job i is record i */
 } pt_job;
 
 static int run_record(void *arg, int i, int slot)
@@ -104,20 +90,31 @@ static int run_record(void *arg, int i, int slot)
     pt_job *j = arg;
     const pt_family *f = j->k->fam;
     pt_lane *lane = &j->k->lane[slot];
-    int first, r;
+    int first, cnt, r;
 
-    if (i >= j->groups) {
-        first = j->groups * PT_GROUP + (i - j->groups);
-        return f->record(&j->k->tls, lane, &j->recs[first], j->enc) < 0;
-    }
-    first = i * PT_GROUP;
-    if (f->group(f, lane, &j->recs[first]) == 0)
+    first = j->plan != NULL ? j->plan->first[i] : i;
+    cnt = j->plan != NULL ? j->plan->count[i] : 1;
+    if (cnt > 1 && f->group(f, lane, &j->recs[first], cnt) == 0) {
+        pt_stats_cbc_hmac(cnt == PT_GROUP ? PT_CBC_MB4 : PT_CBC_MB8, cnt);
         return 0;
-    /* the group could not go as one: one record at a time, same lane */
-    for (r = first; r < first + PT_GROUP; r++)
+    }
+    /* a single record, or a group that could not go as one: one record at
+     * a time, same lane */
+    for (r = first; r < first + cnt; r++)
         if (f->record(&j->k->tls, lane, &j->recs[r], j->enc) < 0)
             return 1;
+    if (j->hmac_enc)
+        pt_stats_cbc_hmac(PT_CBC_ONE, cnt);
     return 0;
+}
+
+typedef struct {
+    size_t total;
+} pt_width_arg;
+
+static int width_for(int jobs, void *arg)
+{
+    return pt_lanes_width(jobs, ((pt_width_arg *)arg)->total);
 }
 
 static void raise_failed(const pt_record *recs, int n)
@@ -136,7 +133,8 @@ static void raise_failed(const pt_record *recs, int n)
 int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16])
 {
     const pt_family *f = k->fam;
-    pt_job job = { k, recs, enc, 0 };
+    pt_job job = { k, recs, enc, enc && f->group != NULL, NULL };
+    pt_plan plan;
     size_t sizes[PT_MAX_PIPES], total = 0;
     int counts[PT_MAX_PIPES];
     unsigned char next_iv[16];
@@ -171,19 +169,23 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
     if (f->cbc && !enc && last >= 0)
         memcpy(next_iv, recs[last].in + recs[last].len - 16, 16);
 
-    /* stitched CBC-HMAC, encrypting: equal records go in groups of four
-     * through OpenSSL's MULTIBLOCK code on each lane */
+    /* stitched CBC-HMAC, encrypting: equal records may go in MULTIBLOCK
+     * groups of four or eight per lane (cbc_hmac_mode.c decides) */
     jobs = n;
-    if (enc && f->group != NULL && n >= PT_GROUP && multiblock_on && f->groupable(f, recs, n)) {
-        job.groups = n / PT_GROUP;
-        jobs = job.groups + n % PT_GROUP;
+    if (job.hmac_enc) {
+        pt_width_arg wa = { total };
+        int groupable = n >= PT_GROUP && pt_cbc_hmac_mode() != PT_CBC_STITCHED
+            && f->groupable(f, recs, n);
+
+        pt_cbc_hmac_plan(f, k->base, n, groupable, width_for, &wa, &plan);
+        job.plan = &plan;
+        jobs = plan.jobs;
         for (i = 0; i < jobs; i++) {
-            int first = i < job.groups ? i * PT_GROUP : job.groups * PT_GROUP + (i - job.groups);
-            int r, cnt = i < job.groups ? PT_GROUP : 1;
+            int r;
 
             sizes[i] = 0;
-            counts[i] = cnt;
-            for (r = first; r < first + cnt; r++)
+            counts[i] = plan.count[i];
+            for (r = plan.first[i]; r < plan.first[i] + plan.count[i]; r++)
                 sizes[i] += recs[r].len;
         }
     }

@@ -54,11 +54,12 @@ static int hmac_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, in
 
 /* ---- MULTIBLOCK groups ---------------------------------------------------
  *
- * OpenSSL's stitched ciphers can encrypt four records of one size at once
- * (its MULTIBLOCK code: four AES-CBC streams and four HMACs interleaved in
- * SIMD registers), which is how stock libssl writes big buffers when
- * Encrypt-then-MAC is off. Here each lane does that for four consecutive
- * records of a batch. The code wants the plaintext in one piece and writes
+ * OpenSSL's stitched ciphers can encrypt four or eight records of one size
+ * at once (its MULTIBLOCK code: four or eight AES-CBC streams and as many
+ * HMACs interleaved in SIMD registers), which is how stock libssl writes
+ * big buffers when Encrypt-then-MAC is off. Here each lane does that for
+ * four or eight consecutive records of a batch (which, and when records go
+ * one at a time instead: cbc_hmac_mode.c). The code wants the plaintext in one piece and writes
  * whole records (header, its own random explicit IV, ciphertext), so the
  * group goes through the lane's scratch buffer: plaintexts in, records out,
  * each record's body copied to its place. The records are valid TLS 1.1+
@@ -90,15 +91,17 @@ static int hmac_groupable(const pt_family *f, const pt_record *r, int n)
     return 1;
 }
 
-static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r)
+static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r, int n)
 {
     EVP_CTRL_TLS1_1_MULTIBLOCK_PARAM mb;
     unsigned char aad[PT_TLS_AAD_LEN];
-    size_t p = plaintext_len(&r[0]), body = r[0].len, need, i;
+    size_t p = plaintext_len(&r[0]), body = r[0].len, need, i, g = (size_t)n;
     unsigned char *in, *out;
     int packlen;
 
-    need = PT_GROUP * p + PT_GROUP * (5 + body) + 64;
+    if (n != PT_GROUP && n != PT_GROUP_MAX)
+        return -1;
+    need = g * p + g * (5 + body) + 64;
     if (lane->scratch_len < need) {
         OPENSSL_clear_free(lane->scratch, lane->scratch_len);
         lane->scratch_len = 0;
@@ -107,27 +110,27 @@ static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r)
         lane->scratch_len = need;
     }
     in = lane->scratch;
-    out = in + PT_GROUP * p;
-    for (i = 0; i < PT_GROUP; i++)
+    out = in + g * p;
+    for (i = 0; i < g; i++)
         memcpy(in + i * p, r[i].in + 16, p); /* the plaintext after the IV block */
     memcpy(aad, r[0].aad, PT_TLS_AAD_LEN);
     aad[11] = aad[12] = 0; /* length 0: interleave as asked, not by size */
     mb.out = NULL;
     mb.inp = aad;
-    mb.len = PT_GROUP * p;
-    mb.interleave = PT_GROUP;
+    mb.len = g * p;
+    mb.interleave = (unsigned int)n;
     lane->iv_ok = 0; /* MULTIBLOCK leaves the lane's IV elsewhere */
     packlen = EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_TLS1_1_MULTIBLOCK_AAD, sizeof(mb), &mb);
-    if (packlen != (int)(PT_GROUP * (5 + body)) || mb.interleave != PT_GROUP)
+    if (packlen != (int)(g * (5 + body)) || mb.interleave != (unsigned int)n)
         return -1;
     mb.out = out;
     mb.inp = in;
-    mb.len = PT_GROUP * p;
-    mb.interleave = PT_GROUP;
+    mb.len = g * p;
+    mb.interleave = (unsigned int)n;
     if (EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_TLS1_1_MULTIBLOCK_ENCRYPT, sizeof(mb), &mb)
         != packlen)
         return -1;
-    for (i = 0; i < PT_GROUP; i++) {
+    for (i = 0; i < g; i++) {
         memcpy(r[i].out, out + i * (5 + body) + 5, body);
         r[i].result = (int)body;
     }

@@ -28,7 +28,9 @@
 #include <string.h>
 
 #define PT_TLS_AAD_LEN 13 /* EVP_AEAD_TLS1_AAD_LEN: seq(8) type(1) version(2) len(2) */
-#define PT_GROUP 4 /* records per MULTIBLOCK group (OpenSSL's 4-way interleave) */
+/* records per MULTIBLOCK group: OpenSSL's 4-way and 8-way interleaves */
+#define PT_GROUP 4
+#define PT_GROUP_MAX 8
 
 /* The fields of a TLS AAD (RFC 5246 6.2.3.3: seq_num | type | version | length). */
 typedef struct {
@@ -102,10 +104,11 @@ typedef struct pt_family {
     /* One TLS record on a keyed lane context. Sets r->result (and
      * r->reason on failure); returns r->result. */
     int (*record)(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int enc);
-    /* Optional: encrypt PT_GROUP consecutive records of equal size at once
-     * on one lane (OpenSSL's MULTIBLOCK code). Returns 0, or -1 when the
-     * group cannot go that way (the records are then done one by one). */
-    int (*group)(const struct pt_family *f, pt_lane *lane, pt_record *r);
+    /* Optional: encrypt n (PT_GROUP or PT_GROUP_MAX) consecutive records of
+     * equal size at once on one lane (OpenSSL's MULTIBLOCK code). Returns 0,
+     * or -1 when the group cannot go that way (the records are then done
+     * one by one). */
+    int (*group)(const struct pt_family *f, pt_lane *lane, pt_record *r, int n);
     /* Can these n records be encrypted in groups? */
     int (*groupable)(const struct pt_family *f, const pt_record *r, int n);
 } pt_family;
@@ -128,9 +131,40 @@ int pt_set_iv(EVP_CIPHER_CTX *ctx, const unsigned char *iv);
 int pt_cbc_begin(pt_lane *lane, const pt_record *r, unsigned char last[16]);
 void pt_cbc_end(pt_lane *lane, const pt_record *r, int enc, const unsigned char last[16]);
 
-/* MULTIBLOCK grouping of CBC-HMAC encryption (default on). */
+/* CBC-HMAC encryption (cbc_hmac_mode.c): how the records of a batch go
+ * through OpenSSL's stitched code. PT_CBC_STITCHED: one record at a time
+ * (bit-exact with OpenSSL's TLS record mode); PT_CBC_MULTIBLOCK: groups of
+ * four or eight equal records per lane (OpenSSL's MULTIBLOCK code);
+ * PT_CBC_AUTO (default): per batch, whichever of the two finishes first on
+ * the lanes there are, from per-record costs measured once per family on
+ * this CPU. */
+enum { PT_CBC_AUTO, PT_CBC_STITCHED, PT_CBC_MULTIBLOCK };
+int pt_cbc_hmac_mode(void);
+int pt_set_cbc_hmac_mode(int mode); /* 0 if mode is not one of the above */
+const char *pt_cbc_hmac_mode_name(int mode);
+int pt_cbc_hmac_mode_parse(const char *name); /* -1 if unknown */
+/* The MULTIBLOCK command of old: 1 = PT_CBC_MULTIBLOCK, 0 = PT_CBC_STITCHED;
+ * enabled: the mode is not PT_CBC_STITCHED. */
 int pt_multiblock_enabled(void);
 int pt_set_multiblock(long on);
+
+/* The jobs of one batch: job i is records first[i] .. first[i]+count[i]-1,
+ * a MULTIBLOCK group when count[i] > 1. */
+typedef struct {
+    int jobs;
+    unsigned char first[PT_MAX_PIPES], count[PT_MAX_PIPES];
+} pt_plan;
+/* The plan for n records of a family, encrypting (groupable: the family
+ * has a group function and f->groupable said yes). lanes_for(jobs, arg) is
+ * how many lanes a plan of that many jobs gets (pt_lanes_width); like: a
+ * context of OpenSSL's own cipher of the family, for the measurement. */
+void pt_cbc_hmac_plan(const pt_family *f, const EVP_CIPHER_CTX *like, int n, int groupable,
+    int (*lanes_for)(int jobs, void *arg), void *arg, pt_plan *plan);
+/* Per-record costs of the family's stitched record, 4-group and 8-group
+ * (relative to the 8-group), measured once per family on a copy of like
+ * (re-keyed at random) when like is not NULL. Returns 1 with the costs, or
+ * 0 (costs 0) when not measured (yet) or the measurement failed. */
+int pt_cbc_hmac_costs(const pt_family *f, const EVP_CIPHER_CTX *like, double cost[3]);
 
 /* What a front keeps per cipher context: see the top of this file. */
 typedef struct {

@@ -25,6 +25,9 @@ enum {
     PT_EV_CALLER_WAKE /* the last worker of a batch woke its sleeping caller */
 };
 void pt_stats_event(int which); /* the pool's futex syscalls */
+/* CBC-HMAC records encrypted one at a time, in 4-groups, in 8-groups */
+enum { PT_CBC_ONE, PT_CBC_MB4, PT_CBC_MB8 };
+void pt_stats_cbc_hmac(int path, int records);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

@@ -31,6 +31,9 @@ enum {
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
     C_CALLER_WAKES,
+    C_CBC_ONE, /* CBC-HMAC records encrypted one at a time (PT_CBC_ONE ...) */
+    C_CBC_MB4,
+    C_CBC_MB8,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -242,6 +245,15 @@ void pt_stats_event(int which)
     add(b, counter[which], 1);
 }
 
+void pt_stats_cbc_hmac(int path, int records)
+{
+    pt_block *b = block();
+
+    if (b == NULL || path < PT_CBC_ONE || path > PT_CBC_MB8)
+        return;
+    add(b, C_CBC_ONE + path, (uint64_t)records);
+}
+
 static void sum(pt_totals *t)
 {
     pt_block *b;
@@ -291,6 +303,9 @@ void pt_stats_format(pt_text *out, int lanes)
         { "worker_sleeps", C_WORKER_SLEEPS },
         { "caller_sleeps", C_CALLER_SLEEPS },
         { "caller_wakes", C_CALLER_WAKES },
+        { "cbc_hmac_stitched", C_CBC_ONE },
+        { "cbc_hmac_mb4", C_CBC_MB4 },
+        { "cbc_hmac_mb8", C_CBC_MB8 },
     };
     pt_totals t, base;
     size_t r;

@@ -88,6 +88,11 @@ static EVP_CIPHER_CTX *new_impl_ctx(const pt_family *f, int enc)
     return c;
 }
 
+EVP_CIPHER_CTX *pt_cipher_impl_ctx(const pt_family *f)
+{
+    return new_impl_ctx(f, 1);
+}
+
 static pt_ctx *data_of(EVP_CIPHER_CTX *ctx)
 {
     return (pt_ctx *)EVP_CIPHER_CTX_get_cipher_data(ctx);

@@ -42,8 +42,11 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
         "Print version, lanes and the ciphers offered on this CPU (ENGINE_ctrl with a buffer: write them into it)",
         ENGINE_CMD_FLAG_NO_INPUT },
     { PIPETLS_CMD_MULTIBLOCK, "MULTIBLOCK",
-        "CBC-HMAC encryption: each lane encrypts four equal records at once with OpenSSL's MULTIBLOCK code (1, default) or one by one (0)",
+        "CBC-HMAC encryption: 1 = CBC_HMAC_MODE multiblock, 0 = CBC_HMAC_MODE stitched",
         ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_CBC_HMAC_MODE, "CBC_HMAC_MODE",
+        "CBC-HMAC encryption: auto (default: per batch, whichever finishes first on this CPU), stitched (one record at a time per lane) or multiblock (groups of 4 or 8 equal records per lane)",
+        ENGINE_CMD_FLAG_STRING },
     { 0, NULL, NULL, 0 }
 };
 
@@ -102,6 +105,26 @@ static size_t format_stats(char *buf, size_t len)
     return pt_report_stats(buf, len);
 }
 
+/* "cbc_hmac_cost.NAME stitched:S,mb4:F,mb8:1.000": what one record costs
+ * each way on this CPU, an 8-group's record = 1 ("unmeasured" before the
+ * first measurement; INFO measures in auto mode). */
+static void format_cbc_hmac_costs(pt_text *t, const pt_family *f)
+{
+    EVP_CIPHER_CTX *like = NULL;
+    double cost[3];
+
+    if (f == NULL || f->group == NULL)
+        return;
+    if (pt_cbc_hmac_mode() == PT_CBC_AUTO && !pt_cbc_hmac_costs(f, NULL, cost))
+        like = pt_cipher_impl_ctx(f);
+    if (pt_cbc_hmac_costs(f, like, cost))
+        pt_text_put(t, "cbc_hmac_cost.%s stitched:%.3f,mb4:%.3f,mb8:%.3f\n", f->name, cost[0],
+            cost[1], cost[2]);
+    else
+        pt_text_put(t, "cbc_hmac_cost.%s unmeasured\n", f->name);
+    EVP_CIPHER_CTX_free(like);
+}
+
 static size_t format_info(char *buf, size_t len)
 {
     pt_text t;
@@ -112,8 +135,11 @@ static size_t format_info(char *buf, size_t len)
     pt_text_put(&t, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
     pt_lanes_format_config(&t);
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
+    pt_text_put(&t, "cbc_hmac_mode %s\n", pt_cbc_hmac_mode_name(pt_cbc_hmac_mode()));
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
+    for (i = 0; i < n_ciphers; i++)
+        format_cbc_hmac_costs(&t, pt_family_by_nid(cipher_nids[i]));
     return t.off;
 }
 
@@ -169,6 +195,11 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
     case PIPETLS_CMD_MULTIBLOCK:
         PT_ENSURE(parse_number(i, p, &v) && pt_set_multiblock(v), fail, PT_R_BAD_ARGUMENT,
             "pipetls MULTIBLOCK must be 0 or 1, got %ld", i);
+        return 1;
+    case PIPETLS_CMD_CBC_HMAC_MODE:
+        PT_ENSURE(p != NULL && pt_set_cbc_hmac_mode(pt_cbc_hmac_mode_parse(p)), fail,
+            PT_R_BAD_ARGUMENT, "pipetls CBC_HMAC_MODE must be auto, stitched or multiblock, got %s",
+            p != NULL ? (const char *)p : "nothing");
         return 1;
     case PIPETLS_CMD_STATS:
         return emit(format_stats, i, p);

@@ -61,11 +61,19 @@
  *                 environment variable PIPETLS_STATS does the same.
  *  INFO           like STATS, but writes a description of the engine: version,
  *                 lanes, and the ciphers it offers on this CPU.
- *  MULTIBLOCK     numeric 0 or 1 (default 1): when encrypting with the
- *                 stitched CBC-HMAC ciphers, each lane encrypts four
- *                 consecutive records of equal size at once with OpenSSL's
- *                 MULTIBLOCK code (random explicit IVs of its own); 0: one
- *                 record at a time (bit-exact with OpenSSL's TLS record mode).
+ *  CBC_HMAC_MODE  string auto | stitched | multiblock (default auto): how a
+ *                 batch of the stitched CBC-HMAC ciphers is encrypted.
+ *                 stitched: one record at a time per lane (bit-exact with
+ *                 OpenSSL's TLS record mode); multiblock: consecutive records
+ *                 of equal size (1 KiB and more) in groups of eight or four
+ *                 per lane with OpenSSL's MULTIBLOCK code (random explicit
+ *                 IVs of its own), eights where every lane still gets one;
+ *                 auto: per batch, whichever of the two finishes first on
+ *                 the lanes a batch gets, from per-record costs measured once
+ *                 per cipher on this CPU (INFO shows them). Decryption is
+ *                 always one record at a time.
+ *  MULTIBLOCK     numeric 0 or 1: CBC_HMAC_MODE stitched (0) or multiblock
+ *                 (1), the command of earlier versions.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -74,6 +82,7 @@
 #define PIPETLS_CMD_STATS_FILE (ENGINE_CMD_BASE + 4)
 #define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
 #define PIPETLS_CMD_MULTIBLOCK (ENGINE_CMD_BASE + 6)
+#define PIPETLS_CMD_CBC_HMAC_MODE (ENGINE_CMD_BASE + 7)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -101,13 +110,21 @@
  *   caller_sleeps N           times a caller slept waiting for its batch
  *   caller_wakes N            futex wakes of a sleeping caller by the last
  *                             worker of its batch
+ *   cbc_hmac_stitched N       CBC-HMAC TLS records encrypted one at a time
+ *                             (batches of one record included)
+ *   cbc_hmac_mb4 N            ... in MULTIBLOCK groups of four
+ *   cbc_hmac_mb8 N            ... in MULTIBLOCK groups of eight
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
  *   lane.I.crypto_ns N        time lane I spent in record crypto
  * INFO text uses the same form: "version X", "openssl X", the lanes,
  * workers, inline_below and worker_start_failures lines above,
- * "multiblock 0|1", and one "cipher NAME" line per cipher offered.
+ * "multiblock 0|1" (1 unless CBC_HMAC_MODE is stitched), "cbc_hmac_mode
+ * auto|stitched|multiblock", one "cipher NAME" line per cipher offered, and
+ * for each stitched CBC-HMAC cipher "cbc_hmac_cost.NAME
+ * stitched:S,mb4:F,mb8:1.000" (per-record cost of each way, an 8-group's
+ * record = 1, as measured on this CPU) or "cbc_hmac_cost.NAME unmeasured".
  */
 
 #endif

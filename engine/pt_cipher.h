@@ -29,5 +29,8 @@ typedef struct pt_ctx {
 /* Builds the EVP_CIPHER we register for a family, or NULL when OpenSSL's
  * default provider does not offer the algorithm on this CPU. */
 EVP_CIPHER *pt_cipher_new(const pt_family *f);
+/* A fresh, unkeyed encrypting context of OpenSSL's own implementation of
+ * the family (never an ENGINE's), or NULL; the caller frees it. */
+EVP_CIPHER_CTX *pt_cipher_impl_ctx(const pt_family *f);
 
 #endif

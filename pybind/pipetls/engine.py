@@ -21,12 +21,13 @@ import weakref
 from . import _ffi
 from ._knobs import in_range
 from ._ffi import check, check_ptr, drain_errors
-from .errors import ClosedError, ConfigTypeError, EngineError
+from .errors import ClosedError, ConfigError, ConfigTypeError, EngineError
 
 __all__ = ["Engine", "EngineStats", "engine_path", "load_engine", "shared_engine"]
 
 THREADS_RANGE = (1, _ffi.PIPETLS_MAX_LANES)
 INLINE_BELOW_RANGE = (0, 1 << 30)
+CBC_HMAC_MODES = ("auto", "stitched", "multiblock")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,6 +85,10 @@ class EngineStats:
     batch_ns: int = 0
     stream_calls: int = 0  # plain EVP use: TLS 1.3 records, lone CBC records, ...
     stream_bytes: int = 0
+    # CBC-HMAC records encrypted one at a time / in MULTIBLOCK groups of 4 / of 8
+    cbc_hmac_stitched: int = 0
+    cbc_hmac_mb4: int = 0
+    cbc_hmac_mb8: int = 0
     hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
@@ -139,7 +144,8 @@ class EngineStats:
         """Counters accumulated between two snapshots (other taken first)."""
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
-                  "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes"):
+                  "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
+                  "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
@@ -335,6 +341,20 @@ class Engine:
         value = in_range("inline_below", value, *INLINE_BELOW_RANGE)
         with self._lock:
             self._ctrl_string(self.handle, "INLINE_BELOW", value)
+
+    @property
+    def cbc_hmac_mode(self) -> str:
+        """How CBC-HMAC batches are encrypted: "auto", "stitched" or
+        "multiblock" (CBC_HMAC_MODE, docs/knobs.md)."""
+        return str(self.info()["cbc_hmac_mode"])
+
+    @cbc_hmac_mode.setter
+    def cbc_hmac_mode(self, value: str) -> None:
+        if value not in CBC_HMAC_MODES:
+            raise ConfigError("cbc_hmac_mode must be one of %s, got %r"
+                              % (", ".join(CBC_HMAC_MODES), value))
+        with self._lock:
+            self._ctrl_string(self.handle, "CBC_HMAC_MODE", value)
 
     def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded

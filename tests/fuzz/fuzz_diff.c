@@ -20,7 +20,8 @@
  * batches are valid records made by OpenSSL, sometimes damaged or replaced by
  * garbage. The one allowed difference: the engine refuses a record whose AAD
  * length does not describe its buffer, which OpenSSL would process anyway.
- * With MULTIBLOCK on, stitched-cipher records encrypted four at a time carry
+ * With MULTIBLOCK on (CBC_HMAC_MODE multiblock, or auto when flag 8 is set
+ * too), stitched-cipher records encrypted four or eight at a time carry
  * OpenSSL's random explicit IVs: those are checked by decrypting them.
  *
  * The model of the CBC chain (the engine's documented semantics): in an
@@ -448,7 +449,7 @@ static void tls_mode(dst *d, uint8_t flags)
     fz_bytes(&d->r, d->mac, 32);
     memcpy(iv_cur, d->iv, 16);
     if (multiblock)
-        fz_engine_cmd("MULTIBLOCK", "1");
+        fz_engine_cmd("CBC_HMAC_MODE", flags & 8 ? "auto" : "multiblock");
     e = tls_ctx(d, d->enc);
 
     while (d->r.n > 0 && batches++ < 8) {

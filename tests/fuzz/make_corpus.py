@@ -139,6 +139,12 @@ def diff_seeds():
             for i in range(8):
                 body += bytes(16) + bytes((i + k) & 255 for k in range(32))
             seeds[f"{name}-enc-multiblock"] = bytes([ci, 0x80 | 1 | 2]) + KEY + body
+            # 16 equal records through the lanes, CBC_HMAC_MODE auto: 8-groups
+            body = u64(7) + bytes(12) + bytes(16) + bytes(range(32))
+            body += bytes([15, 2, 0]) + length(2000)
+            for i in range(16):
+                body += bytes(16) + bytes((i + k) & 255 for k in range(32))
+            seeds[f"{name}-enc-multiblock16-auto"] = bytes([ci, 0x80 | 1 | 2 | 4 | 8]) + KEY + body
     return seeds
 
 
