@@ -46,11 +46,13 @@ def nginx_program() -> str:
     return programs.require("nginx")
 
 
-def nginx_conf(workdir: Path, server_block: str, *, stats: Optional[Path]) -> str:
-    """A whole nginx.conf around ``server_block`` (which goes in http {})."""
+def nginx_conf(workdir: Path, server_block: str, *, stats: Optional[Path],
+               log_level: str = "info") -> str:
+    """A whole nginx.conf around ``server_block`` (which goes in http {});
+    ``log_level`` "debug" needs an nginx built --with-debug (Debian's is)."""
     main = ["daemon off;", "master_process on;", "worker_processes 1;",
             f"pid {workdir / 'nginx.pid'};",
-            f"error_log {workdir / 'error.log'} info;"]
+            f"error_log {workdir / 'error.log'} {log_level};"]
     if os.geteuid() == 0:
         main.append("user root;  # the default worker user cannot read pytest's tmp dirs")
     if stats is not None:
@@ -65,14 +67,15 @@ def nginx_conf(workdir: Path, server_block: str, *, stats: Optional[Path]) -> st
 
 class Nginx:
     def __init__(self, workdir: Path, server_block: str, *, env: dict, port: int,
-                 stats: bool = True):
+                 stats: bool = True, log_level: str = "info"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.env = env
         self.stats_file: Optional[Path] = self.workdir / "worker.stats" if stats else None
         self.conf = self.workdir / "nginx.conf"
-        self.conf.write_text(nginx_conf(self.workdir, server_block, stats=self.stats_file))
+        self.conf.write_text(nginx_conf(self.workdir, server_block, stats=self.stats_file,
+                                        log_level=log_level))
         self.program = nginx_program()
         self.proc: Optional[subprocess.Popen] = None
         self.stderr_path = self.workdir / "master.stderr"
