@@ -16,9 +16,8 @@ engine statistics of the pipelining process (``PIPETLS_STATS``, written
 when it exits cleanly; nginx's worker gets the variable through an ``env``
 directive) show batches of more than one record, and the control without
 ``MaxPipelines`` shows none; a relay counts the records on the wire and
-compares them with the record split libssl 3.5 applies (which is the
-seed's rule whenever a write fits in max_pipelines x split, see
-:func:`records_35`).
+compares them with the record split libssl applies (the seed's rule
+whenever a write fits in max_pipelines x split, see :func:`libssl_records`).
 
 Only TLS 1.2 is here: the engine pipelines TLS 1.2 records; TLS 1.3
 pipelining needs the provider and patch 0002, and its rows belong in
@@ -225,19 +224,16 @@ def only_block(blocks, logs=""):
     return busy[0]
 
 
-def records_35(n: int, pipes: int, split: int) -> List[int]:
-    """The plaintext lengths of the records libssl 3.5 makes of one
-    SSL_write of ``n`` bytes (ssl3_write_bytes with a pipelining cipher):
-    k = min(pipes, ceil(n / split)); if n / k >= split, k records of split
-    bytes and the rest is written the same way; else n spread over k records
-    (the first n % k one byte longer).
+def libssl_records(n: int, pipes: int, split: int) -> List[int]:
+    """The plaintext lengths of the records libssl makes of one SSL_write of
+    ``n`` bytes (ssl3_write_bytes, the same in 3.0 and 3.5; ``pipes`` 1 when
+    nothing pipelines): k = min(pipes, ceil(n / split)); if n / k >= split,
+    k records of split bytes and the rest is written the same way; else n
+    spread over k records (the first n % k one byte longer).
 
-    Where n <= pipes x split this is the seed's rule: min(pipes,
-    ceil(n / split)) records, the data spread equally.  Beyond that libssl
-    3.5 writes batches of records of split bytes until the rest fits, where
-    the seed's (and libssl 3.0's) rule spreads n over the pipes in records
-    up to max_send_fragment; and it cuts writes into records of split bytes
-    even when nothing is pipelined."""
+    Where n <= pipes x split this is the seed's rule (:func:`seed_records`).
+    A larger write is several such batches, and a split below 16384 cuts
+    records even when nothing is pipelined (docs/knobs.md)."""
     out: List[int] = []
     while n:
         k = min(pipes, -(-n // split))
@@ -374,8 +370,8 @@ def test_nginx_records_on_the_wire(tmp_path, prefix, openssl35, engine35, certs,
     MaxPipelines 8 every 16 KiB write is 4 records of 4096 bytes (the
     seed's rule: min(8, ceil(16384 / 4096)) records, spread equally) and
     the worker's statistics show those batches of 4.  Control: without
-    MaxPipelines no batch of more than one record (libssl 3.5 still cuts
-    the writes into 4096-byte records, one at a time: records_35)."""
+    MaxPipelines no batch of more than one record (libssl still cuts
+    the writes into 4096-byte records, one at a time: libssl_records)."""
     size, sha = site.files["small"]
     split, buf = 4096, 16384
     commands = SslConfCommands(max_pipelines=pipelines, split_send_fragment=split)
@@ -396,9 +392,9 @@ def test_nginx_records_on_the_wire(tmp_path, prefix, openssl35, engine35, certs,
     assert size < total < size + 1024, (size, total)       # the body and one header
     writes = [buf] * (total // buf) + ([total % buf] if total % buf else [])
     pipes = pipelines or 1
-    expected = [r for w in writes for r in records_35(w, pipes, split)]
+    expected = [r for w in writes for r in libssl_records(w, pipes, split)]
     if pipelines:
-        # within pipes x split, libssl 3.5 follows the seed's rule
+        # within pipes x split, libssl follows the seed's rule
         assert expected == [r for w in writes for r in seed_records(w, pipes, split)]
     assert lengths == expected, (lengths[:12], expected[:12])
     st = only_block(ng.worker_stats(), ng.logs())
