@@ -1003,6 +1003,50 @@ def test_cli_config_loads_the_engine(pt_engine, tmp_path):
     assert "pipetls" in r.stdout and "available" in r.stdout, r.stdout + r.stderr
 
 
+def test_cli_config_nginx(pt_engine, tmp_path, capsys):
+    """``pipetls config --nginx``: the openssl.cnf (-o) only loads the engine,
+    stdout is the server block with the commands as ssl_conf_command lines
+    and an ssl_buffer_size that fills every pipeline; the nginx side runs
+    in tests/test_programs_patched.py."""
+    from pipetls import cli
+
+    cnf = tmp_path / "pt.cnf"
+    assert cli.main(["config", "--nginx", "--engine", pt_engine.path, "-o", str(cnf),
+                     "--split-send-frag", "4096", "--stats", "/tmp/w.stats"]) == 0
+    out = capsys.readouterr().out
+    assert "dynamic_path = %s" % pt_engine.path in cnf.read_text()
+    assert "system_default" not in cnf.read_text()
+    assert re.search(r"^server \{$", out, re.M) and out.rstrip().endswith("}")
+    assert "    ssl_conf_command MaxPipelines 8;" in out
+    assert "    ssl_conf_command SplitSendFragment 4096;" in out
+    assert "    ssl_buffer_size 32k;" in out          # 8 x 4096
+    assert "OPENSSL_CONF=%s" % cnf in out and "env PIPETLS_STATS=/tmp/w.stats;" in out
+    # SplitSendFragment before MaxPipelines: the order SSL_CONF needs
+    assert out.index("SplitSendFragment") < out.index("ssl_conf_command MaxPipelines")
+
+
+def test_cli_config_system_default(pt_engine, capsys):
+    """The pipelining options add a system_default section (and
+    config_diagnostics); an out-of-range value fails before anything is
+    printed, naming the command and the range."""
+    from pipetls import cli
+
+    assert cli.main(["config", "--engine", pt_engine.path, "--max-pipelines", "8",
+                     "--read-buf", "1M"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^config_diagnostics = 1$", out, re.M)
+    assert re.search(r"^ssl_conf = pipetls_ssl_module$", out, re.M)
+    assert re.search(r"^MaxPipelines = 8\nReadBufferLength = 1048576$", out, re.M)
+    assert cli.main(["config", "--engine", pt_engine.path, "--max-pipelines", "33"]) == 1
+    captured = capsys.readouterr()
+    assert "MaxPipelines=33 is out of range: allowed 1..32" in captured.out + captured.err
+    assert "openssl_conf" not in captured.out
+    # without the options the file is what it was: no ssl_conf section
+    assert cli.main(["config", "--engine", pt_engine.path]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"^ssl_conf", out, re.M) and "config_diagnostics" not in out
+
+
 @pytest.mark.needs_program("openssl")
 def test_cli_openssl_argv(pt_engine):
     from pipetls import cli

@@ -5,7 +5,8 @@ written with pipetls itself; ``--bulk BYTES`` measures one connection's
 throughput and prints the engine's statistics.  ``pipetls openssl ARGS``
 runs the stock ``openssl`` program with ``-engine <bundled pipetls.so>``
 inserted after the subcommand; ``pipetls config`` prints an openssl.cnf that
-makes every OpenSSL program load the engine.
+makes every OpenSSL program load the engine (and, on the patched OpenSSL 3.5,
+pipeline: ``--max-pipelines`` ...; ``--nginx`` adds an nginx server block).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._argtypes import parse_size
+from .nginx import DEFAULT_MAX_PIPELINES, SslConfCommands, nginx_text, ssl_conf_section
 
 if TYPE_CHECKING:  # only for annotations: the commands import what they use
     from .connection import Connection
@@ -92,21 +94,45 @@ def _takes_engine(prog: str, subcommand: str) -> bool:
     return "-engine" in (r.stdout + r.stderr)
 
 
-def config_text(engine: str, threads: Optional[int] = None) -> str:
-    """An openssl.cnf that loads the engine into every OpenSSL program."""
+def config_text(engine: str, threads: Optional[int] = None,
+                commands: Optional[SslConfCommands] = None) -> str:
+    """An openssl.cnf that loads the engine into every OpenSSL program; with
+    ``commands`` (patch 0001's SSL_CONF commands: the patched OpenSSL 3.5
+    only) also a ``system_default`` section that applies them to every
+    SSL_CTX, and ``config_diagnostics = 1`` so that a bad value fails
+    SSL_CTX_new() instead of being skipped."""
     lines = [
         "# pipetls: make every OpenSSL program load the pipetls engine and use it",
         "# for its ciphers (process-wide in each program).",
         "#",
         "# Use it alone:      OPENSSL_CONF=/path/to/this.cnf openssl s_server ...",
         "# or include it in your openssl.cnf (.include /path/to/this.cnf) and merge",
-        "# the openssl_conf line into the existing one.  Remember the pipelining",
-        "# knobs: openssl s_server/s_client -max_pipelines 8 -split_send_frag N",
-        "# -read_buf N, or SSL_CTX_set_max_pipelines() in the program.",
+        "# the openssl_conf line into the existing one.",
+    ]
+    if commands:
+        lines += [
+            "# The system_default section at the end pipelines every SSL_CTX: it needs",
+            "# the patched OpenSSL 3.5 (openssl_patches/), whose libraries the program",
+            "# must run on (LD_LIBRARY_PATH); stock OpenSSL refuses these commands.",
+            "# A bad value there makes SSL_CTX_new() fail with an error naming it",
+            "# (config_diagnostics; without it the section would be skipped).",
+            "config_diagnostics = 1",
+        ]
+    else:
+        lines += [
+            "# Remember the pipelining knobs: openssl s_server/s_client -max_pipelines 8",
+            "# -split_send_frag N -read_buf N, or SSL_CTX_set_max_pipelines() in the",
+            "# program (on the patched OpenSSL 3.5: pipetls config --max-pipelines 8).",
+        ]
+    lines += [
         "openssl_conf = pipetls_openssl_init",
         "",
         "[pipetls_openssl_init]",
         "engines = pipetls_engines",
+    ]
+    if commands:
+        lines.append("ssl_conf = pipetls_ssl_module")
+    lines += [
         "",
         "[pipetls_engines]",
         "pipetls = pipetls_engine",
@@ -126,6 +152,8 @@ def config_text(engine: str, threads: Optional[int] = None) -> str:
         "default_algorithms = CIPHERS",
         "",
     ]
+    if commands:
+        lines += ssl_conf_section(commands)
     return "\n".join(lines)
 
 
@@ -302,12 +330,32 @@ def _provider_rows(t: Table, path: Optional[str]) -> None:
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from .engine import engine_path
 
-    text = config_text(os.path.abspath(args.engine or engine_path()), args.threads)
+    knobs = dict(max_pipelines=args.max_pipelines, split_send_fragment=args.split_send_frag,
+                 max_send_fragment=args.max_send_frag, read_buffer_length=args.read_buf)
+    system = SslConfCommands(**knobs) if args.system_default or not args.nginx else \
+        SslConfCommands()
+    text = config_text(os.path.abspath(args.engine or engine_path()), args.threads, system)
+    nginx = None
+    if args.nginx:
+        if knobs["max_pipelines"] is None:
+            knobs["max_pipelines"] = DEFAULT_MAX_PIPELINES
+        nginx = nginx_text(
+            SslConfCommands(**knobs),
+            openssl_conf=os.path.abspath(args.output) if args.output else "/path/to/pipetls.cnf",
+            listen=args.listen, server_name=args.server_name, cert=args.cert, key=args.key,
+            root=args.root, buffer_size=args.buffer_size, stats=args.stats,
+            openssl_prefix=args.openssl_prefix or os.environ.get("PIPETLS_OPENSSL"))
     if args.output:
         with open(args.output, "w", encoding="ascii") as f:
             f.write(text)
     else:
+        if nginx is not None:
+            sys.stdout.write("# ---- openssl.cnf (-o FILE writes it to FILE) ----\n")
         sys.stdout.write(text)
+    if nginx is not None:
+        if not args.output:
+            sys.stdout.write("\n# ---- nginx ----\n")
+        sys.stdout.write(nginx)
     return 0
 
 
@@ -523,10 +571,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_openssl)
 
-    s = sub.add_parser("config", help="print an openssl.cnf that loads the engine everywhere")
+    s = sub.add_parser(
+        "config", help="print an openssl.cnf that loads the engine everywhere (--nginx: and an "
+        "nginx server block)",
+        description="Print an openssl.cnf that loads the pipetls engine into every OpenSSL "
+        "program. The pipelining options add a system_default section with patch 0001's "
+        "SSL_CONF commands (the patched OpenSSL 3.5 only, openssl_patches/). --nginx also "
+        "prints an nginx server block with those commands as ssl_conf_command lines "
+        "(MaxPipelines %d unless given); the openssl.cnf then only loads the engine, unless "
+        "--system-default." % DEFAULT_MAX_PIPELINES)
     s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
     s.add_argument("--threads", type=int, help="THREADS for the engine (1..256)")
-    s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s.add_argument("-o", "--output", help="write the openssl.cnf to this file instead of stdout")
+    k = s.add_argument_group("pipelining (patch 0001's SSL_CONF commands)")
+    k.add_argument("--max-pipelines", type=int, metavar="N", help="MaxPipelines, 1..32")
+    k.add_argument("--split-send-frag", type=int, metavar="N",
+                   help="SplitSendFragment, 512..max send fragment")
+    k.add_argument("--max-send-frag", type=int, metavar="N", help="MaxSendFragment, 512..16384")
+    k.add_argument("--read-buf", type=_size, metavar="BYTES",
+                   help="ReadBufferLength (read pipelining: room for several records)")
+    k.add_argument("--system-default", action="store_true",
+                   help="with --nginx: put the commands in the openssl.cnf's system_default "
+                   "section too (every SSL_CTX of every program using that file)")
+    n = s.add_argument_group("nginx")
+    n.add_argument("--nginx", action="store_true", help="also print an nginx server block")
+    n.add_argument("--listen", default="443", help="listen address/port (default 443)")
+    n.add_argument("--server-name", default="localhost")
+    n.add_argument("--cert", default="/etc/ssl/certs/server.pem", help="ssl_certificate")
+    n.add_argument("--key", default="/etc/ssl/private/server.key", help="ssl_certificate_key")
+    n.add_argument("--root", default="/var/www/html")
+    n.add_argument("--buffer-size", type=_size, metavar="BYTES",
+                   help="ssl_buffer_size (default: MaxPipelines x SplitSendFragment, so that "
+                   "each write fills every pipeline)")
+    n.add_argument("--stats", metavar="FILE",
+                   help="say how to get each worker's engine statistics in FILE (env directive)")
+    n.add_argument("--openssl-prefix", metavar="DIR",
+                   help="the patched OpenSSL prefix, for LD_LIBRARY_PATH (default: "
+                   "$PIPETLS_OPENSSL)")
     s.set_defaults(func=cmd_config)
 
     # Hook: pipetls/bench.py, when present, registers its own subcommand

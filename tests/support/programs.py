@@ -32,6 +32,7 @@ INSTALL = {
     "gnutls-cli": "apt-get install gnutls-bin",
     "gnutls-serv": "apt-get install gnutls-bin",
     "curl": "apt-get install curl",
+    "nginx": "apt-get install nginx",
     "openssl": "apt-get install openssl",
     "gcc": "apt-get install gcc",
     "cc": "apt-get install gcc",
