@@ -89,7 +89,7 @@ def bootstrap_median(values: Sequence[float], confidence: float = 0.95, resample
     tail = (1.0 - confidence) / 2.0
     lo = meds[int(tail * (resamples - 1))]
     hi = meds[int(round((1.0 - tail) * (resamples - 1)))]
-    return med, lo, hi
+    return med, min(lo, med), max(hi, med)
 
 
 # --------------------------------------------------------------------------
