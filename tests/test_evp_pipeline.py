@@ -336,8 +336,9 @@ def test_bench_evp_on_30_says_what_it_needs():
 
 @pytest.mark.patched
 def test_bench_evp_structure(prefix, provider35):
-    """A tiny evp bench (never its timing): one row per cipher, the answers
-    of both sides compared by the bench itself (it fails otherwise), and
+    """A tiny evp bench (never its timing): per cipher a seal and an open
+    row, each followed by its plain-threads control row, the answers of
+    every side compared by the bench itself (it fails otherwise), and
     numbers consistent with each other."""
     proc = subprocess.run([sys.executable, "-m", "pipetls", "bench", "--scenario", "evp",
                            "--pairs", "3", "--batches", "2", "--pipes", "8", "--pipe-size",
@@ -348,13 +349,22 @@ def test_bench_evp_structure(prefix, provider35):
     doc = json.loads(proc.stdout)
     assert doc["machine"]["openssl"].startswith("OpenSSL 3.5."), doc["machine"]
     rows = doc["results"]
-    assert [r["cipher"] for r in rows] == CIPHERS
+    assert [(r["cipher"], r["suite"].split()[1]) for r in rows] == [
+        (c, d) for c in CIPHERS for d in ("seal", "seal", "open", "open")]
+    assert [r["baseline"].split(":")[0] for r in rows] == [
+        "default provider, one at a time", "control"] * 2 * len(CIPHERS)
     for r in rows:
+        control = r["baseline"].startswith("control")
         assert r["scenario"] == "evp" and r["max_pipelines"] == 8 and r["lanes"] == 2, r
         assert r["write_size"] == 4096 and r["total_bytes"] == 8 * 4096 * 2, r
         assert len(r["stock_reps"]) == len(r["pipetls_reps"]) == 3, r
         assert r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"], r
-        assert r["interval_confidence"] == 0.75, r  # 3 pairs: the range covers 75 %
-        assert 1.0 <= r["bound"] <= 2.0 + 1e-9, r
+        assert r["interval_confidence"] == 0.95, r
+        if control:
+            assert r["bound"] == 2.0, r
+        else:
+            assert 1.0 <= r["bound"] <= 2.0 + 1e-9, r
+            assert 0.0 <= r["serial_fraction"] <= 1.0, r
         assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"], rel=1e-3, abs=1e-4), r
-        assert r["raw_speedup"] > 0 and len(r["harness_s"]) == 2, r
+        # both loops are timed in C: nothing is subtracted
+        assert r["raw_speedup"] == r["speedup"] and r["harness_s"] == [0.0, 0.0], r

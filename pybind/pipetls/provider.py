@@ -347,7 +347,8 @@ class Provider:
 # The shared provider.
 # --------------------------------------------------------------------------
 _shared: Optional[Provider] = None
-_shared_lock = threading.Lock()
+# re-entrant: a Provider that fails in __init__ (under load_provider) closes itself
+_shared_lock = threading.RLock()
 
 
 def shared_provider() -> Optional[Provider]:
