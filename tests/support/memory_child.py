@@ -18,8 +18,10 @@ while it moves data.
 
 ``stock`` is libssl with its own defaults (no engine loaded yet, one
 pipeline, buffers kept: ``release_buffers=False``); it is measured first, in
-the same process, the same way; then the engine is loaded and registered
-and the pipetls configurations follow (``--config mp:release``, e.g. ``8:1``).
+the same process, the same way, and ``stock_released`` beside it (the same
+with ``SSL_MODE_RELEASE_BUFFERS``: the difference to pipetls is what the
+engine itself holds); then the engine is loaded and registered and the
+pipetls configurations follow (``--config mp:release``, e.g. ``8:1``).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # strings, method tables, ctypes prototypes) are made before any baseline
     measure(a.certs, 2, 1, False, False, a.write, a.burst)
     out["stock"] = measure(a.certs, a.pairs, 1, False, False, a.write, a.burst)
+    # stock libssl with SSL_MODE_RELEASE_BUFFERS: what the engine itself adds
+    out["stock_released"] = measure(a.certs, a.pairs, 1, True, False, a.write, a.burst)
     eng = pipetls.load_engine(register=True)
     if a.threads:
         eng.threads = a.threads
