@@ -192,7 +192,8 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         /* EVP has copied our struct byte for byte into the new context */
         pt_ctx *d = data_of((EVP_CIPHER_CTX *)ptr);
 
-        memset(d->conn.lane, 0, sizeof(d->conn.lane));
+        d->conn.lane = NULL; /* the copy makes its own lane contexts */
+        d->conn.n_lane = 0;
         d->conn.base = NULL;
         reset_pipeline(d);
         if (k->base != NULL) {
