@@ -36,7 +36,25 @@ const pt_family *pt_family_by_nid(int nid)
     return NULL;
 }
 
-/* Lane context i keyed like base (copied once per key). */
+/* Room for n lane slots (the ones there are kept, moved if need be). */
+static int ensure_slots(pt_conn *k, int n)
+{
+    pt_lane *grown;
+
+    if (n <= k->n_lane)
+        return 1;
+    if ((grown = OPENSSL_zalloc(sizeof(*grown) * (size_t)n)) == NULL)
+        return 0;
+    if (k->lane != NULL) {
+        memcpy(grown, k->lane, sizeof(*grown) * (size_t)k->n_lane);
+        OPENSSL_clear_free(k->lane, sizeof(*k->lane) * (size_t)k->n_lane);
+    }
+    k->lane = grown;
+    k->n_lane = n;
+    return 1;
+}
+
+/* Lane context i keyed like base (copied once per key); slot i exists. */
 static int ensure_lane(pt_conn *k, int i)
 {
     pt_lane *l = &k->lane[i];
@@ -57,20 +75,22 @@ void pt_conn_free_lanes(pt_conn *k)
 {
     int i;
 
-    for (i = 0; i < PT_MAX_PIPES; i++) {
+    for (i = 0; i < k->n_lane; i++) {
         pt_lane *l = &k->lane[i];
 
         OPENSSL_clear_free(l->scratch, l->scratch_len);
         EVP_CIPHER_CTX_free(l->evp);
-        memset(l, 0, sizeof(*l));
     }
+    OPENSSL_clear_free(k->lane, sizeof(*k->lane) * (size_t)k->n_lane);
+    k->lane = NULL;
+    k->n_lane = 0;
 }
 
 int pt_conn_lanes_made(const pt_conn *k)
 {
     int i, n = 0;
 
-    for (i = 0; i < PT_MAX_PIPES; i++)
+    for (i = 0; i < k->n_lane; i++)
         n += k->lane[i].evp != NULL;
     return n;
 }
@@ -192,6 +212,7 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
 
     /* no more lane contexts than can run at once */
     width = pt_lanes_width(jobs, total);
+    PT_ENSURE(ensure_slots(k, width), fail, PT_R_LANE_SETUP, "%d lane slots", width);
     for (i = 0; i < width; i++)
         PT_ENSURE(ensure_lane(k, i), fail, PT_R_LANE_SETUP, "lane context %d of %d", i, width);
 

@@ -173,8 +173,11 @@ typedef struct {
     uint32_t key_gen;
     pt_tls_params tls;
     /* lane contexts: no more are made than lanes can use at once
-     * (pt_lanes_width), at most one per record of a batch */
-    pt_lane lane[PT_MAX_PIPES];
+     * (pt_lanes_width), at most one per record of a batch; the slots are
+     * allocated for the widest batch so far (n_lane of them), not for
+     * PT_MAX_PIPES: a context that never pipelines holds one */
+    pt_lane *lane;
+    int n_lane;
 } pt_conn;
 
 /*
@@ -189,7 +192,8 @@ typedef struct {
  * is cleansed).
  */
 int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16]);
-/* Frees the lane contexts (clearing their scratch); base is the front's. */
+/* Frees the lane contexts (clearing their scratch) and their slots; base
+ * is the front's. */
 void pt_conn_free_lanes(pt_conn *k);
 /* Lane contexts currently made (for measurements). */
 int pt_conn_lanes_made(const pt_conn *k);

@@ -103,6 +103,24 @@ static void reset_pipeline(pt_ctx *c)
     c->n_out = c->n_in = c->n_len = 0;
     c->n_aad = 0;
     c->bad = 0;
+    OPENSSL_clear_free(c->pipes, sizeof(*c->pipes));
+    c->pipes = NULL;
+}
+
+/* The pipe arrays of the call being set up (allocated on first use). */
+static pt_pipes *pipes_of(pt_ctx *c)
+{
+    if (c->pipes == NULL && (c->pipes = OPENSSL_zalloc(sizeof(*c->pipes))) == NULL) {
+        c->bad = 1;
+        pt_err_raise(PT_R_ALLOC_FAILED, "pipeline state");
+    }
+    return c->pipes;
+}
+
+/* TLS AAD i of the call being set up (i > 0 needs c->pipes). */
+static unsigned char *aad_at(pt_ctx *c, int i)
+{
+    return i == 0 ? c->aad0 : c->pipes->aad[i];
 }
 
 /* Makes sure the base exists; created at EVP_CTRL_INIT or first init. */
@@ -166,7 +184,8 @@ static int pt_cleanup(EVP_CIPHER_CTX *ctx)
     EVP_CIPHER_CTX_free(c->conn.base);
     c->conn.base = NULL;
     OPENSSL_cleanse(&c->conn.tls, sizeof(c->conn.tls));
-    OPENSSL_cleanse(c->aad, sizeof(c->aad));
+    OPENSSL_cleanse(c->aad0, sizeof(c->aad0));
+    reset_pipeline(c);
     return 1;
 }
 
@@ -197,8 +216,10 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         /* EVP has copied our struct byte for byte into the new context */
         pt_ctx *d = data_of((EVP_CIPHER_CTX *)ptr);
 
-        memset(d->conn.lane, 0, sizeof(d->conn.lane));
+        d->conn.lane = NULL; /* the copy makes its own lane contexts */
+        d->conn.n_lane = 0;
         d->conn.base = NULL;
+        d->pipes = NULL; /* the original's, copied byte for byte */
         reset_pipeline(d);
         if (k->base != NULL) {
             if ((d->conn.base = EVP_CIPHER_CTX_new()) == NULL
@@ -213,19 +234,19 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
     }
 
     case EVP_CTRL_SET_PIPELINE_OUTPUT_BUFS:
-        if (!set_pipes(c, &c->n_out, arg, ptr))
+        if (!set_pipes(c, &c->n_out, arg, ptr) || pipes_of(c) == NULL)
             return 0;
-        memcpy(c->out_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
+        memcpy(c->pipes->out_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
         return 1;
     case EVP_CTRL_SET_PIPELINE_INPUT_BUFS:
-        if (!set_pipes(c, &c->n_in, arg, ptr))
+        if (!set_pipes(c, &c->n_in, arg, ptr) || pipes_of(c) == NULL)
             return 0;
-        memcpy(c->in_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
+        memcpy(c->pipes->in_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
         return 1;
     case EVP_CTRL_SET_PIPELINE_INPUT_LENS:
-        if (!set_pipes(c, &c->n_len, arg, ptr))
+        if (!set_pipes(c, &c->n_len, arg, ptr) || pipes_of(c) == NULL)
             return 0;
-        memcpy(c->lens, ptr, sizeof(size_t) * (size_t)arg);
+        memcpy(c->pipes->lens, ptr, sizeof(size_t) * (size_t)arg);
         return 1;
 
     case EVP_CTRL_AEAD_TLS1_AAD:
@@ -241,7 +262,9 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         pad = k->fam->tls_pad(k->fam, ptr, EVP_CIPHER_CTX_is_encrypting(ctx));
         PT_ENSURE(pad > 0, fail, PT_R_AAD_MISMATCH, "TLS AAD: record length %zu too short",
             pt_tls_aad_parse(ptr).len);
-        memcpy(c->aad[c->n_aad++], ptr, PT_TLS_AAD_LEN);
+        if (c->n_aad > 0 && pipes_of(c) == NULL)
+            return 0;
+        memcpy(aad_at(c, c->n_aad++), ptr, PT_TLS_AAD_LEN);
         return pad;
 
     case EVP_CTRL_GCM_SET_IV_FIXED:
@@ -294,12 +317,13 @@ static int do_pipeline(EVP_CIPHER_CTX *ctx, pt_ctx *c)
         "pipe counts disagree (out %d, in %d, lens %d)", c->n_out, c->n_in, c->n_len);
     PT_ENSURE(f->tls_aad ? c->n_aad == n : c->n_aad == 0, fail, PT_R_BAD_PIPELINE,
         "%d pipes but %d TLS AADs", n, c->n_aad);
+    PT_ENSURE(c->pipes != NULL, fail, PT_R_BAD_PIPELINE, "a pipelined call without its pipes");
     for (i = 0; i < n; i++) {
-        recs[i].out = c->out_bufs[i];
-        recs[i].in = c->in_bufs[i];
-        recs[i].len = c->lens[i];
+        recs[i].out = c->pipes->out_bufs[i];
+        recs[i].in = c->pipes->in_bufs[i];
+        recs[i].len = c->pipes->lens[i];
         if (f->tls_aad)
-            memcpy(recs[i].aad, c->aad[i], PT_TLS_AAD_LEN);
+            memcpy(recs[i].aad, aad_at(c, i), PT_TLS_AAD_LEN);
     }
     return pt_conn_run(&c->conn, recs, n, EVP_CIPHER_CTX_is_encrypting(ctx),
         EVP_CIPHER_CTX_iv_noconst(ctx));
@@ -375,7 +399,7 @@ static int pt_do_cipher(EVP_CIPHER_CTX *ctx, unsigned char *out,
         rec.out = out;
         rec.in = in;
         rec.len = len;
-        memcpy(rec.aad, c->aad[0], PT_TLS_AAD_LEN);
+        memcpy(rec.aad, c->aad0, PT_TLS_AAD_LEN);
         if (pt_conn_run(&c->conn, &rec, 1, EVP_CIPHER_CTX_is_encrypting(ctx),
                 EVP_CIPHER_CTX_iv_noconst(ctx))
             != 0)

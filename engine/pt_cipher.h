@@ -12,17 +12,25 @@
 
 #include "pt_record.h"
 
+/* What the EVP_CTRL_SET_PIPELINE_* ctrls and the TLS AADs after the first
+ * set up for one pipelined cipher call: allocated by the first of them,
+ * freed after the call, so an idle context does not hold it. */
+typedef struct {
+    unsigned char *out_bufs[PT_MAX_PIPES];
+    unsigned char *in_bufs[PT_MAX_PIPES];
+    size_t lens[PT_MAX_PIPES];
+    unsigned char aad[PT_MAX_PIPES][PT_TLS_AAD_LEN]; /* [0] unused: aad0 */
+} pt_pipes;
+
 /* State behind one EVP_CIPHER_CTX of ours (its cipher_data). */
 typedef struct pt_ctx {
     pt_conn conn; /* what the core needs: family, keyed base, lanes */
     int enc;
     /* pipeline state, set by the EVP_CTRL_SET_PIPELINE_* ctrls */
     int n_out, n_in, n_len;
-    unsigned char *out_bufs[PT_MAX_PIPES];
-    unsigned char *in_bufs[PT_MAX_PIPES];
-    size_t lens[PT_MAX_PIPES];
     int n_aad;
-    unsigned char aad[PT_MAX_PIPES][PT_TLS_AAD_LEN];
+    unsigned char aad0[PT_TLS_AAD_LEN]; /* the first TLS AAD (a lone record's) */
+    pt_pipes *pipes; /* NULL outside a pipelined call's setup */
     int bad; /* a pipeline ctrl was refused: the next cipher call fails */
 } pt_ctx;
 

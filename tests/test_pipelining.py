@@ -170,8 +170,12 @@ def test_no_read_pipelining_without_big_buffer(engine, certs, rbuf):
     default_read_buffer_len. libssl allocates the read buffer at the
     handshake, sized for the max_pipelines of that moment -- here 1, so one
     record: with OpenSSL's default size every record is decrypted alone;
-    with a 1 MiB buffer the same reader decrypts batches of 8."""
-    reader = {"max_pipelines": 1}
+    with a 1 MiB buffer the same reader decrypts batches of 8. The reader
+    keeps its buffers (release_buffers=False): with libssl's
+    SSL_MODE_RELEASE_BUFFERS the read buffer is freed when empty and made
+    again at the next read, sized for max_pipelines then (see
+    test_released_read_buffer_follows_max_pipelines)."""
+    reader = {"max_pipelines": 1, "release_buffers": False}
     if rbuf:
         reader["default_read_buffer_len"] = rbuf
     sctx, cctx, s, c = pair(certs, engine, {"max_pipelines": 8}, reader)
@@ -189,6 +193,25 @@ def test_no_read_pipelining_without_big_buffer(engine, certs, rbuf):
             assert delta.pipelined_batches > 0 and delta.hist.get(8, 0) > 0, delta.hist
         else:
             assert delta.pipelined_batches == 0 and delta.hist.get(1, 0) == 64, delta.hist
+
+
+def test_released_read_buffer_follows_max_pipelines(engine, certs):
+    """The counterpart of the control above with the default
+    release_buffers=True: the handshake leaves the read buffer empty, so
+    libssl frees it and makes it again at the first application-data read,
+    sized for the max_pipelines set after the handshake: batches of 8."""
+    sctx, cctx, s, c = pair(certs, engine, {"max_pipelines": 8}, {"max_pipelines": 1})
+    with sctx, cctx, s, c:
+        assert cctx.release_buffers
+        c.max_pipelines = 8
+        data = os.urandom(1 << 20)
+        s.sendall(data)
+        wire = s.drain()
+        before = engine.stats()
+        c.feed(wire)
+        assert read_all(c, len(data)) == data
+        delta = engine.stats() - before
+        assert delta.pipelined_batches > 0 and delta.hist.get(8, 0) > 0, delta.hist
 
 
 @pytest.mark.parametrize("cipher,etm", [

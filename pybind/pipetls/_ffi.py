@@ -571,8 +571,24 @@ def SSL_CTX_set_mode(ctx: int, mode: int) -> int:
     return SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, mode, None)
 
 
+def SSL_CTX_clear_mode(ctx: int, mode: int) -> int:
+    return SSL_CTX_ctrl(ctx, SSL_CTRL_CLEAR_MODE, mode, None)
+
+
+def SSL_CTX_get_mode(ctx: int) -> int:
+    return SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, 0, None)
+
+
 def SSL_set_mode(ssl: int, mode: int) -> int:
     return SSL_ctrl(ssl, SSL_CTRL_MODE, mode, None)
+
+
+def SSL_clear_mode(ssl: int, mode: int) -> int:
+    return SSL_ctrl(ssl, SSL_CTRL_CLEAR_MODE, mode, None)
+
+
+def SSL_get_mode(ssl: int) -> int:
+    return SSL_ctrl(ssl, SSL_CTRL_MODE, 0, None)
 
 
 def SSL_set_max_pipelines(ssl: int, n: int) -> int:

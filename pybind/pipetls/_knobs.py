@@ -10,7 +10,9 @@ max_send_fragment                 512..16384; lowering it below
 split_send_fragment               512..max_send_fragment
 read_ahead                        bool
 default_read_buffer_len           0..2**30 bytes (0: OpenSSL's default size,
-                                  which is already max_pipelines records)
+                                  max_pipelines records); unset: twice that
+                                  (READ_BUFFER_RECORDS_PER_PIPE records per
+                                  pipeline, see read_buffer_auto)
 ================================  =============================================
 
 A bad value raises :class:`ConfigError` (:class:`ConfigTypeError` for a wrong
@@ -35,13 +37,44 @@ from .errors import ConfigError, ConfigTypeError
 
 MAX_READ_BUFFER_LEN = 1 << 30
 
+# The room libssl 3.0 allocates per record in its read buffer
+# (ssl3_setup_read_buffer: SSL3_RT_MAX_PLAIN_LENGTH 16384 +
+# SSL3_RT_MAX_ENCRYPTED_OVERHEAD 320 + header 5 + alignment 3); it sizes the
+# buffer as max_pipelines of these when max_pipelines > 1.
+READ_BUFFER_RECORD = 16712
+# Records per pipeline in the read buffer pipetls asks for when
+# default_read_buffer_len is not set (docs/performance.md, "Read batches").
+READ_BUFFER_RECORDS_PER_PIPE = 2
+
 # OpenSSL's defaults for a new SSL_CTX.
 DEFAULTS: dict[str, int] = {
     "max_pipelines": 1,
     "max_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
     "split_send_fragment": _ffi.SSL3_RT_MAX_PLAIN_LENGTH,
     "default_read_buffer_len": 0,
+    # 1 while default_read_buffer_len follows max_pipelines (never set)
+    "read_buffer_auto": 1,
 }
+
+
+def read_buffer_auto(max_pipelines: int) -> int:
+    """The read buffer pipetls sets when ``default_read_buffer_len`` was never
+    given: 0 (OpenSSL's one record) for one pipeline, else room for
+    READ_BUFFER_RECORDS_PER_PIPE x ``max_pipelines`` records, twice what
+    libssl allocates on its own.
+
+    libssl decrypts in one batch the complete records its read buffer holds
+    (up to max_pipelines), and when a fill ends inside a record it hands up
+    that record alone next. With room for exactly max_pipelines records a
+    bulk stream therefore alternates max_pipelines, 1, max_pipelines, 1
+    (mean (k + 1) / 2); twice the room gives k, k, 1 (mean (2k + 1) / 3).
+    More room raises the mean further but libssl moves the unread rest of
+    the buffer to its front before each batch, which costs more than the
+    larger batches save on few lanes.
+    """
+    if max_pipelines <= 1:
+        return 0
+    return READ_BUFFER_RECORDS_PER_PIPE * max_pipelines * READ_BUFFER_RECORD
 
 
 def as_int(knob: str, value: object) -> int:
@@ -135,6 +168,10 @@ class PipelineKnobs:
             # OpenSSL does this itself for an SSL; for an SSL_CTX it does not,
             # but the documented semantics are the same for both.
             self._knob_set_read_ahead(True)
+        if self._knobs.get("read_buffer_auto", 0):
+            n = read_buffer_auto(value)
+            self._knob_set_read_buffer_len(n)
+            self._knobs["default_read_buffer_len"] = n
 
     # -- max_send_fragment ------------------------------------------------
     @property
@@ -192,7 +229,9 @@ class PipelineKnobs:
     @property
     def default_read_buffer_len(self) -> int:
         """Size of the read buffer allocated on first read (0..2**30; 0 keeps
-        OpenSSL's default).  Cached in Python: OpenSSL has no getter."""
+        OpenSSL's default).  Until it is set, pipetls sets
+        :func:`read_buffer_auto` (``max_pipelines``) whenever max_pipelines
+        is set, and returns that.  Cached in Python: OpenSSL has no getter."""
         self._knob_handle()
         return self._knobs["default_read_buffer_len"]
 
@@ -202,6 +241,7 @@ class PipelineKnobs:
         self._knob_handle()
         self._knob_set_read_buffer_len(value)
         self._knobs["default_read_buffer_len"] = value
+        self._knobs["read_buffer_auto"] = 0
 
     def set_pipelining(self, max_pipelines: int, split_send_fragment: Optional[int] = None,
                        read_buffer_len: Optional[int] = None,

@@ -112,6 +112,13 @@ class Context(PipelineKnobs):
     properties; see :mod:`pipetls._knobs` for ranges and which getters are
     cached in Python.  They apply to connections created afterwards.
 
+    ``release_buffers`` (default True): libssl frees a connection's read
+    and write buffers whenever they are empty (``SSL_MODE_RELEASE_BUFFERS``)
+    and allocates them again for the next record; an idle connection then
+    holds none of them, however many pipelines its last burst used (see
+    docs/knobs.md, "Memory").  False keeps OpenSSL's own behaviour: the
+    buffers of the widest batch stay allocated for the connection's life.
+
     ``keylog_file=path`` appends SSLKEYLOGFILE lines to ``path``;
     ``keylog_callback=fn`` calls ``fn(line: str)``.  Neither is set unless
     asked for: key material is secret.
@@ -139,6 +146,7 @@ class Context(PipelineKnobs):
         read_ahead: Optional[bool] = None,
         default_read_buffer_len: Optional[int] = None,
         encrypt_then_mac: Optional[bool] = None,
+        release_buffers: bool = True,
         engine: Union[bool, Engine, None] = None,
     ) -> None:
         self.server = as_bool("server", server)
@@ -171,6 +179,7 @@ class Context(PipelineKnobs):
             _ffi.SSL_CTX_set_mode(
                 ptr, _ffi.SSL_MODE_ENABLE_PARTIAL_WRITE | _ffi.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
             )
+            self.release_buffers = release_buffers
 
             if verify is None:
                 verify = not self.server
@@ -385,6 +394,20 @@ class Context(PipelineKnobs):
             self.clear_options(_ffi.SSL_OP_NO_ENCRYPT_THEN_MAC)
         else:
             self.set_options(_ffi.SSL_OP_NO_ENCRYPT_THEN_MAC)
+
+    @property
+    def release_buffers(self) -> bool:
+        """libssl frees the read and write buffers of a connection whenever
+        they are empty (``SSL_MODE_RELEASE_BUFFERS``; on by default).  Read
+        from OpenSSL; connections made afterwards inherit it."""
+        return bool(_ffi.SSL_CTX_get_mode(self.handle) & _ffi.SSL_MODE_RELEASE_BUFFERS)
+
+    @release_buffers.setter
+    def release_buffers(self, value: bool) -> None:
+        if as_bool("release_buffers", value):
+            _ffi.SSL_CTX_set_mode(self.handle, _ffi.SSL_MODE_RELEASE_BUFFERS)
+        else:
+            _ffi.SSL_CTX_clear_mode(self.handle, _ffi.SSL_MODE_RELEASE_BUFFERS)
 
     # ------------------------------------------------------------------ ALPN
     def set_alpn_protocols(self, protocols: Iterable[Union[str, bytes]]) -> None:
