@@ -22,9 +22,17 @@ enum {
     PT_EV_WAKE, /* a caller woke sleeping workers */
     PT_EV_WORKER_SLEEP,
     PT_EV_CALLER_SLEEP,
-    PT_EV_CALLER_WAKE /* the last worker of a batch woke its sleeping caller */
+    PT_EV_CALLER_WAKE, /* the last worker of a batch woke its sleeping caller */
+    PT_EV_NARROWED, /* a batch went out with fewer slots: few free cores */
+    PT_EV_WORKER_DECLINED /* a worker left a batch alone: no free core */
 };
-void pt_stats_event(int which); /* the pool's futex syscalls */
+void pt_stats_event(int which); /* the pool's futex syscalls, adaptive lanes */
+/* Why a caller kept a batch that could have pipelined (adaptive lanes). */
+enum {
+    PT_KEPT_CALLERS, /* callers alone keep every core busy */
+    PT_KEPT_WORKERS /* callers and busy workers do */
+};
+void pt_stats_kept(int records, int reason);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

@@ -31,6 +31,12 @@ enum {
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
     C_CALLER_WAKES,
+    C_KEPT,
+    C_KEPT_RECORDS,
+    C_KEPT_CALLERS,
+    C_KEPT_WORKERS,
+    C_NARROWED,
+    C_DECLINED,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -235,11 +241,24 @@ void pt_stats_event(int which)
         [PT_EV_WORKER_SLEEP] = C_WORKER_SLEEPS,
         [PT_EV_CALLER_SLEEP] = C_CALLER_SLEEPS,
         [PT_EV_CALLER_WAKE] = C_CALLER_WAKES,
+        [PT_EV_NARROWED] = C_NARROWED,
+        [PT_EV_WORKER_DECLINED] = C_DECLINED,
     };
 
-    if (b == NULL || which < 0 || which > PT_EV_CALLER_WAKE)
+    if (b == NULL || which < 0 || which > PT_EV_WORKER_DECLINED)
         return;
     add(b, counter[which], 1);
+}
+
+void pt_stats_kept(int records, int reason)
+{
+    pt_block *b = block();
+
+    if (b == NULL)
+        return;
+    add(b, C_KEPT, 1);
+    add(b, C_KEPT_RECORDS, (uint64_t)records);
+    add(b, reason == PT_KEPT_CALLERS ? C_KEPT_CALLERS : C_KEPT_WORKERS, 1);
 }
 
 static void sum(pt_totals *t)
@@ -291,6 +310,12 @@ void pt_stats_format(pt_text *out, int lanes)
         { "worker_sleeps", C_WORKER_SLEEPS },
         { "caller_sleeps", C_CALLER_SLEEPS },
         { "caller_wakes", C_CALLER_WAKES },
+        { "batches_kept", C_KEPT },
+        { "records_kept", C_KEPT_RECORDS },
+        { "kept_busy_callers", C_KEPT_CALLERS },
+        { "kept_busy_workers", C_KEPT_WORKERS },
+        { "batches_narrowed", C_NARROWED },
+        { "worker_declines", C_DECLINED },
     };
     pt_totals t, base;
     size_t r;

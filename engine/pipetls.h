@@ -66,6 +66,18 @@
  *                 consecutive records of equal size at once with OpenSSL's
  *                 MULTIBLOCK code (random explicit IVs of its own); 0: one
  *                 record at a time (bit-exact with OpenSSL's TLS record mode).
+ *  ADAPTIVE       numeric 0 or 1 (default 1): a worker takes records of a
+ *                 batch only where it adds parallelism. Callers that called
+ *                 in during the last millisecond or so plus workers busy now
+ *                 are kept within CPUS; a caller that finds every core busy
+ *                 keeps its batch and runs it inline (batches_kept), a batch
+ *                 goes out with no more slots than free cores
+ *                 (batches_narrowed), and idle workers do not spin on a core
+ *                 a caller needs. 0: every batch of INLINE_BELOW bytes or
+ *                 more goes to the lanes, as many as THREADS.
+ *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
+ *                 busy; 0: the online CPUs the process may run on (its
+ *                 affinity mask), re-read every quarter second or so.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -74,6 +86,8 @@
 #define PIPETLS_CMD_STATS_FILE (ENGINE_CMD_BASE + 4)
 #define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
 #define PIPETLS_CMD_MULTIBLOCK (ENGINE_CMD_BASE + 6)
+#define PIPETLS_CMD_ADAPTIVE (ENGINE_CMD_BASE + 7)
+#define PIPETLS_CMD_CPUS (ENGINE_CMD_BASE + 8)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -85,6 +99,9 @@
  *                             (pthread_create failed); after a failure the
  *                             batches run in their callers and no start is
  *                             tried again until THREADS changes
+ *   adaptive 0|1              ADAPTIVE
+ *   cpus N                    the cores ADAPTIVE keeps busy at most (CPUS,
+ *                             or the online CPUs as last read)
  *   batches N                 cipher calls that carried >= 1 TLS record
  *   pipelined_batches N       ... of which more than one record
  *   inline_batches N          ... of which run by the caller alone
@@ -101,12 +118,22 @@
  *   caller_sleeps N           times a caller slept waiting for its batch
  *   caller_wakes N            futex wakes of a sleeping caller by the last
  *                             worker of its batch
+ *   batches_kept N            batches of INLINE_BELOW bytes or more that
+ *                             their caller ran alone because every core was
+ *                             busy (ADAPTIVE; counted in inline_batches too)
+ *   records_kept N            ... their records
+ *   kept_busy_callers N       ... kept because callers alone filled the CPUs
+ *   kept_busy_workers N       ... kept because callers and busy workers did
+ *   batches_narrowed N        batches that went out with fewer lane slots
+ *                             than prepared: fewer free cores than lanes
+ *   worker_declines N         times a worker left a batch alone: callers
+ *                             and busy workers already filled the CPUs
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
  *   lane.I.crypto_ns N        time lane I spent in record crypto
  * INFO text uses the same form: "version X", "openssl X", the lanes,
- * workers, inline_below and worker_start_failures lines above,
+ * workers, inline_below, worker_start_failures, adaptive and cpus lines above,
  * "multiblock 0|1", and one "cipher NAME" line per cipher offered.
  */
 
