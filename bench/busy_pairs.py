@@ -9,7 +9,10 @@ OpenSSL against one or more pipetls engines, in interleaved rounds.
 Every round runs stock and each engine once, one process each, in an order
 rotated from round to round; the ratio of a round is engine / stock from
 that round. Prints, per thread count and engine, the median ratio, its
-interquartile range and its extremes, the median counters that explain it
+interquartile range and its extremes; the work ratio (stock's CPU seconds
+over the engine's, all threads, for the same bytes: the throughput ratio to
+expect when every core is busy, and one that other load on the machine
+blurs far less than wall time); the median counters that explain it
 (context switches, CPU seconds, batches kept by their callers) and,
 with --json FILE, every run.
 """
@@ -66,6 +69,7 @@ def main() -> int:
     doc: dict[str, Any] = {"suite": a.suite, "mib": a.mib, "rounds": a.rounds, "runs": []}
     for threads in [int(t) for t in a.threads.split(",")]:
         ratios: dict[str, list[float]] = {n: [] for n, _ in engines}
+        work: dict[str, list[float]] = {n: [] for n, _ in engines}
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n, _ in modes}
         for r in range(a.rounds):
             k = r % len(modes)
@@ -78,6 +82,7 @@ def main() -> int:
                 doc["runs"].append({"threads": threads, "round": r, "name": name, **got[name]})
             for name, _ in engines:
                 ratios[name].append(got[name]["aggregate_gbps"] / got["stock"]["aggregate_gbps"])
+                work[name].append(got["stock"]["cpu_s"] / max(got[name]["cpu_s"], 1e-9))
         stock_gbps = statistics.median(x["aggregate_gbps"] for x in runs["stock"])
         print("threads %d: stock %.2f GB/s (median of %d)" % (threads, stock_gbps, a.rounds))
         for name, _ in engines:
@@ -86,9 +91,13 @@ def main() -> int:
 
             def med(key: str, name: str = name) -> float:
                 return statistics.median(float(x.get(key, 0)) for x in runs[name])
+            ws = sorted(work[name])
+            w1, w3 = quartiles(ws)
             print("  %-8s ratio median %.3f  IQR %.3f-%.3f  range %.3f-%.3f  "
+                  "work ratio median %.3f IQR %.3f-%.3f  "
                   "invol %.0f vol %.0f cpu/wall %.2f  kept %.0f/%.0f batches"
                   % (name, statistics.median(xs), q1, q3, xs[0], xs[-1],
+                     statistics.median(ws), w1, w3,
                      med("involuntary_switches"), med("voluntary_switches"),
                      med("cpu_s") / max(med("wall_s"), 1e-9), med("batches_kept"), med("batches")))
         print("  stock    invol %.0f vol %.0f cpu/wall %.2f" % (

@@ -26,7 +26,12 @@
  * inline: no wake-up, no hand-off, no thread time-slicing with the callers.
  * Otherwise it goes out with no more slots than there are free cores, a
  * worker takes no slot once callers and busy workers fill the CPUs, and an
- * idle worker stops spinning (and sleeps) as soon as they do.
+ * idle worker stops spinning (and sleeps) as soon as they do. The CPUs may
+ * also be busy with other processes, or the process held to less than its
+ * CPUs (a CPU quota): so every batch sent out is timed against its caller's
+ * own pace, and when recent ones gained nothing the callers keep their
+ * batches for a while (one window, doubling up to 64 while it lasts) before
+ * a few are sent out again.
  *
  * The end of a batch: the caller unlinks it, so no worker can take it any
  * more, and waits until the workers holding it have let go (b->refs, changed
@@ -70,6 +75,15 @@
  * next one. */
 #define WINDOW_SHIFT 21
 #define CPUS_REFRESH 256 /* windows between two readings of the CPU count */
+/* Batches sent to the lanes must beat the caller alone: a moving average
+ * (weight 1/8) of their time over the caller's own pace (1024: no gain)
+ * above SLOWNESS_LOSS keeps the batches in their callers for 1, 2, 4 ... 64
+ * windows, then a few are sent again to see; below SLOWNESS_GAIN the wait
+ * starts again from one window. */
+#define SLOWNESS_START 768
+#define SLOWNESS_LOSS 922 /* 0.9: less than 10 % gained */
+#define SLOWNESS_GAIN 717 /* 0.7 */
+#define BACKOFF_MAX 6
 
 enum {
     B_RUNNING, /* workers hold the batch */
@@ -113,6 +127,11 @@ static struct {
     /* window << 32 | callers seen in the window before << 16 | callers seen
      * in this one (each at most 0xffff) */
     _Atomic uint64_t activity;
+    /* the gain of recent batches sent to the lanes: their time over the
+     * time the caller alone would have taken, in 1/1024 (a moving average) */
+    _Atomic int slowness;
+    _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
+    _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
     _Atomic unsigned long start_failures; /* threads that could not be started */
     pthread_t threads[PT_MAX_LANES];
 } pool = {
@@ -120,6 +139,7 @@ static struct {
     .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
     .inline_below = DEFAULT_INLINE_BELOW,
     .adaptive = 1,
+    .slowness = SLOWNESS_START,
 };
 
 /* The caller's last activity window + 1 (0: none yet), per thread. A pthread
@@ -223,14 +243,17 @@ static void unlink_locked(pt_batch *b)
 
 /* Claims and runs indices of b until none is left, as slot `slot`. t0: a
  * timestamp taken just before (0: none yet). Returns the last timestamp
- * taken. */
-static uint64_t work_as(pt_batch *b, int slot, uint64_t t0)
+ * taken; *done (if not NULL): the jobs run. */
+static uint64_t work_as(pt_batch *b, int slot, uint64_t t0, int *done)
 {
     uint64_t t1;
     int i;
 
     while ((i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed)) < b->n) {
         int rc;
+
+        if (done != NULL)
+            ++*done;
 
         if (t0 == 0)
             t0 = pt_ticks();
@@ -261,7 +284,7 @@ static void work_on(pt_batch *b)
     }
     slot = atomic_fetch_add_explicit(&b->slots_used, 1, memory_order_relaxed);
     if (slot < b->slots)
-        work_as(b, slot, 0);
+        work_as(b, slot, 0, NULL);
 }
 
 /* Takes the first batch that still has unclaimed work, with a reference. */
@@ -368,10 +391,15 @@ static void *worker_main(void *argp)
                 continue;
             if (pt_now_ns() > until)
                 break;
-            /* no spinning on a core a caller needs: sleep at once */
-            if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)
-                && free_cores(pt_ticks(), NULL) < 1)
-                break;
+            /* no spinning on a core a caller needs, nor while the callers
+             * keep their batches: sleep at once */
+            if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
+                uint64_t t = pt_ticks();
+
+                if (free_cores(t, NULL) < 1
+                    || t < atomic_load_explicit(&pool.keep_until, memory_order_relaxed))
+                    break;
+            }
         }
         if (atomic_load(&pool.seq) != seen)
             continue;
@@ -434,6 +462,9 @@ static void atfork_child(void)
     atomic_store(&pool.busy, 0);
     atomic_store(&pool.activity, 0);
     atomic_store(&pool.cpus_seen, 0);
+    atomic_store(&pool.slowness, SLOWNESS_START);
+    atomic_store(&pool.keep_until, 0);
+    atomic_store(&pool.backoff, 0);
     atomic_store(&pool.start_failed, 0);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.sleepers, 0);
@@ -508,6 +539,35 @@ static int ensure_workers(void)
     return n;
 }
 
+/* A batch sent to the lanes took `taken` ticks from its start to its
+ * return; its caller ran `own` of its n jobs in `own_ticks`. Was that faster
+ * than the caller alone? Too many losses in a row keep the next batches in
+ * their callers for a while (keep_until). */
+static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t now)
+{
+    uint64_t alone;
+    int r, avg, shift;
+
+    if (own <= 0 || own_ticks == 0)
+        return; /* the workers did it all: a gain */
+    alone = own_ticks * (uint64_t)n / (uint64_t)own;
+    r = taken >= 4 * alone ? 4096 : (int)(taken * 1024 / alone);
+    avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
+    avg += (r - avg) / 8;
+    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
+    if (avg > SLOWNESS_LOSS) {
+        atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
+            memory_order_relaxed);
+        if (shift < BACKOFF_MAX)
+            atomic_store_explicit(&pool.backoff, shift + 1, memory_order_relaxed);
+        avg = SLOWNESS_START; /* the next probe starts afresh */
+        pt_stats_event(PT_EV_BACKOFF);
+    } else if (avg < SLOWNESS_GAIN && shift != 0) {
+        atomic_store_explicit(&pool.backoff, 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&pool.slowness, avg, memory_order_relaxed);
+}
+
 int pt_lanes_width(int n, size_t total)
 {
     int lanes;
@@ -567,7 +627,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
 
     if (n <= 1 || slots <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1
         || total < atomic_load(&pool.inline_below) || (workers = ensure_workers()) == 0) {
-        uint64_t t1 = work_as(&b, 0, t0);
+        uint64_t t1 = work_as(&b, 0, t0, NULL);
 
         failed = atomic_load(&b.failed);
         pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
@@ -576,13 +636,18 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
         int callers, spare = free_cores(t0, &callers);
 
-        if (spare <= 0) {
-            /* every core is busy: the caller keeps its batch */
-            uint64_t t1 = work_as(&b, 0, t0);
+        int lost = t0 < atomic_load_explicit(&pool.keep_until, memory_order_relaxed);
+
+        if (spare <= 0 || lost) {
+            /* every core is busy, or recent batches gained nothing on the
+             * lanes: the caller keeps its batch */
+            uint64_t t1 = work_as(&b, 0, t0, NULL);
 
             failed = atomic_load(&b.failed);
             pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
-            pt_stats_kept(b.records, callers >= cpus_now() ? PT_KEPT_CALLERS : PT_KEPT_WORKERS);
+            pt_stats_kept(b.records, spare > 0 ? PT_KEPT_NO_GAIN
+                    : callers >= cpus_now()   ? PT_KEPT_CALLERS
+                                              : PT_KEPT_WORKERS);
             return failed;
         }
         if (spare + 1 < b.slots) {
@@ -609,10 +674,19 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         futex(&pool.seq, FUTEX_WAKE, (uint32_t)(want < workers ? want : workers));
     }
 
-    work_as(&b, 0, 0);
-    wait_released(&b);
-    failed = atomic_load(&b.failed);
-    pt_stats_batch(b.records, 0, failed != 0, pt_ticks() - t0);
+    {
+        uint64_t s0 = pt_ticks(), s1, end;
+        int own = 0;
+
+        s1 = work_as(&b, 0, s0, &own);
+        wait_released(&b);
+        end = pt_ticks();
+        pt_stats_wait(end - s1);
+        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed))
+            judge(n, own, s1 - s0, end - t0, end);
+        failed = atomic_load(&b.failed);
+        pt_stats_batch(b.records, 0, failed != 0, end - t0);
+    }
     return failed;
 }
 

@@ -35,8 +35,11 @@ enum {
     C_KEPT_RECORDS,
     C_KEPT_CALLERS,
     C_KEPT_WORKERS,
+    C_KEPT_NO_GAIN,
     C_NARROWED,
     C_DECLINED,
+    C_BACKOFFS,
+    C_WAIT_NS,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -243,9 +246,10 @@ void pt_stats_event(int which)
         [PT_EV_CALLER_WAKE] = C_CALLER_WAKES,
         [PT_EV_NARROWED] = C_NARROWED,
         [PT_EV_WORKER_DECLINED] = C_DECLINED,
+        [PT_EV_BACKOFF] = C_BACKOFFS,
     };
 
-    if (b == NULL || which < 0 || which > PT_EV_WORKER_DECLINED)
+    if (b == NULL || which < 0 || which > PT_EV_BACKOFF)
         return;
     add(b, counter[which], 1);
 }
@@ -258,7 +262,18 @@ void pt_stats_kept(int records, int reason)
         return;
     add(b, C_KEPT, 1);
     add(b, C_KEPT_RECORDS, (uint64_t)records);
-    add(b, reason == PT_KEPT_CALLERS ? C_KEPT_CALLERS : C_KEPT_WORKERS, 1);
+    add(b, reason == PT_KEPT_CALLERS ? C_KEPT_CALLERS
+            : reason == PT_KEPT_WORKERS ? C_KEPT_WORKERS
+                                        : C_KEPT_NO_GAIN,
+        1);
+}
+
+void pt_stats_wait(uint64_t ticks)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_WAIT_NS, ticks);
 }
 
 static void sum(pt_totals *t)
@@ -314,8 +329,11 @@ void pt_stats_format(pt_text *out, int lanes)
         { "records_kept", C_KEPT_RECORDS },
         { "kept_busy_callers", C_KEPT_CALLERS },
         { "kept_busy_workers", C_KEPT_WORKERS },
+        { "kept_no_gain", C_KEPT_NO_GAIN },
         { "batches_narrowed", C_NARROWED },
         { "worker_declines", C_DECLINED },
+        { "backoffs", C_BACKOFFS },
+        { "caller_wait_ns", C_WAIT_NS },
     };
     pt_totals t, base;
     size_t r;
@@ -331,6 +349,7 @@ void pt_stats_format(pt_text *out, int lanes)
     scale = pt_ns_per_tick();
     t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
     t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
+    t.c[C_WAIT_NS] = (uint64_t)((double)t.c[C_WAIT_NS] * scale);
     for (i = 0; i < PT_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];
