@@ -30,8 +30,9 @@
  * also be busy with other processes, or the process held to less than its
  * CPUs (a CPU quota): so every batch sent out is timed against its caller's
  * own pace, and when recent ones gained nothing the callers keep their
- * batches for a while (one window, doubling up to 64 while it lasts) before
- * a few are sent out again.
+ * batches for a while (4 windows, doubling up to 128 while it lasts) before
+ * one or a few are sent out again; a loss found while callers filled every
+ * core is forgotten as soon as they no longer do.
  *
  * The end of a batch: the caller unlinks it, so no worker can take it any
  * more, and waits until the workers holding it have let go (b->refs, changed
@@ -70,20 +71,22 @@
 #define DEFAULT_INLINE_BELOW 16384
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
-/* Activity windows: 2^21 ticks (about 0.7 ms at 3 GHz; 2 ms where ticks are
+/* Activity windows: 2^22 ticks (about 1.4 ms at 3 GHz; 4 ms where ticks are
  * nanoseconds). A caller counts as busy in the window it called in and the
  * next one. */
-#define WINDOW_SHIFT 21
+#define WINDOW_SHIFT 22
 #define CPUS_REFRESH 256 /* windows between two readings of the CPU count */
 /* Batches sent to the lanes must beat the caller alone: a moving average
  * (weight 1/8) of their time over the caller's own pace (1024: no gain)
- * above SLOWNESS_LOSS keeps the batches in their callers for 1, 2, 4 ... 64
- * windows, then a few are sent again to see; below SLOWNESS_GAIN the wait
- * starts again from one window. */
-#define SLOWNESS_START 768
+ * above SLOWNESS_LOSS keeps the batches in their callers for 4, 8, 16 ...
+ * 128 windows, then one or a few are sent again to see; below SLOWNESS_GAIN
+ * the wait starts again from 4 windows. */
+#define SLOWNESS_START 768 /* a new pool: the benefit of the doubt */
+#define SLOWNESS_PROBE 880 /* after a loss: one or two more losses end the probe */
 #define SLOWNESS_LOSS 922 /* 0.9: less than 10 % gained */
 #define SLOWNESS_GAIN 717 /* 0.7 */
-#define BACKOFF_MAX 6
+#define BACKOFF_MIN 2
+#define BACKOFF_MAX 7
 
 enum {
     B_RUNNING, /* workers hold the batch */
@@ -132,6 +135,9 @@ static struct {
     _Atomic int slowness;
     _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
     _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
+    /* ticks: callers filled every core until about then (plus 8 windows) */
+    _Atomic uint64_t crowded_until;
+    _Atomic int loss_crowded; /* the last loss was found while crowded */
     _Atomic unsigned long start_failures; /* threads that could not be started */
     pthread_t threads[PT_MAX_LANES];
 } pool = {
@@ -140,6 +146,7 @@ static struct {
     .inline_below = DEFAULT_INLINE_BELOW,
     .adaptive = 1,
     .slowness = SLOWNESS_START,
+    .backoff = BACKOFF_MIN,
 };
 
 /* The caller's last activity window + 1 (0: none yet), per thread. A pthread
@@ -217,6 +224,52 @@ static int free_cores(uint64_t t, int *callers)
     if (callers != NULL)
         *callers = c;
     return cpus_now() - c - atomic_load_explicit(&pool.busy, memory_order_relaxed);
+}
+
+/* How long an idle worker spins for the next batch: WORKER_SPIN_NS while
+ * batches on the lanes gain, less as the gain shrinks, none at all when it
+ * is gone (the next batch pays a wake-up, but no core is burnt meanwhile). */
+static uint64_t spin_ns(void)
+{
+    int avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
+
+    if (!atomic_load_explicit(&pool.adaptive, memory_order_relaxed) || avg <= SLOWNESS_GAIN)
+        return WORKER_SPIN_NS;
+    if (avg >= SLOWNESS_LOSS)
+        return 0;
+    return (uint64_t)WORKER_SPIN_NS * (uint64_t)(SLOWNESS_LOSS - avg) / (SLOWNESS_LOSS - SLOWNESS_GAIN);
+}
+
+/* A batch sent to the lanes took `taken` ticks from its start to its
+ * return; its caller ran `own` of its n jobs in `own_ticks`. Was that faster
+ * than the caller alone? Too many losses in a row keep the next batches in
+ * their callers for a while (keep_until). */
+static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t now)
+{
+    uint64_t alone;
+    int r, avg, shift;
+
+    if (own <= 0 || own_ticks == 0)
+        return; /* the workers did it all: a gain */
+    alone = own_ticks * (uint64_t)n / (uint64_t)own;
+    r = taken >= 4 * alone ? 4096 : (int)(taken * 1024 / alone);
+    avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
+    avg += (r - avg) / 8;
+    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
+    if (avg > SLOWNESS_LOSS) {
+        atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
+            memory_order_relaxed);
+        if (shift < BACKOFF_MAX)
+            atomic_store_explicit(&pool.backoff, shift + 1, memory_order_relaxed);
+        avg = SLOWNESS_PROBE; /* the next probe starts near the verdict */
+        atomic_store_explicit(&pool.loss_crowded,
+            now < atomic_load_explicit(&pool.crowded_until, memory_order_relaxed),
+            memory_order_relaxed);
+        pt_stats_event(PT_EV_BACKOFF);
+    } else if (avg < SLOWNESS_GAIN && shift != BACKOFF_MIN) {
+        atomic_store_explicit(&pool.backoff, BACKOFF_MIN, memory_order_relaxed);
+    }
+    atomic_store_explicit(&pool.slowness, avg, memory_order_relaxed);
 }
 
 static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val)
@@ -382,7 +435,7 @@ static void *worker_main(void *argp)
         }
         /* bounded spin: a busy connection posts its next batch soon; look
          * at the counter after every pause, at the clock now and then */
-        until = pt_now_ns() + WORKER_SPIN_NS;
+        until = pt_now_ns() + spin_ns();
         for (spins = 1; atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
              spins++) {
@@ -464,7 +517,9 @@ static void atfork_child(void)
     atomic_store(&pool.cpus_seen, 0);
     atomic_store(&pool.slowness, SLOWNESS_START);
     atomic_store(&pool.keep_until, 0);
-    atomic_store(&pool.backoff, 0);
+    atomic_store(&pool.backoff, BACKOFF_MIN);
+    atomic_store(&pool.crowded_until, 0);
+    atomic_store(&pool.loss_crowded, 0);
     atomic_store(&pool.start_failed, 0);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.sleepers, 0);
@@ -539,33 +594,22 @@ static int ensure_workers(void)
     return n;
 }
 
-/* A batch sent to the lanes took `taken` ticks from its start to its
- * return; its caller ran `own` of its n jobs in `own_ticks`. Was that faster
- * than the caller alone? Too many losses in a row keep the next batches in
- * their callers for a while (keep_until). */
-static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t now)
+/* Do recent losses keep this batch in its caller (at ticks t)? A loss found
+ * while callers crowded every core says nothing once the crowd is gone: then
+ * the lanes are tried again at once. */
+static int keep_batches(uint64_t t)
 {
-    uint64_t alone;
-    int r, avg, shift;
-
-    if (own <= 0 || own_ticks == 0)
-        return; /* the workers did it all: a gain */
-    alone = own_ticks * (uint64_t)n / (uint64_t)own;
-    r = taken >= 4 * alone ? 4096 : (int)(taken * 1024 / alone);
-    avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
-    avg += (r - avg) / 8;
-    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
-    if (avg > SLOWNESS_LOSS) {
-        atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
-            memory_order_relaxed);
-        if (shift < BACKOFF_MAX)
-            atomic_store_explicit(&pool.backoff, shift + 1, memory_order_relaxed);
-        avg = SLOWNESS_START; /* the next probe starts afresh */
-        pt_stats_event(PT_EV_BACKOFF);
-    } else if (avg < SLOWNESS_GAIN && shift != 0) {
-        atomic_store_explicit(&pool.backoff, 0, memory_order_relaxed);
+    if (t >= atomic_load_explicit(&pool.keep_until, memory_order_relaxed))
+        return 0;
+    if (atomic_load_explicit(&pool.loss_crowded, memory_order_relaxed)
+        && t >= atomic_load_explicit(&pool.crowded_until, memory_order_relaxed)) {
+        atomic_store_explicit(&pool.loss_crowded, 0, memory_order_relaxed);
+        atomic_store_explicit(&pool.keep_until, 0, memory_order_relaxed);
+        atomic_store_explicit(&pool.backoff, BACKOFF_MIN, memory_order_relaxed);
+        atomic_store_explicit(&pool.slowness, SLOWNESS_START, memory_order_relaxed);
+        return 0;
     }
-    atomic_store_explicit(&pool.slowness, avg, memory_order_relaxed);
+    return 1;
 }
 
 int pt_lanes_width(int n, size_t total)
@@ -580,11 +624,10 @@ int pt_lanes_width(int n, size_t total)
         || (atomic_load_explicit(&pool.start_failed, memory_order_relaxed)
             && atomic_load_explicit(&pool.running, memory_order_relaxed) == 0))
         return 1;
-    /* adaptive: a batch never has more threads than CPUs */
+    /* adaptive: a batch never has more threads than CPUs (but at least two
+     * slots, so that pt_lanes_run decides, and counts, what its caller keeps) */
     if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && cpus_now() < lanes)
-        lanes = cpus_now();
-    if (lanes <= 1)
-        return 1;
+        lanes = cpus_now() > 2 ? cpus_now() : 2;
     return n < lanes ? n : lanes;
 }
 
@@ -634,10 +677,16 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         return failed;
     }
     if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
-        int callers, spare = free_cores(t0, &callers);
+        int callers, spare = free_cores(t0, &callers), lost = keep_batches(t0);
 
-        int lost = t0 < atomic_load_explicit(&pool.keep_until, memory_order_relaxed);
+        if (spare <= 0) {
+            /* remember the crowd (a shared store only every few windows) */
+            uint64_t until = t0 + ((uint64_t)8 << WINDOW_SHIFT);
 
+            if (atomic_load_explicit(&pool.crowded_until, memory_order_relaxed)
+                < until - ((uint64_t)2 << WINDOW_SHIFT))
+                atomic_store_explicit(&pool.crowded_until, until, memory_order_relaxed);
+        }
         if (spare <= 0 || lost) {
             /* every core is busy, or recent batches gained nothing on the
              * lanes: the caller keeps its batch */
