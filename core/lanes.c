@@ -30,8 +30,8 @@
  * also be busy with other processes, or the process held to less than its
  * CPUs (a CPU quota): so every batch sent out is timed against its caller's
  * own pace, and when recent ones gained nothing the callers keep their
- * batches for a while (4 windows, doubling up to 128 while it lasts) before
- * one or a few are sent out again; a loss found while callers filled every
+ * batches for a while (4 windows, doubling up to 32 while it lasts, and
+ * one batch in 32 even then) before one or a few are sent out again; a loss found while callers filled every
  * core is forgotten as soon as they no longer do.
  *
  * The end of a batch: the caller unlinks it, so no worker can take it any
@@ -78,15 +78,16 @@
 #define CPUS_REFRESH 256 /* windows between two readings of the CPU count */
 /* Batches sent to the lanes must beat the caller alone: a moving average
  * (weight 1/8) of their time over the caller's own pace (1024: no gain)
- * above SLOWNESS_LOSS keeps the batches in their callers for 4, 8, 16 ...
- * 128 windows, then one or a few are sent again to see; below SLOWNESS_GAIN
+ * above SLOWNESS_LOSS keeps the batches in their callers for 4, 8, 16 or 32
+ * windows, then one or a few are sent again to see; below SLOWNESS_GAIN
  * the wait starts again from 4 windows. */
 #define SLOWNESS_START 768 /* a new pool: the benefit of the doubt */
 #define SLOWNESS_PROBE 880 /* after a loss: one or two more losses end the probe */
 #define SLOWNESS_LOSS 922 /* 0.9: less than 10 % gained */
 #define SLOWNESS_GAIN 717 /* 0.7 */
 #define BACKOFF_MIN 2
-#define BACKOFF_MAX 7
+#define BACKOFF_MAX 5
+#define PROBE_EVERY 32 /* ... and one batch in 32 kept for no gain goes out */
 
 enum {
     B_RUNNING, /* workers hold the batch */
@@ -138,6 +139,7 @@ static struct {
     /* ticks: callers filled every core until about then (plus 8 windows) */
     _Atomic uint64_t crowded_until;
     _Atomic int loss_crowded; /* the last loss was found while crowded */
+    _Atomic unsigned kept_no_gain; /* batches kept for no gain, for PROBE_EVERY */
     _Atomic unsigned long start_failures; /* threads that could not be started */
     pthread_t threads[PT_MAX_LANES];
 } pool = {
@@ -224,20 +226,6 @@ static int free_cores(uint64_t t, int *callers)
     if (callers != NULL)
         *callers = c;
     return cpus_now() - c - atomic_load_explicit(&pool.busy, memory_order_relaxed);
-}
-
-/* How long an idle worker spins for the next batch: WORKER_SPIN_NS while
- * batches on the lanes gain, less as the gain shrinks, none at all when it
- * is gone (the next batch pays a wake-up, but no core is burnt meanwhile). */
-static uint64_t spin_ns(void)
-{
-    int avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
-
-    if (!atomic_load_explicit(&pool.adaptive, memory_order_relaxed) || avg <= SLOWNESS_GAIN)
-        return WORKER_SPIN_NS;
-    if (avg >= SLOWNESS_LOSS)
-        return 0;
-    return (uint64_t)WORKER_SPIN_NS * (uint64_t)(SLOWNESS_LOSS - avg) / (SLOWNESS_LOSS - SLOWNESS_GAIN);
 }
 
 /* A batch sent to the lanes took `taken` ticks from its start to its
@@ -435,7 +423,7 @@ static void *worker_main(void *argp)
         }
         /* bounded spin: a busy connection posts its next batch soon; look
          * at the counter after every pause, at the clock now and then */
-        until = pt_now_ns() + spin_ns();
+        until = pt_now_ns() + WORKER_SPIN_NS;
         for (spins = 1; atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
              spins++) {
@@ -445,7 +433,9 @@ static void *worker_main(void *argp)
             if (pt_now_ns() > until)
                 break;
             /* no spinning on a core a caller needs, nor while the callers
-             * keep their batches: sleep at once */
+             * keep their batches: sleep at once (the first batch of the
+             * next probe pays a wake-up; the worker then spins in full, so
+             * the probe judges the lanes, not the wake-ups) */
             if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
                 uint64_t t = pt_ticks();
 
@@ -609,7 +599,10 @@ static int keep_batches(uint64_t t)
         atomic_store_explicit(&pool.slowness, SLOWNESS_START, memory_order_relaxed);
         return 0;
     }
-    return 1;
+    /* a long stream of batches learns something before the time is up */
+    return (atomic_fetch_add_explicit(&pool.kept_no_gain, 1, memory_order_relaxed) + 1)
+            % PROBE_EVERY
+        != 0;
 }
 
 int pt_lanes_width(int n, size_t total)
@@ -677,7 +670,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         return failed;
     }
     if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
-        int callers, spare = free_cores(t0, &callers), lost = keep_batches(t0);
+        int callers, spare = free_cores(t0, &callers), lost = spare > 0 && keep_batches(t0);
 
         if (spare <= 0) {
             /* remember the crowd (a shared store only every few windows) */

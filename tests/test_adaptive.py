@@ -78,7 +78,7 @@ def test_lone_connection_still_pipelines(busy_binary, engine_path, certs):
     """One writing thread in an otherwise idle process: its batches go to the
     lanes and a worker does part of the records (one CPU: nothing to gain,
     every batch kept by its caller)."""
-    st = run_busy(busy_binary, engine_path, certs, 1, 4 if SANITIZE else 16, lanes=2)
+    st = run_busy(busy_binary, engine_path, certs, 1, 16, lanes=2)
     assert st["cpus"] == CPUS
     if CPUS >= 2:
         assert worker_records(st) > 0, st
