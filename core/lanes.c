@@ -77,12 +77,13 @@
 #define WINDOW_SHIFT 22
 #define CPUS_REFRESH 256 /* windows between two readings of the CPU count */
 /* Batches sent to the lanes must beat the caller alone: a moving average
- * (weight 1/8) of their time over the caller's own pace (1024: no gain)
+ * (weight 1/16) of their time over the caller's own pace (1024: no gain)
  * above SLOWNESS_LOSS keeps the batches in their callers for 4, 8, 16 or 32
  * windows, then one or a few are sent again to see; below SLOWNESS_GAIN
  * the wait starts again from 4 windows. */
+#define SLOWNESS_MAX 1536 /* one batch counts as at most 1.5 */
 #define SLOWNESS_START 768 /* a new pool: the benefit of the doubt */
-#define SLOWNESS_PROBE 880 /* after a loss: one or two more losses end the probe */
+#define SLOWNESS_PROBE 880 /* after a loss: two or three more losses end the probe */
 #define SLOWNESS_LOSS 922 /* 0.9: less than 10 % gained */
 #define SLOWNESS_GAIN 717 /* 0.7 */
 #define BACKOFF_MIN 2
@@ -240,9 +241,10 @@ static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t n
     if (own <= 0 || own_ticks == 0)
         return; /* the workers did it all: a gain */
     alone = own_ticks * (uint64_t)n / (uint64_t)own;
-    r = taken >= 4 * alone ? 4096 : (int)(taken * 1024 / alone);
+    /* one outlier (a preempted caller) weighs no more than half a loss */
+    r = 2 * taken >= 3 * alone ? SLOWNESS_MAX : (int)(taken * 1024 / alone);
     avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
-    avg += (r - avg) / 8;
+    avg += (r - avg) / 16;
     shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
     if (avg > SLOWNESS_LOSS) {
         atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
@@ -630,7 +632,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     pt_batch b;
     size_t total = 0;
     uint64_t t0 = pt_ticks();
-    int i, workers, failed;
+    int i, workers, failed, woke, fresh;
 
     pt_lanes_init_once();
     note_caller(t0);
@@ -661,6 +663,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         b.records += counts != NULL ? counts[i] : 1;
     }
 
+    fresh = atomic_load_explicit(&pool.running, memory_order_relaxed) == 0;
     if (n <= 1 || slots <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1
         || total < atomic_load(&pool.inline_below) || (workers = ensure_workers()) == 0) {
         uint64_t t1 = work_as(&b, 0, t0, NULL);
@@ -709,7 +712,7 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     b.listed = 1;
     pthread_mutex_unlock(&pool.mu);
     atomic_fetch_add(&pool.seq, 1);
-    if (atomic_load(&pool.sleepers) > 0) {
+    if ((woke = atomic_load(&pool.sleepers) > 0)) {
         int want = (n < slots ? n : slots) - 1; /* the caller is one of them */
 
         pt_stats_event(PT_EV_WAKE);
@@ -724,7 +727,11 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         wait_released(&b);
         end = pt_ticks();
         pt_stats_wait(end - s1);
-        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed))
+        /* a batch that woke a worker pays the wake-up (tens of us in a
+         * VM) and sees the worker late, as does the batch that started the
+         * workers: that says nothing about the lanes of a busy connection,
+         * whose workers are awake between batches */
+        if (!woke && !fresh && atomic_load_explicit(&pool.adaptive, memory_order_relaxed))
             judge(n, own, s1 - s0, end - t0, end);
         failed = atomic_load(&b.failed);
         pt_stats_batch(b.records, 0, failed != 0, end - t0);
