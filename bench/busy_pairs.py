@@ -28,8 +28,10 @@ from typing import Any
 
 
 def run_one(harness: str, mode: str, cert: str, key: str, threads: int, mib: int,
-            suite: str, lanes: int, pipelines: int) -> dict[str, Any]:
+            suite: str, lanes: int, pipelines: int, rt: bool = False) -> dict[str, Any]:
     cmd = [harness, mode, cert, key, str(threads), str(mib), suite, str(lanes), str(pipelines)]
+    if rt:
+        cmd = ["chrt", "-f", "1"] + cmd
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if p.returncode != 0:
         sys.exit("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.strip()))
@@ -62,11 +64,16 @@ def main() -> int:
     ap.add_argument("--suite", default="ECDHE-RSA-AES128-GCM-SHA256")
     ap.add_argument("--lanes", type=int, default=0, help="engine THREADS (0: its default)")
     ap.add_argument("--pipelines", type=int, default=8)
+    ap.add_argument("--rt", action="store_true",
+                    help="run the harness under chrt -f 1 (root): on a machine shared with "
+                         "other work, its threads then have the cores to themselves, as on an "
+                         "idle machine; keep runs short (the kernel's RT throttling still holds)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     engines = [tuple(e.split("=", 1)) for e in a.engine]
     modes = [("stock", "stock")] + [(n, p) for n, p in engines]
-    doc: dict[str, Any] = {"suite": a.suite, "mib": a.mib, "rounds": a.rounds, "runs": []}
+    doc: dict[str, Any] = {"suite": a.suite, "mib": a.mib, "rounds": a.rounds, "rt": a.rt,
+                           "runs": []}
     for threads in [int(t) for t in a.threads.split(",")]:
         ratios: dict[str, list[float]] = {n: [] for n, _ in engines}
         work: dict[str, list[float]] = {n: [] for n, _ in engines}
@@ -77,7 +84,7 @@ def main() -> int:
             got = {}
             for name, path in order:
                 got[name] = run_one(a.harness, path, a.cert, a.key, threads, a.mib, a.suite,
-                                    a.lanes, a.pipelines)
+                                    a.lanes, a.pipelines, a.rt)
                 runs[name].append(got[name])
                 doc["runs"].append({"threads": threads, "round": r, "name": name, **got[name]})
             for name, _ in engines:
