@@ -165,3 +165,20 @@ def test_python_setters_check_their_values(engine):
         engine.adaptive = 2
     st = engine.stats()
     assert st.cpus == CPUS and st.adaptive == 1  # unchanged
+
+
+def test_stats_fields_parse_and_subtract():
+    """The adaptive counters are fields of EngineStats (not extra keys) and
+    are counters for ``-``; adaptive and cpus are settings and are kept."""
+    from pipetls.engine import EngineStats
+    a = EngineStats.parse("pipetls.stats 1\nadaptive 1\ncpus 4\nbatches 10\nbatches_kept 3\n"
+                          "records_kept 24\nkept_busy_callers 2\nkept_busy_workers 1\n"
+                          "kept_no_gain 0\nbatches_narrowed 5\nworker_declines 6\n")
+    b = EngineStats.parse("adaptive 1\ncpus 4\nbatches 30\nbatches_kept 13\nrecords_kept 104\n"
+                          "kept_busy_callers 9\nkept_busy_workers 3\nkept_no_gain 1\n"
+                          "batches_narrowed 7\nworker_declines 6\n")
+    d = b - a
+    assert (d.adaptive, d.cpus, d.batches, d.batches_kept, d.records_kept) == (1, 4, 20, 10, 80)
+    assert (d.kept_busy_callers, d.kept_busy_workers, d.batches_narrowed, d.worker_declines) \
+        == (7, 2, 2, 0)
+    assert "kept_no_gain" not in a.extra and "batches_kept" not in a.extra

@@ -91,8 +91,11 @@ class EngineStats:
     records_kept: int = 0
     kept_busy_callers: int = 0  # ... because callers alone filled the CPUs
     kept_busy_workers: int = 0  # ... because callers and busy workers did
+    kept_no_gain: int = 0  # ... because recent batches on the lanes gained nothing
     batches_narrowed: int = 0  # batches sent out with fewer lane slots: few free cores
     worker_declines: int = 0  # a worker left a batch alone: no free core
+    backoffs: int = 0  # times the lanes were found to gain nothing
+    caller_wait_ns: int = 0  # callers waiting for workers after their own claims
     hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
@@ -150,7 +153,8 @@ class EngineStats:
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
                   "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
                   "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
-                  "batches_narrowed", "worker_declines"):
+                  "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
+                  "caller_wait_ns"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
