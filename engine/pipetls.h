@@ -73,8 +73,12 @@
  *                 keeps its batch and runs it inline (batches_kept), a batch
  *                 goes out with no more slots than free cores
  *                 (batches_narrowed), and idle workers do not spin on a core
- *                 a caller needs. 0: every batch of INLINE_BELOW bytes or
- *                 more goes to the lanes, as many as THREADS.
+ *                 a caller needs. Batches sent out are timed against their
+ *                 caller's own pace; when recent ones gained nothing (cores
+ *                 busy with other processes) the callers keep theirs for a
+ *                 few milliseconds up to some 50 ms (kept_no_gain, backoffs).
+ *                 0: every batch of INLINE_BELOW bytes or more goes to the
+ *                 lanes, as many as THREADS.
  *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
  *                 busy; 0: the online CPUs the process may run on (its
  *                 affinity mask), re-read every quarter second or so.
@@ -124,10 +128,16 @@
  *   records_kept N            ... their records
  *   kept_busy_callers N       ... kept because callers alone filled the CPUs
  *   kept_busy_workers N       ... kept because callers and busy workers did
+ *   kept_no_gain N            ... kept because recent batches on the lanes
+ *                             were no faster than their callers alone
  *   batches_narrowed N        batches that went out with fewer lane slots
  *                             than prepared: fewer free cores than lanes
  *   worker_declines N         times a worker left a batch alone: callers
  *                             and busy workers already filled the CPUs
+ *   backoffs N                times batches on the lanes were found to gain
+ *                             nothing (the callers then keep theirs a while)
+ *   caller_wait_ns N          time callers waited for workers after their
+ *                             own claims of a batch ran out
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
