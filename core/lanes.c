@@ -16,6 +16,24 @@
  * After fork() the child has no workers: pthread_atfork resets the pool and
  * it is rebuilt on the next batch (invariant 6).
  *
+ * Adaptive lanes (ADAPTIVE, default on): a worker only helps where it adds
+ * parallelism. The pool counts the threads that called in recently (the
+ * callers seen in the current and the previous activity window of about a
+ * millisecond) and the workers holding a batch now; their sum is not let
+ * past the CPUs the process may run on (CPUS, default: online CPUs in its
+ * affinity mask, re-read now and then). A batch whose caller finds every
+ * core already busy with callers or workers is kept by its caller and run
+ * inline: no wake-up, no hand-off, no thread time-slicing with the callers.
+ * Otherwise it goes out with no more slots than there are free cores, a
+ * worker takes no slot once callers and busy workers fill the CPUs, and an
+ * idle worker stops spinning (and sleeps) as soon as they do. The CPUs may
+ * also be busy with other processes, or the process held to less than its
+ * CPUs (a CPU quota): so every batch sent out is timed against its caller's
+ * own pace, and when recent ones gained nothing the callers keep their
+ * batches for a while (4 windows, doubling up to 32 while it lasts, and
+ * one batch in 32 even then) before one or a few are sent out again; a loss found while callers filled every
+ * core is forgotten as soon as they no longer do.
+ *
  * The end of a batch: the caller unlinks it, so no worker can take it any
  * more, and waits until the workers holding it have let go (b->refs, changed
  * under the pool mutex). It spins a little, then sleeps on b->done. The last
@@ -34,6 +52,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +71,24 @@
 #define DEFAULT_INLINE_BELOW 16384
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
+/* Activity windows: 2^22 ticks (about 1.4 ms at 3 GHz; 4 ms where ticks are
+ * nanoseconds). A caller counts as busy in the window it called in and the
+ * next one. */
+#define WINDOW_SHIFT 22
+#define CPUS_REFRESH 256 /* windows between two readings of the CPU count */
+/* Batches sent to the lanes must beat the caller alone: a moving average
+ * (weight 1/16) of their time over the caller's own pace (1024: no gain)
+ * above SLOWNESS_LOSS keeps the batches in their callers for 4, 8, 16 or 32
+ * windows, then one or a few are sent again to see; below SLOWNESS_GAIN
+ * the wait starts again from 4 windows. */
+#define SLOWNESS_MAX 1536 /* one batch counts as at most 1.5 */
+#define SLOWNESS_START 768 /* a new pool: the benefit of the doubt */
+#define SLOWNESS_PROBE 880 /* after a loss: two or three more losses end the probe */
+#define SLOWNESS_LOSS 922 /* 0.9: less than 10 % gained */
+#define SLOWNESS_GAIN 717 /* 0.7 */
+#define BACKOFF_MIN 2
+#define BACKOFF_MAX 5
+#define PROBE_EVERY 32 /* ... and one batch in 32 kept for no gain goes out */
 
 enum {
     B_RUNNING, /* workers hold the batch */
@@ -88,13 +125,142 @@ static struct {
     _Atomic int lanes; /* configured, caller included */
     _Atomic size_t inline_below;
     _Atomic int start_failed; /* pthread_create failed: no retry until THREADS changes */
+    _Atomic int busy; /* workers holding a batch (changed under mu) */
+    _Atomic int adaptive; /* ADAPTIVE: 1 (default) or 0 */
+    _Atomic int cpus_set; /* CPUS: 0 (default: the CPUs we may run on) or a count */
+    _Atomic int cpus_seen; /* the CPUs we may run on, as last read */
+    /* window << 32 | callers seen in the window before << 16 | callers seen
+     * in this one (each at most 0xffff) */
+    _Atomic uint64_t activity;
+    /* the gain of recent batches sent to the lanes: their time over the
+     * time the caller alone would have taken, in 1/1024 (a moving average) */
+    _Atomic int slowness;
+    _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
+    _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
+    /* ticks: callers filled every core until about then (plus 8 windows) */
+    _Atomic uint64_t crowded_until;
+    _Atomic int loss_crowded; /* the last loss was found while crowded */
+    _Atomic unsigned kept_no_gain; /* batches kept for no gain, for PROBE_EVERY */
     _Atomic unsigned long start_failures; /* threads that could not be started */
     pthread_t threads[PT_MAX_LANES];
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
     .inline_below = DEFAULT_INLINE_BELOW,
+    .adaptive = 1,
+    .slowness = SLOWNESS_START,
+    .backoff = BACKOFF_MIN,
 };
+
+/* The caller's last activity window + 1 (0: none yet), per thread. A pthread
+ * key, not a _Thread_local: see stats.c. */
+static pthread_key_t window_key;
+
+static int read_cpus(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    int n = online > 0 ? (int)online : 1;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0
+        && CPU_COUNT(&set) < n)
+        n = CPU_COUNT(&set);
+    return n;
+}
+
+/* The CPUs the lanes may keep busy (CPUS, or as last read). */
+static int cpus_now(void)
+{
+    int n = atomic_load_explicit(&pool.cpus_set, memory_order_relaxed);
+
+    if (n > 0)
+        return n;
+    n = atomic_load_explicit(&pool.cpus_seen, memory_order_relaxed);
+    return n > 0 ? n : 1;
+}
+
+/* Callers seen in window w and the one before (a thread that stopped
+ * calling drops out within two windows). */
+static int callers_at(uint64_t a, uint64_t w)
+{
+    uint64_t aw = a >> 32;
+    int cur = (int)(a & 0xffff), prev = (int)(a >> 16 & 0xffff);
+
+    if (aw == (w & 0xffffffffu))
+        return cur > prev ? cur : prev;
+    if (aw == ((w - 1) & 0xffffffffu))
+        return cur;
+    return 0;
+}
+
+/* This thread calls in at ticks t: counted once per window (one
+ * compare-and-swap per thread and window, nothing more on later calls). */
+static void note_caller(uint64_t t)
+{
+    uint64_t w = t >> WINDOW_SHIFT, a, na;
+    uintptr_t mine = (uintptr_t)pthread_getspecific(window_key);
+
+    if (mine == (uintptr_t)(w + 1))
+        return;
+    pthread_setspecific(window_key, (void *)(uintptr_t)(w + 1));
+    a = atomic_load_explicit(&pool.activity, memory_order_relaxed);
+    do {
+        uint64_t aw = a >> 32, cur = a & 0xffff, prev;
+
+        if (aw == (w & 0xffffffffu)) {
+            na = cur < 0xffff ? a + 1 : a;
+        } else {
+            prev = aw == ((w - 1) & 0xffffffffu) ? cur : 0;
+            na = (w & 0xffffffffu) << 32 | prev << 16 | 1;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&pool.activity, &a, na,
+        memory_order_relaxed, memory_order_relaxed));
+    if ((w & (CPUS_REFRESH - 1)) == 0 || atomic_load_explicit(&pool.cpus_seen, memory_order_relaxed) == 0)
+        atomic_store_explicit(&pool.cpus_seen, read_cpus(), memory_order_relaxed);
+}
+
+/* Cores not busy with recent callers or working workers (<= 0: none). */
+static int free_cores(uint64_t t, int *callers)
+{
+    int c = callers_at(atomic_load_explicit(&pool.activity, memory_order_relaxed), t >> WINDOW_SHIFT);
+
+    if (callers != NULL)
+        *callers = c;
+    return cpus_now() - c - atomic_load_explicit(&pool.busy, memory_order_relaxed);
+}
+
+/* A batch sent to the lanes took `taken` ticks from its start to its
+ * return; its caller ran `own` of its n jobs in `own_ticks`. Was that faster
+ * than the caller alone? Too many losses in a row keep the next batches in
+ * their callers for a while (keep_until). */
+static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t now)
+{
+    uint64_t alone;
+    int r, avg, shift;
+
+    if (own <= 0 || own_ticks == 0)
+        return; /* the workers did it all: a gain */
+    alone = own_ticks * (uint64_t)n / (uint64_t)own;
+    /* one outlier (a preempted caller) weighs no more than half a loss */
+    r = 2 * taken >= 3 * alone ? SLOWNESS_MAX : (int)(taken * 1024 / alone);
+    avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
+    avg += (r - avg) / 16;
+    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
+    if (avg > SLOWNESS_LOSS) {
+        atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
+            memory_order_relaxed);
+        if (shift < BACKOFF_MAX)
+            atomic_store_explicit(&pool.backoff, shift + 1, memory_order_relaxed);
+        avg = SLOWNESS_PROBE; /* the next probe starts near the verdict */
+        atomic_store_explicit(&pool.loss_crowded,
+            now < atomic_load_explicit(&pool.crowded_until, memory_order_relaxed),
+            memory_order_relaxed);
+        pt_stats_event(PT_EV_BACKOFF);
+    } else if (avg < SLOWNESS_GAIN && shift != BACKOFF_MIN) {
+        atomic_store_explicit(&pool.backoff, BACKOFF_MIN, memory_order_relaxed);
+    }
+    atomic_store_explicit(&pool.slowness, avg, memory_order_relaxed);
+}
 
 static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val)
 {
@@ -120,14 +286,17 @@ static void unlink_locked(pt_batch *b)
 
 /* Claims and runs indices of b until none is left, as slot `slot`. t0: a
  * timestamp taken just before (0: none yet). Returns the last timestamp
- * taken. */
-static uint64_t work_as(pt_batch *b, int slot, uint64_t t0)
+ * taken; *done (if not NULL): the jobs run. */
+static uint64_t work_as(pt_batch *b, int slot, uint64_t t0, int *done)
 {
     uint64_t t1;
     int i;
 
     while ((i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed)) < b->n) {
         int rc;
+
+        if (done != NULL)
+            ++*done;
 
         if (t0 == 0)
             t0 = pt_ticks();
@@ -150,9 +319,15 @@ static void work_on(pt_batch *b)
 
     if (atomic_load_explicit(&b->next, memory_order_relaxed) >= b->n)
         return;
+    /* this worker is one of the busy ones already: < 0 means it would
+     * time-slice with a caller */
+    if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && free_cores(pt_ticks(), NULL) < 0) {
+        pt_stats_event(PT_EV_WORKER_DECLINED);
+        return;
+    }
     slot = atomic_fetch_add_explicit(&b->slots_used, 1, memory_order_relaxed);
     if (slot < b->slots)
-        work_as(b, slot, 0);
+        work_as(b, slot, 0, NULL);
 }
 
 /* Takes the first batch that still has unclaimed work, with a reference. */
@@ -166,6 +341,7 @@ static pt_batch *take(void)
 
         if (atomic_load_explicit(&b->next, memory_order_relaxed) < b->n) {
             atomic_fetch_add(&b->refs, 1);
+            atomic_fetch_add(&pool.busy, 1);
             break;
         }
         unlink_locked(b); /* exhausted: nobody needs to find it again */
@@ -181,6 +357,7 @@ static void release(pt_batch *b)
 
     pthread_mutex_lock(&pool.mu);
     unlink_locked(b);
+    atomic_fetch_sub(&pool.busy, 1);
     if (atomic_fetch_sub(&b->refs, 1) == 1)
         wake = atomic_exchange(&b->done, B_DONE) == B_SLEEPING;
     pthread_mutex_unlock(&pool.mu);
@@ -253,8 +430,21 @@ static void *worker_main(void *argp)
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
              spins++) {
             cpu_relax();
-            if ((spins & 63) == 0 && pt_now_ns() > until)
+            if ((spins & 63) != 0)
+                continue;
+            if (pt_now_ns() > until)
                 break;
+            /* no spinning on a core a caller needs, nor while the callers
+             * keep their batches: sleep at once (the first batch of the
+             * next probe pays a wake-up; the worker then spins in full, so
+             * the probe judges the lanes, not the wake-ups) */
+            if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
+                uint64_t t = pt_ticks();
+
+                if (free_cores(t, NULL) < 1
+                    || t < atomic_load_explicit(&pool.keep_until, memory_order_relaxed))
+                    break;
+            }
         }
         if (atomic_load(&pool.seq) != seen)
             continue;
@@ -314,6 +504,14 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     pool.head = pool.tail = NULL;
+    atomic_store(&pool.busy, 0);
+    atomic_store(&pool.activity, 0);
+    atomic_store(&pool.cpus_seen, 0);
+    atomic_store(&pool.slowness, SLOWNESS_START);
+    atomic_store(&pool.keep_until, 0);
+    atomic_store(&pool.backoff, BACKOFF_MIN);
+    atomic_store(&pool.crowded_until, 0);
+    atomic_store(&pool.loss_crowded, 0);
     atomic_store(&pool.start_failed, 0);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.sleepers, 0);
@@ -341,6 +539,8 @@ static void stop_at_exit(void)
 static void init_pool(void)
 {
     pt_stats_init();
+    pthread_key_create(&window_key, NULL);
+    atomic_store(&pool.cpus_seen, read_cpus());
     atexit(stop_at_exit);
     pool.lanes = default_lanes();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
@@ -386,6 +586,27 @@ static int ensure_workers(void)
     return n;
 }
 
+/* Do recent losses keep this batch in its caller (at ticks t)? A loss found
+ * while callers crowded every core says nothing once the crowd is gone: then
+ * the lanes are tried again at once. */
+static int keep_batches(uint64_t t)
+{
+    if (t >= atomic_load_explicit(&pool.keep_until, memory_order_relaxed))
+        return 0;
+    if (atomic_load_explicit(&pool.loss_crowded, memory_order_relaxed)
+        && t >= atomic_load_explicit(&pool.crowded_until, memory_order_relaxed)) {
+        atomic_store_explicit(&pool.loss_crowded, 0, memory_order_relaxed);
+        atomic_store_explicit(&pool.keep_until, 0, memory_order_relaxed);
+        atomic_store_explicit(&pool.backoff, BACKOFF_MIN, memory_order_relaxed);
+        atomic_store_explicit(&pool.slowness, SLOWNESS_START, memory_order_relaxed);
+        return 0;
+    }
+    /* a long stream of batches learns something before the time is up */
+    return (atomic_fetch_add_explicit(&pool.kept_no_gain, 1, memory_order_relaxed) + 1)
+            % PROBE_EVERY
+        != 0;
+}
+
 int pt_lanes_width(int n, size_t total)
 {
     int lanes;
@@ -398,6 +619,10 @@ int pt_lanes_width(int n, size_t total)
         || (atomic_load_explicit(&pool.start_failed, memory_order_relaxed)
             && atomic_load_explicit(&pool.running, memory_order_relaxed) == 0))
         return 1;
+    /* adaptive: a batch never has more threads than CPUs (but at least two
+     * slots, so that pt_lanes_run decides, and counts, what its caller keeps) */
+    if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && cpus_now() < lanes)
+        lanes = cpus_now() > 2 ? cpus_now() : 2;
     return n < lanes ? n : lanes;
 }
 
@@ -407,8 +632,10 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     pt_batch b;
     size_t total = 0;
     uint64_t t0 = pt_ticks();
-    int i, workers, failed;
+    int i, workers, failed, woke, fresh;
 
+    pt_lanes_init_once();
+    note_caller(t0);
     if (n == 1) {
         /* one job (a lone TLS record): no pool, two time stamps, one
          * statistics update - the single-record path must cost ~nothing */
@@ -422,7 +649,6 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         return rc != 0;
     }
 
-    pt_lanes_init_once();
     memset(&b, 0, sizeof(b));
     b.job = job;
     b.arg = arg;
@@ -437,13 +663,43 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         b.records += counts != NULL ? counts[i] : 1;
     }
 
+    fresh = atomic_load_explicit(&pool.running, memory_order_relaxed) == 0;
     if (n <= 1 || slots <= 1 || atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1
         || total < atomic_load(&pool.inline_below) || (workers = ensure_workers()) == 0) {
-        uint64_t t1 = work_as(&b, 0, t0);
+        uint64_t t1 = work_as(&b, 0, t0, NULL);
 
         failed = atomic_load(&b.failed);
         pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
         return failed;
+    }
+    if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
+        int callers, spare = free_cores(t0, &callers), lost = spare > 0 && keep_batches(t0);
+
+        if (spare <= 0) {
+            /* remember the crowd (a shared store only every few windows) */
+            uint64_t until = t0 + ((uint64_t)8 << WINDOW_SHIFT);
+
+            if (atomic_load_explicit(&pool.crowded_until, memory_order_relaxed)
+                < until - ((uint64_t)2 << WINDOW_SHIFT))
+                atomic_store_explicit(&pool.crowded_until, until, memory_order_relaxed);
+        }
+        if (spare <= 0 || lost) {
+            /* every core is busy, or recent batches gained nothing on the
+             * lanes: the caller keeps its batch */
+            uint64_t t1 = work_as(&b, 0, t0, NULL);
+
+            failed = atomic_load(&b.failed);
+            pt_stats_batch(b.records, 1, failed != 0, t1 - t0);
+            pt_stats_kept(b.records, spare > 0 ? PT_KEPT_NO_GAIN
+                    : callers >= cpus_now()   ? PT_KEPT_CALLERS
+                                              : PT_KEPT_WORKERS);
+            return failed;
+        }
+        if (spare + 1 < b.slots) {
+            b.slots = spare + 1; /* the caller and one worker per free core */
+            pt_stats_event(PT_EV_NARROWED);
+        }
+        slots = b.slots;
     }
 
     pthread_mutex_lock(&pool.mu);
@@ -456,17 +712,30 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
     b.listed = 1;
     pthread_mutex_unlock(&pool.mu);
     atomic_fetch_add(&pool.seq, 1);
-    if (atomic_load(&pool.sleepers) > 0) {
+    if ((woke = atomic_load(&pool.sleepers) > 0)) {
         int want = (n < slots ? n : slots) - 1; /* the caller is one of them */
 
         pt_stats_event(PT_EV_WAKE);
         futex(&pool.seq, FUTEX_WAKE, (uint32_t)(want < workers ? want : workers));
     }
 
-    work_as(&b, 0, 0);
-    wait_released(&b);
-    failed = atomic_load(&b.failed);
-    pt_stats_batch(b.records, 0, failed != 0, pt_ticks() - t0);
+    {
+        uint64_t s0 = pt_ticks(), s1, end;
+        int own = 0;
+
+        s1 = work_as(&b, 0, s0, &own);
+        wait_released(&b);
+        end = pt_ticks();
+        pt_stats_wait(end - s1);
+        /* a batch that woke a worker pays the wake-up (tens of us in a
+         * VM) and sees the worker late, as does the batch that started the
+         * workers: that says nothing about the lanes of a busy connection,
+         * whose workers are awake between batches */
+        if (!woke && !fresh && atomic_load_explicit(&pool.adaptive, memory_order_relaxed))
+            judge(n, own, s1 - s0, end - t0, end);
+        failed = atomic_load(&b.failed);
+        pt_stats_batch(b.records, 0, failed != 0, end - t0);
+    }
     return failed;
 }
 
@@ -514,6 +783,33 @@ size_t pt_lanes_get_inline_below(void)
     return atomic_load(&pool.inline_below);
 }
 
+int pt_lanes_set_adaptive(long on)
+{
+    if (on != 0 && on != 1)
+        return 0;
+    atomic_store(&pool.adaptive, (int)on);
+    return 1;
+}
+
+int pt_lanes_get_adaptive(void)
+{
+    return atomic_load(&pool.adaptive);
+}
+
+int pt_lanes_set_cpus(long cpus)
+{
+    if (cpus < 0 || cpus > PT_MAX_LANES)
+        return 0;
+    atomic_store(&pool.cpus_set, (int)cpus);
+    return 1;
+}
+
+int pt_lanes_get_cpus(void)
+{
+    pt_lanes_init_once();
+    return cpus_now();
+}
+
 void pt_lanes_shutdown(void)
 {
     pt_lanes_init_once();
@@ -528,4 +824,6 @@ void pt_lanes_format_config(pt_text *t)
     pt_text_put(t, "workers %d\n", pt_lanes_workers_running());
     pt_text_put(t, "inline_below %zu\n", pt_lanes_get_inline_below());
     pt_text_put(t, "worker_start_failures %lu\n", pt_lanes_start_failures());
+    pt_text_put(t, "adaptive %d\n", pt_lanes_get_adaptive());
+    pt_text_put(t, "cpus %d\n", pt_lanes_get_cpus());
 }

@@ -36,9 +36,18 @@ int pt_lanes_workers_running(void);
 unsigned long pt_lanes_start_failures(void);
 int pt_lanes_set_inline_below(long bytes);
 size_t pt_lanes_get_inline_below(void);
+/* ADAPTIVE (1, default): workers help only where a core is free (see
+ * lanes.c); 0: every batch that may pipeline goes to the lanes. */
+int pt_lanes_set_adaptive(long on);
+int pt_lanes_get_adaptive(void);
+/* CPUS: the cores adaptive lanes may keep busy, 1..PT_MAX_LANES, or 0 (the
+ * default) for the online CPUs the process may run on. */
+int pt_lanes_set_cpus(long cpus);
+int pt_lanes_get_cpus(void); /* in effect now */
 void pt_lanes_shutdown(void);
 /* The configuration lines a front's STATS and INFO texts begin with
- * ("lanes N", "workers N", "inline_below N", "worker_start_failures N"). */
+ * ("lanes N", "workers N", "inline_below N", "worker_start_failures N",
+ * "adaptive 0|1", "cpus N"). */
 void pt_lanes_format_config(pt_text *t);
 void pt_lanes_init_once(void);
 

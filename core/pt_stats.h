@@ -22,12 +22,24 @@ enum {
     PT_EV_WAKE, /* a caller woke sleeping workers */
     PT_EV_WORKER_SLEEP,
     PT_EV_CALLER_SLEEP,
-    PT_EV_CALLER_WAKE /* the last worker of a batch woke its sleeping caller */
+    PT_EV_CALLER_WAKE, /* the last worker of a batch woke its sleeping caller */
+    PT_EV_NARROWED, /* a batch went out with fewer slots: few free cores */
+    PT_EV_WORKER_DECLINED, /* a worker left a batch alone: no free core */
+    PT_EV_BACKOFF /* batches on the lanes gained nothing: keep them a while */
 };
-void pt_stats_event(int which); /* the pool's futex syscalls */
+void pt_stats_event(int which); /* the pool's futex syscalls, adaptive lanes */
 /* CBC-HMAC records encrypted one at a time, in 4-groups, in 8-groups */
 enum { PT_CBC_ONE, PT_CBC_MB4, PT_CBC_MB8 };
 void pt_stats_cbc_hmac(int path, int records);
+/* Why a caller kept a batch that could have pipelined (adaptive lanes). */
+enum {
+    PT_KEPT_CALLERS, /* callers alone keep every core busy */
+    PT_KEPT_WORKERS, /* callers and busy workers do */
+    PT_KEPT_NO_GAIN /* recent batches on the lanes were no faster */
+};
+void pt_stats_kept(int records, int reason);
+/* A caller waited this long for the workers after its own claims ran out. */
+void pt_stats_wait(uint64_t ticks);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

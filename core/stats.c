@@ -34,6 +34,15 @@ enum {
     C_CBC_ONE, /* CBC-HMAC records encrypted one at a time (PT_CBC_ONE ...) */
     C_CBC_MB4,
     C_CBC_MB8,
+    C_KEPT,
+    C_KEPT_RECORDS,
+    C_KEPT_CALLERS,
+    C_KEPT_WORKERS,
+    C_KEPT_NO_GAIN,
+    C_NARROWED,
+    C_DECLINED,
+    C_BACKOFFS,
+    C_WAIT_NS,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -238,9 +247,12 @@ void pt_stats_event(int which)
         [PT_EV_WORKER_SLEEP] = C_WORKER_SLEEPS,
         [PT_EV_CALLER_SLEEP] = C_CALLER_SLEEPS,
         [PT_EV_CALLER_WAKE] = C_CALLER_WAKES,
+        [PT_EV_NARROWED] = C_NARROWED,
+        [PT_EV_WORKER_DECLINED] = C_DECLINED,
+        [PT_EV_BACKOFF] = C_BACKOFFS,
     };
 
-    if (b == NULL || which < 0 || which > PT_EV_CALLER_WAKE)
+    if (b == NULL || which < 0 || which > PT_EV_BACKOFF)
         return;
     add(b, counter[which], 1);
 }
@@ -252,6 +264,28 @@ void pt_stats_cbc_hmac(int path, int records)
     if (b == NULL || path < PT_CBC_ONE || path > PT_CBC_MB8)
         return;
     add(b, C_CBC_ONE + path, (uint64_t)records);
+}
+
+void pt_stats_kept(int records, int reason)
+{
+    pt_block *b = block();
+
+    if (b == NULL)
+        return;
+    add(b, C_KEPT, 1);
+    add(b, C_KEPT_RECORDS, (uint64_t)records);
+    add(b, reason == PT_KEPT_CALLERS ? C_KEPT_CALLERS
+            : reason == PT_KEPT_WORKERS ? C_KEPT_WORKERS
+                                        : C_KEPT_NO_GAIN,
+        1);
+}
+
+void pt_stats_wait(uint64_t ticks)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_WAIT_NS, ticks);
 }
 
 static void sum(pt_totals *t)
@@ -306,6 +340,15 @@ void pt_stats_format(pt_text *out, int lanes)
         { "cbc_hmac_stitched", C_CBC_ONE },
         { "cbc_hmac_mb4", C_CBC_MB4 },
         { "cbc_hmac_mb8", C_CBC_MB8 },
+        { "batches_kept", C_KEPT },
+        { "records_kept", C_KEPT_RECORDS },
+        { "kept_busy_callers", C_KEPT_CALLERS },
+        { "kept_busy_workers", C_KEPT_WORKERS },
+        { "kept_no_gain", C_KEPT_NO_GAIN },
+        { "batches_narrowed", C_NARROWED },
+        { "worker_declines", C_DECLINED },
+        { "backoffs", C_BACKOFFS },
+        { "caller_wait_ns", C_WAIT_NS },
     };
     pt_totals t, base;
     size_t r;
@@ -321,6 +364,7 @@ void pt_stats_format(pt_text *out, int lanes)
     scale = pt_ns_per_tick();
     t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
     t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
+    t.c[C_WAIT_NS] = (uint64_t)((double)t.c[C_WAIT_NS] * scale);
     for (i = 0; i < PT_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];

@@ -47,6 +47,12 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_CBC_HMAC_MODE, "CBC_HMAC_MODE",
         "CBC-HMAC encryption: auto (default: per batch, whichever finishes first on this CPU), stitched (one record at a time per lane) or multiblock (groups of 4 or 8 equal records per lane)",
         ENGINE_CMD_FLAG_STRING },
+    { PIPETLS_CMD_ADAPTIVE, "ADAPTIVE",
+        "Workers help a batch only where a core is free; when callers and busy workers fill every CPU, the caller keeps its batch (1, default) or every batch goes to the lanes (0)",
+        ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_CPUS, "CPUS",
+        "Cores the adaptive lanes may keep busy (1..256; 0, default: the online CPUs the process may run on)",
+        ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };
 
@@ -200,6 +206,14 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
         PT_ENSURE(p != NULL && pt_set_cbc_hmac_mode(pt_cbc_hmac_mode_parse(p)), fail,
             PT_R_BAD_ARGUMENT, "pipetls CBC_HMAC_MODE must be auto, stitched or multiblock, got %s",
             p != NULL ? (const char *)p : "nothing");
+        return 1;
+    case PIPETLS_CMD_ADAPTIVE:
+        PT_ENSURE(parse_number(i, p, &v) && pt_lanes_set_adaptive(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls ADAPTIVE must be 0 or 1, got %ld", i);
+        return 1;
+    case PIPETLS_CMD_CPUS:
+        PT_ENSURE(parse_number(i, p, &v) && pt_lanes_set_cpus(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls CPUS must be 0..%d, got %ld", PIPETLS_MAX_LANES, i);
         return 1;
     case PIPETLS_CMD_STATS:
         return emit(format_stats, i, p);

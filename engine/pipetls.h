@@ -74,6 +74,22 @@
  *                 always one record at a time.
  *  MULTIBLOCK     numeric 0 or 1: CBC_HMAC_MODE stitched (0) or multiblock
  *                 (1), the command of earlier versions.
+ *  ADAPTIVE       numeric 0 or 1 (default 1): a worker takes records of a
+ *                 batch only where it adds parallelism. Callers that called
+ *                 in during the last millisecond or so plus workers busy now
+ *                 are kept within CPUS; a caller that finds every core busy
+ *                 keeps its batch and runs it inline (batches_kept), a batch
+ *                 goes out with no more slots than free cores
+ *                 (batches_narrowed), and idle workers do not spin on a core
+ *                 a caller needs. Batches sent out are timed against their
+ *                 caller's own pace; when recent ones gained nothing (cores
+ *                 busy with other processes) the callers keep theirs for a
+ *                 few milliseconds up to some 50 ms (kept_no_gain, backoffs).
+ *                 0: every batch of INLINE_BELOW bytes or more goes to the
+ *                 lanes, as many as THREADS.
+ *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
+ *                 busy; 0: the online CPUs the process may run on (its
+ *                 affinity mask), re-read every quarter second or so.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -83,6 +99,8 @@
 #define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
 #define PIPETLS_CMD_MULTIBLOCK (ENGINE_CMD_BASE + 6)
 #define PIPETLS_CMD_CBC_HMAC_MODE (ENGINE_CMD_BASE + 7)
+#define PIPETLS_CMD_ADAPTIVE (ENGINE_CMD_BASE + 8)
+#define PIPETLS_CMD_CPUS (ENGINE_CMD_BASE + 9)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -94,6 +112,9 @@
  *                             (pthread_create failed); after a failure the
  *                             batches run in their callers and no start is
  *                             tried again until THREADS changes
+ *   adaptive 0|1              ADAPTIVE
+ *   cpus N                    the cores ADAPTIVE keeps busy at most (CPUS,
+ *                             or the online CPUs as last read)
  *   batches N                 cipher calls that carried >= 1 TLS record
  *   pipelined_batches N       ... of which more than one record
  *   inline_batches N          ... of which run by the caller alone
@@ -114,12 +135,29 @@
  *                             (batches of one record included)
  *   cbc_hmac_mb4 N            ... in MULTIBLOCK groups of four
  *   cbc_hmac_mb8 N            ... in MULTIBLOCK groups of eight
+ *   batches_kept N            batches of INLINE_BELOW bytes or more that
+ *                             their caller ran alone because every core was
+ *                             busy (ADAPTIVE; counted in inline_batches too)
+ *   records_kept N            ... their records
+ *   kept_busy_callers N       ... kept because callers alone filled the CPUs
+ *   kept_busy_workers N       ... kept because callers and busy workers did
+ *   kept_no_gain N            ... kept because recent batches on the lanes
+ *                             were no faster than their callers alone
+ *   batches_narrowed N        batches that went out with fewer lane slots
+ *                             than prepared: fewer free cores than lanes
+ *   worker_declines N         times a worker left a batch alone: callers
+ *                             and busy workers already filled the CPUs
+ *   backoffs N                times batches on the lanes were found to gain
+ *                             nothing (the callers then keep theirs a while)
+ *   caller_wait_ns N          time callers waited for workers after their
+ *                             own claims of a batch ran out
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
  *   lane.I.crypto_ns N        time lane I spent in record crypto
  * INFO text uses the same form: "version X", "openssl X", the lanes,
- * workers, inline_below and worker_start_failures lines above,
+ * workers, inline_below, worker_start_failures, adaptive and cpus lines
+ * above,
  * "multiblock 0|1" (1 unless CBC_HMAC_MODE is stitched), "cbc_hmac_mode
  * auto|stitched|multiblock", one "cipher NAME" line per cipher offered, and
  * for each stitched CBC-HMAC cipher "cbc_hmac_cost.NAME

@@ -202,7 +202,9 @@ def _engine_settings():
     e = pipetls.shared_engine()
     if e is None or e.closed:
         return None
-    return {"threads": e.threads, "inline_below": e.inline_below}
+    st = e.stats()
+    return {"threads": st.lanes, "inline_below": st.inline_below, "adaptive": st.adaptive,
+            "cpus": st.cpus}
 
 
 @pytest.fixture(autouse=True)

@@ -232,6 +232,8 @@ PIPETLS_CMD_STATS_FILE = ENGINE_CMD_BASE + 4
 PIPETLS_CMD_INFO = ENGINE_CMD_BASE + 5
 PIPETLS_CMD_MULTIBLOCK = ENGINE_CMD_BASE + 6
 PIPETLS_CMD_CBC_HMAC_MODE = ENGINE_CMD_BASE + 7
+PIPETLS_CMD_ADAPTIVE = ENGINE_CMD_BASE + 8
+PIPETLS_CMD_CPUS = ENGINE_CMD_BASE + 9
 
 # --------------------------------------------------------------------------
 # Callback types.  The Python objects made from these must be kept alive for

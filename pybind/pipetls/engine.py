@@ -19,7 +19,7 @@ import warnings
 import weakref
 
 from . import _ffi
-from ._knobs import in_range
+from ._knobs import as_bool, in_range
 from ._ffi import check, check_ptr, drain_errors
 from .errors import ClosedError, ConfigError, ConfigTypeError, EngineError
 
@@ -28,6 +28,7 @@ __all__ = ["Engine", "EngineStats", "engine_path", "load_engine", "shared_engine
 THREADS_RANGE = (1, _ffi.PIPETLS_MAX_LANES)
 INLINE_BELOW_RANGE = (0, 1 << 30)
 CBC_HMAC_MODES = ("auto", "stitched", "multiblock")
+CPUS_RANGE = (0, _ffi.PIPETLS_MAX_LANES)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -89,6 +90,17 @@ class EngineStats:
     cbc_hmac_stitched: int = 0
     cbc_hmac_mb4: int = 0
     cbc_hmac_mb8: int = 0
+    adaptive: int = 0  # ADAPTIVE: workers help only where a core is free
+    cpus: int = 0  # the cores adaptive lanes keep busy at most
+    batches_kept: int = 0  # batches their caller ran alone: every core busy
+    records_kept: int = 0
+    kept_busy_callers: int = 0  # ... because callers alone filled the CPUs
+    kept_busy_workers: int = 0  # ... because callers and busy workers did
+    kept_no_gain: int = 0  # ... because recent batches on the lanes gained nothing
+    batches_narrowed: int = 0  # batches sent out with fewer lane slots: few free cores
+    worker_declines: int = 0  # a worker left a batch alone: no free core
+    backoffs: int = 0  # times the lanes were found to gain nothing
+    caller_wait_ns: int = 0  # callers waiting for workers after their own claims
     hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
@@ -145,7 +157,10 @@ class EngineStats:
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
                   "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
-                  "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8"):
+                  "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
+                  "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
+                  "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
+                  "caller_wait_ns"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
@@ -355,6 +370,31 @@ class Engine:
                               % (", ".join(CBC_HMAC_MODES), value))
         with self._lock:
             self._ctrl_string(self.handle, "CBC_HMAC_MODE", value)
+
+    @property
+    def adaptive(self) -> bool:
+        """ADAPTIVE: workers take records only where a core is free; a
+        caller that finds every core busy keeps its batch (default True)."""
+        return bool(self.stats().adaptive)
+
+    @adaptive.setter
+    def adaptive(self, value: bool) -> None:
+        on = as_bool("adaptive", value)
+        with self._lock:
+            self._ctrl_string(self.handle, "ADAPTIVE", int(on))
+
+    @property
+    def cpus(self) -> int:
+        """The cores adaptive lanes keep busy at most: the CPUS setting, or
+        (CPUS 0, the default) the online CPUs the process may run on."""
+        return self.stats().cpus
+
+    @cpus.setter
+    def cpus(self, value: int) -> None:
+        """1..256, or 0 for the online CPUs the process may run on."""
+        value = in_range("cpus", value, *CPUS_RANGE)
+        with self._lock:
+            self._ctrl_string(self.handle, "CPUS", value)
 
     def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded
