@@ -511,9 +511,10 @@ class Connection(PipelineKnobs):
         pipes = self._knobs["max_pipelines"]
         split = self._knobs["split_send_fragment"]
         if pipes > 1 and self._transport == "socket" and length <= (pipes - 1) * split:
-            # libssl (1.1.1 to 3.1) keeps as many write buffers as its
+            # libssl 1.1.1 to 3.0.20 keeps as many write buffers as its
             # widest batch so far and, when a write is retried, looks for
-            # unsent bytes in the first and the last of them only. A batch
+            # unsent bytes in the first and the last of them only (3.0.22
+            # and 3.5 do not; docs/knobs.md, "Non-blocking writes"). A batch
             # of fewer records than that, cut short by a full socket, has
             # its retry encrypt a new batch over a half-sent record: the
             # peer gets half of one record and half of another
