@@ -135,6 +135,18 @@ def _deprecated(old: str, new: str) -> None:
                   stacklevel=3)
 
 
+def _retry_looks_at_two_buffers(version: int) -> bool:
+    """Whether this libssl (OpenSSL_version_num()) has the pipelined write
+    retry defect of docs/knobs.md, "Non-blocking writes on a socket": 1.1.1
+    to 3.0.21 and 3.1 (3.0.22 has the upstream fix, 3.2 and later a new
+    record layer without it; 3.0.21 is not served by Debian and was not
+    checked, so it counts as affected)."""
+    return version < 0x30000160 or 0x30100000 <= version < 0x30200000
+
+
+_RETRY_LOOKS_AT_TWO_BUFFERS = _retry_looks_at_two_buffers(int(_ffi.OpenSSL_version_num()))
+
+
 class Connection(PipelineKnobs):
     """One TLS connection.  See the module docstring for transports."""
 
@@ -510,10 +522,12 @@ class Connection(PipelineKnobs):
             raise TLSClosed("write after shutdown()")
         pipes = self._knobs["max_pipelines"]
         split = self._knobs["split_send_fragment"]
-        if pipes > 1 and self._transport == "socket" and length <= (pipes - 1) * split:
-            # libssl (1.1.1 to 3.1) keeps as many write buffers as its
+        if (pipes > 1 and self._transport == "socket" and _RETRY_LOOKS_AT_TWO_BUFFERS
+                and length <= (pipes - 1) * split):
+            # libssl 1.1.1 to 3.0.21 keeps as many write buffers as its
             # widest batch so far and, when a write is retried, looks for
-            # unsent bytes in the first and the last of them only. A batch
+            # unsent bytes in the first and the last of them only (3.0.22
+            # and 3.5 do not; docs/knobs.md, "Non-blocking writes"). A batch
             # of fewer records than that, cut short by a full socket, has
             # its retry encrypt a new batch over a half-sent record: the
             # peer gets half of one record and half of another
