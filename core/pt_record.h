@@ -141,6 +141,9 @@ typedef struct {
     /* lane contexts: no more are made than lanes can use at once
      * (pt_lanes_width), at most one per record of a batch */
     pt_lane lane[PT_MAX_PIPES];
+    /* a batch of an ASYNC job on the lanes while the job is paused
+     * (batch.c; NULL until the first one) */
+    struct pt_parked *parked;
 } pt_conn;
 
 /*
@@ -153,9 +156,19 @@ typedef struct {
  * ciphertext block. Returns 0, or -1 with a reason on the calling thread's
  * error queue; then no output of a decrypt batch is left for the caller (it
  * is cleansed).
+ *
+ * Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC) a batch that would use the
+ * lanes while they are free is copied into a buffer of the pt_conn, posted
+ * to the workers, and the job pauses until they are done (core/async.c);
+ * then the output is copied back. The copy is what makes a connection
+ * freed while paused safe: the workers never touch libssl's buffers after
+ * the pause. When the lanes are busy the batch runs as always, the caller
+ * working on it too.
  */
 int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16]);
-/* Frees the lane contexts (clearing their scratch); base is the front's. */
+/* Frees the lane contexts (clearing their scratch); base is the front's.
+ * A batch still on the lanes for a paused ASYNC job that will never be
+ * resumed (its SSL is being freed) is finished first. */
 void pt_conn_free_lanes(pt_conn *k);
 /* Lane contexts currently made (for measurements). */
 int pt_conn_lanes_made(const pt_conn *k);

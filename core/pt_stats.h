@@ -22,9 +22,14 @@ enum {
     PT_EV_WAKE, /* a caller woke sleeping workers */
     PT_EV_WORKER_SLEEP,
     PT_EV_CALLER_SLEEP,
-    PT_EV_CALLER_WAKE /* the last worker of a batch woke its sleeping caller */
+    PT_EV_CALLER_WAKE, /* the last worker of a batch woke its sleeping caller */
+    PT_EV_ASYNC_POST, /* a batch inside an ASYNC job went to the lanes alone */
+    PT_EV_ASYNC_PAUSE, /* ... and its job paused (once per ASYNC_pause_job) */
+    PT_EV_ASYNC_RESUME /* ... and the application resumed it */
 };
 void pt_stats_event(int which); /* the pool's futex syscalls */
+/* time from a job's first pause for a batch to the batch's end */
+void pt_stats_async_paused(uint64_t ticks);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

@@ -31,6 +31,10 @@ enum {
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
     C_CALLER_WAKES,
+    C_ASYNC_POSTED,
+    C_ASYNC_PAUSES,
+    C_ASYNC_RESUMES,
+    C_ASYNC_PAUSED_NS,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -235,11 +239,22 @@ void pt_stats_event(int which)
         [PT_EV_WORKER_SLEEP] = C_WORKER_SLEEPS,
         [PT_EV_CALLER_SLEEP] = C_CALLER_SLEEPS,
         [PT_EV_CALLER_WAKE] = C_CALLER_WAKES,
+        [PT_EV_ASYNC_POST] = C_ASYNC_POSTED,
+        [PT_EV_ASYNC_PAUSE] = C_ASYNC_PAUSES,
+        [PT_EV_ASYNC_RESUME] = C_ASYNC_RESUMES,
     };
 
-    if (b == NULL || which < 0 || which > PT_EV_CALLER_WAKE)
+    if (b == NULL || which < 0 || which > PT_EV_ASYNC_RESUME)
         return;
     add(b, counter[which], 1);
+}
+
+void pt_stats_async_paused(uint64_t ticks)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_ASYNC_PAUSED_NS, ticks);
 }
 
 static void sum(pt_totals *t)
@@ -291,6 +306,10 @@ void pt_stats_format(pt_text *out, int lanes)
         { "worker_sleeps", C_WORKER_SLEEPS },
         { "caller_sleeps", C_CALLER_SLEEPS },
         { "caller_wakes", C_CALLER_WAKES },
+        { "async_batches", C_ASYNC_POSTED },
+        { "async_pauses", C_ASYNC_PAUSES },
+        { "async_resumes", C_ASYNC_RESUMES },
+        { "async_paused_ns", C_ASYNC_PAUSED_NS },
     };
     pt_totals t, base;
     size_t r;
@@ -306,6 +325,7 @@ void pt_stats_format(pt_text *out, int lanes)
     scale = pt_ns_per_tick();
     t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
     t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
+    t.c[C_ASYNC_PAUSED_NS] = (uint64_t)((double)t.c[C_ASYNC_PAUSED_NS] * scale);
     for (i = 0; i < PT_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];

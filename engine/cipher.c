@@ -193,6 +193,7 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         pt_ctx *d = data_of((EVP_CIPHER_CTX *)ptr);
 
         memset(d->conn.lane, 0, sizeof(d->conn.lane));
+        d->conn.parked = NULL; /* the copy makes its own when it pauses */
         d->conn.base = NULL;
         reset_pipeline(d);
         if (k->base != NULL) {

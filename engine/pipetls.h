@@ -101,6 +101,14 @@
  *   caller_sleeps N           times a caller slept waiting for its batch
  *   caller_wakes N            futex wakes of a sleeping caller by the last
  *                             worker of its batch
+ *   async_batches N           batches inside an OpenSSL ASYNC job
+ *                             (SSL_MODE_ASYNC) handed to the lanes alone,
+ *                             the job paused meanwhile (docs/async.md)
+ *   async_pauses N            ASYNC_pause_job calls for them
+ *   async_resumes N           ... after which the application resumed the
+ *                             job (fewer: jobs abandoned while paused)
+ *   async_paused_ns N         time from a job's first pause to its batch's
+ *                             end, summed
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N

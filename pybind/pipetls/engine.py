@@ -84,6 +84,11 @@ class EngineStats:
     batch_ns: int = 0
     stream_calls: int = 0  # plain EVP use: TLS 1.3 records, lone CBC records, ...
     stream_bytes: int = 0
+    # SSL_MODE_ASYNC: batches handed to the lanes while their ASYNC job paused
+    async_batches: int = 0
+    async_pauses: int = 0
+    async_resumes: int = 0  # fewer than pauses: jobs abandoned while paused
+    async_paused_ns: int = 0
     hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
@@ -139,7 +144,8 @@ class EngineStats:
         """Counters accumulated between two snapshots (other taken first)."""
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
-                  "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes"):
+                  "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
+                  "async_batches", "async_pauses", "async_resumes", "async_paused_ns"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
