@@ -286,3 +286,74 @@ def test_selectors_loop_64_connections(pt_engine, pt_certs):
     assert st.async_pauses >= len(pauses), st
     assert st.async_resumes >= len([e for e in loop.log if e[0] == "resume"]), st
     assert st.failed_batches == 0, st
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def drain_into(client, buf):
+    """Read what the client can read now; returns the bytes."""
+    got = bytearray()
+    while True:
+        try:
+            n = client.readinto(buf)
+        except pipetls.WantRead:
+            return bytes(got)
+        got += buf[:n]
+
+
+def write_until_paused(server, client, chunk, tries):
+    """Writes chunk after chunk (the client reading) until a write's job
+    pauses; returns (bytes the client got, True if it paused)."""
+    buf = bytearray(1 << 18)
+    got = bytearray()
+    for _ in range(tries):
+        try:
+            server.write(chunk)
+        except pipetls.WantAsync:
+            return bytes(got), True
+        except pipetls.WantWrite:
+            pass
+        got += drain_into(client, buf)
+    return bytes(got), False
+
+
+def test_abandoned_jobs_and_fd_count(pt_engine, pt_certs):
+    """1000 connections over BIO pairs, each with batches that went to the
+    lanes in an ASYNC job (so each made its wait fd). Connections whose
+    write paused are closed while paused: half by close(), which runs the
+    job to its end first (OpenSSL frees a paused job no other way), half by
+    SSL_free alone, as a C program abandoning a job would -- the engine
+    finishes the batch when libssl frees the cipher context and closes the
+    fd with the SSL*. The process has the same fds after as before, and
+    what arrived before a pause is intact."""
+    server_ctx, client_ctx = async_contexts(pt_certs)
+    chunk = os.urandom(64 * 1024)
+    conns, closed_paused, freed_paused = 1000, 0, 0
+    before = open_fds()
+    with stats_delta(pt_engine) as d:
+        for i in range(conns):
+            server, client = pipetls.Connection.memory_pair(server_ctx, client_ctx,
+                                                            server_hostname="localhost")
+            try:
+                pipetls.pairs.handshake_pair(server, client)
+                got, paused = write_until_paused(server, client, chunk, 8 if i % 4 == 0 else 1)
+                assert len(got) % len(chunk) == 0 and got == chunk * (len(got) // len(chunk))
+                if paused and i % 2:
+                    freed_paused += 1
+                    server._finalizer()  # SSL_free with the job paused
+                elif paused:
+                    closed_paused += 1
+            finally:
+                server.close()
+                client.close()
+    st = d.stats
+    print("closed paused", closed_paused, "freed paused", freed_paused,
+          "async_batches", st.async_batches, "pauses", st.async_pauses)
+    assert open_fds() == before, "fds leaked"
+    assert st.async_batches >= conns, st  # every connection made its eventfd
+    assert closed_paused > 0 and freed_paused > 0, (closed_paused, freed_paused)
+    # every pause is resumed but those of the jobs freed paused
+    assert st.async_pauses - st.async_resumes == freed_paused, st
+    assert st.failed_batches == 0, st

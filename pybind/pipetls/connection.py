@@ -166,7 +166,7 @@ class _Paused:
     stay alive (and the buffer pinned) until it finishes or the SSL* is
     freed."""
 
-    __slots__ = ("op", "obj", "pin", "addr", "length", "n")
+    __slots__ = ("op", "obj", "pin", "addr", "length", "n", "call")
 
     def __init__(self, op: str, obj: object, pin: contextlib.ExitStack, addr: int,
                  length: int) -> None:
@@ -176,6 +176,7 @@ class _Paused:
         self.addr = addr
         self.length = length
         self.n = ctypes.c_size_t(0)
+        self.call: Optional[Callable[[int, _Paused], int]] = None
 
 
 def _free_ssl(ssl: int, keepalive: object = None) -> None:
@@ -402,6 +403,8 @@ class Connection(PipelineKnobs):
         """Free the SSL* (and its BIOs).  Does not send close_notify (see
         shutdown()) and does not close the socket."""
         with self._lock:
+            if self._paused is not None and self._finalizer.alive:
+                self._finish_paused()
             if self._ssl is None and not self._finalizer.alive:
                 return
             self._ssl = None
@@ -563,10 +566,35 @@ class Connection(PipelineKnobs):
                               "given: the paused job writes into that one", knob="buffer")
         return paused
 
+    def _finish_paused(self) -> None:
+        """close() with a paused ASYNC job: OpenSSL frees a paused job
+        only by running it to its end (SSL_free would leak it, its stack
+        included), so wait for the lanes and resume it until the call is
+        over, whatever its result.  Bounded: each round is one batch of the
+        paused call, on lanes that always finish."""
+        deadline = time.monotonic() + 10.0
+        while self._paused is not None and time.monotonic() < deadline:
+            paused = self._paused
+            fds = self.async_fds()
+            if fds:
+                p = select.poll()
+                for fd in fds:
+                    p.register(fd, select.POLLIN)
+                p.poll(max(0.0, deadline - time.monotonic()) * 1000.0)
+            try:
+                assert paused.call is not None
+                self._run_paused(paused, paused.call)
+            except WantAsync:
+                continue
+            except Exception:  # the call is over: its outcome no longer matters
+                pass
+            drain_errors()
+
     def _run_paused(self, paused: _Paused, call: Callable[[int, _Paused], int]) -> int:
         """Run call(ssl, paused) (an SSL_*_ex over paused.addr/length/n);
         on WantAsync keep ``paused`` for the retry, else let it go.
         Returns paused.n."""
+        paused.call = call
         try:
             self._run(lambda ssl: call(ssl, paused), paused.op)
         except WantAsync:
