@@ -73,46 +73,75 @@ async def _wait_writable(fd: int) -> None:
 class AsyncConnection:
     """A non-blocking Connection driven by the running asyncio loop.
 
+    One read and one write may run at once (two tasks). An SSL* has one
+    ASYNC job: while a read's job is paused a write waits for it to end,
+    and the other way round.
+
     ``async_waits`` counts the WantAsync waits (a batch of this
-    connection's records was on the lanes while the loop ran other work)."""
+    connection's records was on the lanes while the loop ran other work).
+    ``trace``, if set, is called with ("pause" | "resume" | "done", kind)
+    around each wait and after each completed call (kind: "read", "write",
+    "handshake", "shutdown")."""
 
     def __init__(self, conn: Connection) -> None:
         if conn.timeout != 0:
             conn.timeout = 0
         self.conn = conn
         self.async_waits = 0
+        self.trace: Optional[Callable[[str, str], None]] = None
+        self._job_over = asyncio.Event()
 
-    async def _drive(self, op: Callable[[], T]) -> T:
+    async def _drive(self, kind: str, op: Callable[[], T]) -> T:
         while True:
+            paused = self.conn.paused_op
+            if paused is not None and paused != kind:
+                # the other call's job must finish first
+                self._job_over.clear()
+                await self._job_over.wait()
+                continue
             try:
-                return op()
+                r = op()
             except WantRead:
                 await wait_readable([self.conn.fileno()])
+                continue
             except WantWrite:
                 await _wait_writable(self.conn.fileno())
+                continue
             except WantAsync as e:
                 self.async_waits += 1
+                if self.trace is not None:
+                    self.trace("pause", kind)
                 await wait_readable(e.fds)
+                if self.trace is not None:
+                    self.trace("resume", kind)
+                continue
+            except BaseException:
+                self._job_over.set()
+                raise
+            self._job_over.set()
+            if self.trace is not None:
+                self.trace("done", kind)
+            return r
 
     async def do_handshake(self) -> None:
-        await self._drive(self.conn.do_handshake)
+        await self._drive("handshake", self.conn.do_handshake)
 
     async def read(self, n: int = 65536) -> bytes:
         """Up to n bytes (at least one); b"" after the peer's close_notify."""
         try:
-            return await self._drive(lambda: self.conn.read(n))
+            return await self._drive("read", lambda: self.conn.read(n))
         except TLSClosed:
             return b""
 
     async def readinto(self, buffer: Any) -> int:
         """Decrypt into ``buffer``; 0 after the peer's close_notify."""
         try:
-            return await self._drive(lambda: self.conn.readinto(buffer))
+            return await self._drive("read", lambda: self.conn.readinto(buffer))
         except TLSClosed:
             return 0
 
     async def write(self, data: Any) -> int:
-        return await self._drive(lambda: self.conn.write(data))
+        return await self._drive("write", lambda: self.conn.write(data))
 
     async def sendall(self, data: Any) -> None:
         view = memoryview(data).cast("B")
@@ -122,7 +151,7 @@ class AsyncConnection:
 
     async def shutdown(self) -> None:
         """Send close_notify (not waiting for the peer's)."""
-        await self._drive(lambda: self.conn.shutdown(0))
+        await self._drive("shutdown", lambda: self.conn.shutdown(0))
 
     def close(self) -> None:
         self.conn.close()

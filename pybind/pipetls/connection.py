@@ -531,6 +531,13 @@ class Connection(PipelineKnobs):
         return list(fds[: num.value])
 
     @property
+    def paused_op(self) -> Optional[str]:
+        """``"read"`` or ``"write"`` while that call's ASYNC job is paused
+        (after WantAsync): call it again, with the same buffer, before any
+        other read or write.  None otherwise."""
+        return self._paused.op if self._paused is not None else None
+
+    @property
     def waiting_for_async(self) -> bool:
         """A paused ASYNC job waits to be resumed (SSL_waiting_for_async)."""
         return bool(_ffi.SSL_waiting_for_async(self.handle))
