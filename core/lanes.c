@@ -280,6 +280,18 @@ static void *worker_main(void *argp)
     return NULL;
 }
 
+/* After the workers stopped: a posted batch nobody took would keep its
+ * paused job waiting for a notify that never comes; notify it now (its
+ * job then finds no worker running and collects the batch itself). */
+static void wake_posted(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    for (pt_batch *b = pool.head; b != NULL; b = b->next_b)
+        if (b->notify != NULL)
+            b->notify(b->notify_arg);
+    pthread_mutex_unlock(&pool.mu);
+}
+
 static void stop_workers_locked(void)
 {
     int i, n = atomic_load(&pool.running);
@@ -293,6 +305,7 @@ static void stop_workers_locked(void)
         pthread_join(pool.threads[i], NULL);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.stop, 0);
+    wake_posted();
 }
 
 static int default_lanes(void)

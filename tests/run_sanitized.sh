@@ -57,7 +57,7 @@ engine="$build/pipetls.so"
 if [ $# -eq 0 ]; then
     for t in tests/test_engine_evp.py tests/test_pipelining.py tests/test_load.py \
         tests/test_concurrency64.py tests/test_tamper.py tests/test_wire.py tests/test_failure_paths.py \
-        tests/test_engine_edges.py tests/test_errors_c.py; do
+        tests/test_engine_edges.py tests/test_errors_c.py tests/test_async.py; do
         if [ -e "$root/$t" ]; then set -- "$@" "$t"; fi
     done
     if [ $# -eq 0 ]; then

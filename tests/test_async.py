@@ -432,3 +432,51 @@ def test_asyncio_64_connections(pt_engine, pt_certs):
     print("asyncio pauses", len(pauses), "overlaps", overlaps)
     assert overlaps >= 1, "no progress elsewhere while a job was paused"
     assert d.stats.async_pauses >= len(pauses), d.stats
+
+
+def test_no_free_lane_means_no_pause(pt_engine, pt_certs):
+    """With one lane (no worker threads) a batch inside an ASYNC job runs in
+    the calling thread as always: it pipelines, never pauses, arrives
+    intact. The same writes with workers do pause sometimes (the control)."""
+    from support.api import engine_settings
+
+    server_ctx, client_ctx = async_contexts(pt_certs)
+    chunk = os.urandom(256 * 1024)
+
+    def run():
+        server, client = pipetls.Connection.memory_pair(server_ctx, client_ctx,
+                                                        server_hostname="localhost")
+        pauses = 0
+        try:
+            pipetls.pairs.handshake_pair(server, client)
+            buf, got = bytearray(1 << 18), bytearray()
+            for _ in range(16):
+                while True:
+                    try:
+                        server.write(chunk)
+                        break
+                    except pipetls.WantAsync as e:
+                        pauses += 1
+                        selectors_wait(e.fds)
+                got += drain_into(client, buf)
+            assert got == chunk * 16
+        finally:
+            server.close()
+            client.close()
+        return pauses
+
+    with engine_settings(pt_engine, threads=1), stats_delta(pt_engine) as d:
+        assert run() == 0
+    assert d.stats.pipelined_batches > 0, d.stats
+    assert d.stats.async_batches == 0 and d.stats.async_pauses == 0, d.stats
+    with engine_settings(pt_engine, threads=2), stats_delta(pt_engine) as d2:
+        for _ in range(20):
+            run()
+    assert d2.stats.async_batches > 0, d2.stats
+
+
+def selectors_wait(fds):
+    with selectors.DefaultSelector() as sel:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        assert sel.select(30), "the job's fd never became readable"
