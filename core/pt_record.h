@@ -128,6 +128,10 @@ int pt_set_iv(EVP_CIPHER_CTX *ctx, const unsigned char *iv);
 int pt_cbc_begin(pt_lane *lane, const pt_record *r, unsigned char last[16]);
 void pt_cbc_end(pt_lane *lane, const pt_record *r, int enc, const unsigned char last[16]);
 
+/* ASYNC jobs: which batches pause (0 none, 1 encrypt, 2 both; default 2). */
+int pt_async_pause(void);
+int pt_set_async_pause(long mode);
+
 /* MULTIBLOCK grouping of CBC-HMAC encryption (default on). */
 int pt_multiblock_enabled(void);
 int pt_set_multiblock(long on);

@@ -44,6 +44,9 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_MULTIBLOCK, "MULTIBLOCK",
         "CBC-HMAC encryption: each lane encrypts four equal records at once with OpenSSL's MULTIBLOCK code (1, default) or one by one (0)",
         ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_ASYNC, "ASYNC",
+        "Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), pause while the lanes run a batch: 0 never, 1 encrypt batches only, 2 encrypt and decrypt (default; PIPETLS_ASYNC sets it too)",
+        ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };
 
@@ -112,6 +115,7 @@ static size_t format_info(char *buf, size_t len)
     pt_text_put(&t, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
     pt_lanes_format_config(&t);
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
+    pt_text_put(&t, "async %d\n", pt_async_pause());
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
     return t.off;
@@ -170,6 +174,10 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
         PT_ENSURE(parse_number(i, p, &v) && pt_set_multiblock(v), fail, PT_R_BAD_ARGUMENT,
             "pipetls MULTIBLOCK must be 0 or 1, got %ld", i);
         return 1;
+    case PIPETLS_CMD_ASYNC:
+        PT_ENSURE(parse_number(i, p, &v) && pt_set_async_pause(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls ASYNC must be 0, 1 or 2, got %ld", i);
+        return 1;
     case PIPETLS_CMD_STATS:
         return emit(format_stats, i, p);
     case PIPETLS_CMD_INFO:
@@ -225,11 +233,28 @@ static void pin_library(void)
         (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
+/* PIPETLS_ASYNC=0|1|2: the ASYNC default, for programs that cannot send
+ * control commands (openssl s_client -engine). Anything else: no engine. */
+static int async_from_env(void)
+{
+    const char *v = getenv("PIPETLS_ASYNC");
+
+    if (v == NULL || *v == '\0')
+        return 1;
+    PT_ENSURE(v[1] == '\0' && v[0] >= '0' && v[0] <= '2' && pt_set_async_pause(v[0] - '0'),
+        fail, PT_R_BAD_ARGUMENT, "PIPETLS_ASYNC must be 0, 1 or 2, not \"%.16s\"", v);
+    return 1;
+fail:
+    return 0;
+}
+
 static int bind_pipetls(ENGINE *e)
 {
     pin_library();
     pt_err_load();
     pt_lanes_init_once();
+    if (!async_from_env())
+        return 0;
     make_ciphers();
     if (!ENGINE_set_id(e, PIPETLS_ENGINE_ID)
         || !ENGINE_set_name(e, PIPETLS_ENGINE_NAME)

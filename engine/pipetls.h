@@ -66,6 +66,14 @@
  *                 consecutive records of equal size at once with OpenSSL's
  *                 MULTIBLOCK code (random explicit IVs of its own); 0: one
  *                 record at a time (bit-exact with OpenSSL's TLS record mode).
+ *  ASYNC          numeric 0, 1 or 2 (default 2; the environment variable
+ *                 PIPETLS_ASYNC, read when the engine is bound, sets the
+ *                 default): inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), a
+ *                 pipelined batch that finds the lanes free is handed to them
+ *                 and the job pauses (docs/async.md): 2 for encrypt and
+ *                 decrypt batches, 1 for encrypt batches only (for
+ *                 applications that resume a paused read only when the
+ *                 socket is readable, as openssl s_client does), 0 never.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -74,6 +82,7 @@
 #define PIPETLS_CMD_STATS_FILE (ENGINE_CMD_BASE + 4)
 #define PIPETLS_CMD_INFO (ENGINE_CMD_BASE + 5)
 #define PIPETLS_CMD_MULTIBLOCK (ENGINE_CMD_BASE + 6)
+#define PIPETLS_CMD_ASYNC (ENGINE_CMD_BASE + 7)
 
 /*
  * Statistics text, one "key value" pair per line:

@@ -39,8 +39,22 @@ def cli_pair(tmp_path, certs, engine_path, engine_side, server_send, client_send
     client = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-quiet",
               "-CAfile", certs.ca, "-verify_return_error",
               "-verify_hostname", "localhost", *TLS12]
-    opts = ["-engine", engine_path, *PIPELINE_OPTS, *engine_extra]
     env = {"PIPETLS_STATS": str(stats)}
+    if engine_side == "client":
+        # s_client resumes a paused SSL_read only when its socket is
+        # readable (apps/s_client.c selects on the socket once the async fd
+        # fired): the last read batch of a stream could wait forever, so its
+        # reads do not pause (engine ASYNC 1, docs/async.md). Its writes are
+        # 8 KiB: below the default INLINE_BELOW, so that goes down to 4096
+        # through openssl.cnf, the engine's control commands there.
+        conf = tmp_path / f"async-{port}.cnf"
+        conf.write_text(
+            "openssl_conf = init\n[init]\nengines = engines\n[engines]\n"
+            "pipetls = pt\n[pt]\n"
+            f"dynamic_path = {engine_path}\nINLINE_BELOW = 4096\nASYNC = 1\n")
+        env["OPENSSL_CONF"] = str(conf)
+        engine_path = "pipetls"
+    opts = ["-engine", engine_path, *PIPELINE_OPTS, *engine_extra]
     if engine_side == "server":
         server += opts
         envs = {"server_env": env}
@@ -75,6 +89,18 @@ def test_cli_async_bulk_both_ways(tmp_path, certs, engine_path, blobs, engine_si
     assert st.async_paused_ns > 0, st
     # every batch that went to the lanes alone is counted as a batch too
     assert st.async_batches <= st.pipelined_batches, st
+
+
+def test_pipetls_async_env_is_checked(engine_path):
+    """PIPETLS_ASYNC must be 0, 1 or 2: anything else and the engine does
+    not load, saying why; 0 loads."""
+    import subprocess
+    bad = subprocess.run([OPENSSL, "engine", "-t", engine_path], capture_output=True,
+                         text=True, env=dict(os.environ, PIPETLS_ASYNC="7"))
+    assert bad.returncode != 0 and "PIPETLS_ASYNC must be 0, 1 or 2" in bad.stderr, bad
+    good = subprocess.run([OPENSSL, "engine", "-t", engine_path], capture_output=True,
+                          text=True, env=dict(os.environ, PIPETLS_ASYNC="0"))
+    assert good.returncode == 0, good
 
 
 def test_cli_without_async_never_pauses(tmp_path, certs, engine_path, blobs):
@@ -467,6 +493,13 @@ def test_no_free_lane_means_no_pause(pt_engine, pt_certs):
 
     with engine_settings(pt_engine, threads=1), stats_delta(pt_engine) as d:
         assert run() == 0
+    with engine_settings(pt_engine, threads=2, async_pause=0), stats_delta(pt_engine) as d0:
+        for _ in range(5):
+            assert run() == 0  # ASYNC 0: never pauses, lanes or not
+    assert d0.stats.async_batches == 0 and d0.stats.pipelined_batches > 0, d0.stats
+    with pytest.raises(pipetls.ConfigError):
+        pt_engine.async_pause = 3
+    assert pt_engine.async_pause == 2
     assert d.stats.pipelined_batches > 0, d.stats
     assert d.stats.async_batches == 0 and d.stats.async_pauses == 0, d.stats
     with engine_settings(pt_engine, threads=2), stats_delta(pt_engine) as d2:

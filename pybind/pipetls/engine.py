@@ -342,6 +342,20 @@ class Engine:
         with self._lock:
             self._ctrl_string(self.handle, "INLINE_BELOW", value)
 
+    @property
+    def async_pause(self) -> int:
+        """Inside an OpenSSL ASYNC job (``Context(async_mode=True)``), which
+        pipelined batches pause the job while the lanes run them: 2 encrypt
+        and decrypt (default), 1 encrypt only, 0 none (the ASYNC control
+        command; docs/async.md)."""
+        return int(self.info().get("async", 2))
+
+    @async_pause.setter
+    def async_pause(self, value: int) -> None:
+        value = in_range("async_pause", value, 0, 2)
+        with self._lock:
+            self._ctrl_string(self.handle, "ASYNC", value)
+
     def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded
         ("-" for stderr)."""
