@@ -235,6 +235,7 @@ PIPETLS_CMD_RESET_STATS = ENGINE_CMD_BASE + 3
 PIPETLS_CMD_STATS_FILE = ENGINE_CMD_BASE + 4
 PIPETLS_CMD_INFO = ENGINE_CMD_BASE + 5
 PIPETLS_CMD_MULTIBLOCK = ENGINE_CMD_BASE + 6
+PIPETLS_CMD_ASYNC = ENGINE_CMD_BASE + 7
 
 # --------------------------------------------------------------------------
 # Callback types.  The Python objects made from these must be kept alive for
