@@ -8,6 +8,7 @@
 #include "pt_guard.h"
 #include "pt_lanes.h"
 #include "pt_stats.h"
+#include "pt_async.h"
 
 #include <openssl/crypto.h>
 #include <stdatomic.h>
@@ -54,6 +55,21 @@ static int ensure_slots(pt_conn *k, int n)
     return 1;
 }
 
+static _Atomic int async_pause = 2;
+
+int pt_async_pause(void)
+{
+    return async_pause;
+}
+
+int pt_set_async_pause(long mode)
+{
+    if (mode < 0 || mode > 2)
+        return 0;
+    async_pause = (int)mode;
+    return 1;
+}
+
 /* Lane context i keyed like base (copied once per key); slot i exists. */
 static int ensure_lane(pt_conn *k, int i)
 {
@@ -71,9 +87,13 @@ static int ensure_lane(pt_conn *k, int i)
     return 1;
 }
 
+static void free_parked(pt_conn *k);
+
 void pt_conn_free_lanes(pt_conn *k)
 {
     int i;
+
+    free_parked(k);
 
     for (i = 0; i < k->n_lane; i++) {
         pt_lane *l = &k->lane[i];
@@ -135,6 +155,103 @@ typedef struct {
 static int width_for(int jobs, void *arg)
 {
     return pt_lanes_width(jobs, ((pt_width_arg *)arg)->total);
+}
+
+/* A batch of an ASYNC job, on the lanes while the job is paused: copies of
+ * the records over the pt_conn's own buffer (see pt_conn_run). */
+typedef struct pt_parked {
+    pt_job job;
+    pt_record recs[PT_MAX_PIPES];
+    size_t sizes[PT_MAX_PIPES];
+    int counts[PT_MAX_PIPES];
+    int n; /* records */
+    unsigned char *scratch;
+    size_t cap;
+    pt_batch *b; /* posted, not yet collected */
+    pt_notify *nt;
+    int failed;
+} pt_parked;
+
+/* Collects the posted batch; recs: where the output goes (NULL: nowhere,
+ * the job was abandoned). */
+static void finish_parked(pt_conn *k, pt_record *recs)
+{
+    pt_parked *p = k->parked;
+    int i;
+
+    if (p == NULL || p->b == NULL)
+        return;
+    p->failed = pt_lanes_collect(p->b);
+    p->b = NULL;
+    pt_async_notify_put(p->nt);
+    p->nt = NULL;
+    if (recs == NULL)
+        return;
+    for (i = 0; i < p->n; i++) {
+        recs[i].result = p->recs[i].result;
+        recs[i].reason = p->recs[i].reason;
+        /* no plaintext of a failed decrypt batch reaches the caller */
+        if (p->failed == 0)
+            memcpy(recs[i].out, p->recs[i].out, recs[i].len);
+    }
+}
+
+static void free_parked(pt_conn *k)
+{
+    if (k->parked == NULL)
+        return;
+    finish_parked(k, NULL); /* an abandoned job's batch: end it first */
+    OPENSSL_clear_free(k->parked->scratch, k->parked->cap);
+    OPENSSL_free(k->parked);
+    k->parked = NULL;
+}
+
+/* The batch inside an ASYNC job, with the lanes free: post it and pause.
+ * Returns the number of failed jobs, or -1 when it cannot go that way
+ * (nothing done: run it as usual). */
+static int run_parked(pt_conn *k, const pt_job *job, int n, int jobs, const size_t *sizes,
+    const int *counts, int width, size_t total)
+{
+    pt_parked *p = k->parked;
+    size_t off = 0;
+    int i;
+
+    if (!pt_lanes_can_post(jobs))
+        return -1;
+    if (p == NULL && (p = k->parked = OPENSSL_zalloc(sizeof(*p))) == NULL)
+        return -1;
+    if (p->cap < total) {
+        unsigned char *buf = OPENSSL_malloc(total);
+
+        if (buf == NULL)
+            return -1;
+        OPENSSL_clear_free(p->scratch, p->cap);
+        p->scratch = buf;
+        p->cap = total;
+    }
+    if ((p->nt = pt_async_notify_get()) == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        p->recs[i] = job->recs[i];
+        p->recs[i].in = p->recs[i].out = p->scratch + off;
+        memcpy(p->scratch + off, job->recs[i].in, job->recs[i].len);
+        off += job->recs[i].len;
+    }
+    memcpy(p->sizes, sizes, sizeof(*sizes) * (size_t)jobs);
+    memcpy(p->counts, counts, sizeof(*counts) * (size_t)jobs);
+    p->job = *job;
+    p->job.recs = p->recs;
+    p->n = n;
+    p->b = pt_lanes_post(run_record, &p->job, jobs, p->sizes, p->counts, width,
+        pt_async_notify_fire, p->nt);
+    if (p->b == NULL) {
+        pt_async_notify_put(p->nt);
+        p->nt = NULL;
+        return -1;
+    }
+    pt_async_wait(p->b, p->nt);
+    finish_parked(k, job->recs);
+    return p->failed;
 }
 
 static void raise_failed(const pt_record *recs, int n)
@@ -216,7 +333,11 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
     for (i = 0; i < width; i++)
         PT_ENSURE(ensure_lane(k, i), fail, PT_R_LANE_SETUP, "lane context %d of %d", i, width);
 
-    failed = pt_lanes_run(run_record, &job, jobs, sizes, counts, width);
+    failed = -1;
+    if (width > 1 && async_pause > (enc ? 0 : 1) && pt_async_in_job())
+        failed = run_parked(k, &job, n, jobs, sizes, counts, width, total);
+    if (failed < 0)
+        failed = pt_lanes_run(run_record, &job, jobs, sizes, counts, width);
     if (failed != 0) {
         raise_failed(recs, n);
         if (!enc)

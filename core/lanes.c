@@ -112,6 +112,11 @@ typedef struct pt_batch {
     _Atomic uint32_t done; /* futex word: B_RUNNING .. B_RELEASED */
     struct pt_batch *prev_b, *next_b; /* pool list links (under mu) */
     int listed;
+    /* posted batches (pt_lanes_post): called once, under mu, by the last
+     * worker to let go; NULL for pt_lanes_run's batches */
+    void (*notify)(void *arg);
+    void *notify_arg;
+    uint64_t t0; /* posted at (ticks) */
 } pt_batch;
 
 static struct {
@@ -321,7 +326,9 @@ static void work_on(pt_batch *b)
         return;
     /* this worker is one of the busy ones already: < 0 means it would
      * time-slice with a caller */
-    if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && free_cores(pt_ticks(), NULL) < 0) {
+    /* (a posted batch has no caller working on it: never declined) */
+    if (b->notify == NULL && atomic_load_explicit(&pool.adaptive, memory_order_relaxed)
+        && free_cores(pt_ticks(), NULL) < 0) {
         pt_stats_event(PT_EV_WORKER_DECLINED);
         return;
     }
@@ -358,8 +365,11 @@ static void release(pt_batch *b)
     pthread_mutex_lock(&pool.mu);
     unlink_locked(b);
     atomic_fetch_sub(&pool.busy, 1);
-    if (atomic_fetch_sub(&b->refs, 1) == 1)
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
         wake = atomic_exchange(&b->done, B_DONE) == B_SLEEPING;
+        if (b->notify != NULL)
+            b->notify(b->notify_arg); /* posted batch: see pt_lanes_post */
+    }
     pthread_mutex_unlock(&pool.mu);
     /* without a sleeper the batch is not touched after the mutex */
     if (wake) {
@@ -462,6 +472,18 @@ static void *worker_main(void *argp)
     return NULL;
 }
 
+/* After the workers stopped: a posted batch nobody took would keep its
+ * paused job waiting for a notify that never comes; notify it now (its
+ * job then finds no worker running and collects the batch itself). */
+static void wake_posted(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    for (pt_batch *b = pool.head; b != NULL; b = b->next_b)
+        if (b->notify != NULL)
+            b->notify(b->notify_arg);
+    pthread_mutex_unlock(&pool.mu);
+}
+
 static void stop_workers_locked(void)
 {
     int i, n = atomic_load(&pool.running);
@@ -475,6 +497,7 @@ static void stop_workers_locked(void)
         pthread_join(pool.threads[i], NULL);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.stop, 0);
+    wake_posted();
 }
 
 static int default_lanes(void)
@@ -826,4 +849,102 @@ void pt_lanes_format_config(pt_text *t)
     pt_text_put(t, "worker_start_failures %lu\n", pt_lanes_start_failures());
     pt_text_put(t, "adaptive %d\n", pt_lanes_get_adaptive());
     pt_text_put(t, "cpus %d\n", pt_lanes_get_cpus());
+}
+
+/* ---- posted batches: submit without working, collect later -------------
+ *
+ * pt_lanes_post() links a heap batch into the pool and wakes workers, but
+ * the caller claims nothing: it may go and do other things (an ASYNC job
+ * pauses). Workers take slots 0..slots-1. The last worker to let go of the
+ * batch calls notify under the pool mutex; by then every claimed job has
+ * finished, and since only workers claim, every job has. pt_lanes_collect()
+ * is the caller's return: it claims whatever is still unclaimed (with a
+ * free slot, else it leaves the rest to the workers that hold them), waits
+ * until no worker holds the batch, and frees it. So a posted batch always
+ * completes once collected, whatever the workers are doing (invariant 5).
+ */
+int pt_lanes_can_post(int n)
+{
+    int free_now;
+
+    if (n <= 1 || atomic_load_explicit(&exiting, memory_order_relaxed))
+        return 0;
+    pt_lanes_init_once();
+    if (atomic_load_explicit(&pool.lanes, memory_order_relaxed) <= 1 || ensure_workers() == 0)
+        return 0;
+    /* free: no other batch waits for a worker */
+    pthread_mutex_lock(&pool.mu);
+    free_now = 1;
+    for (pt_batch *b = pool.head; b != NULL; b = b->next_b)
+        if (atomic_load_explicit(&b->next, memory_order_relaxed) < b->n) {
+            free_now = 0;
+            break;
+        }
+    pthread_mutex_unlock(&pool.mu);
+    return free_now;
+}
+
+pt_batch *pt_lanes_post(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts,
+    int slots, void (*notify)(void *), void *notify_arg)
+{
+    pt_batch *b;
+    int i, workers;
+
+    if (!pt_lanes_can_post(n) || slots < 1 || (workers = ensure_workers()) == 0
+        || (b = calloc(1, sizeof(*b))) == NULL)
+        return NULL;
+    b->job = job;
+    b->arg = arg;
+    b->sizes = sizes;
+    b->counts = counts;
+    b->n = n;
+    for (i = 0; i < n; i++)
+        b->records += counts != NULL ? counts[i] : 1;
+    b->slots = slots;
+    b->slots_used = 0; /* the caller works only in pt_lanes_collect */
+    b->notify = notify;
+    b->notify_arg = notify_arg;
+    b->t0 = pt_ticks();
+    pthread_mutex_lock(&pool.mu);
+    b->prev_b = pool.tail;
+    if (pool.tail != NULL)
+        pool.tail->next_b = b;
+    else
+        pool.head = b;
+    pool.tail = b;
+    b->listed = 1;
+    pthread_mutex_unlock(&pool.mu);
+    atomic_fetch_add(&pool.seq, 1);
+    if (atomic_load(&pool.sleepers) > 0) {
+        int want = n < slots ? n : slots;
+
+        pt_stats_event(PT_EV_WAKE);
+        futex(&pool.seq, FUTEX_WAKE, (uint32_t)(want < workers ? want : workers));
+    }
+    return b;
+}
+
+int pt_lanes_posted_done(pt_batch *b)
+{
+    int done;
+
+    pthread_mutex_lock(&pool.mu);
+    done = atomic_load(&b->next) >= b->n && atomic_load(&b->refs) == 0;
+    pthread_mutex_unlock(&pool.mu);
+    return done;
+}
+
+int pt_lanes_collect(pt_batch *b)
+{
+    int failed, slot;
+
+    if (atomic_load_explicit(&b->next, memory_order_relaxed) < b->n
+        && (slot = atomic_fetch_add(&b->slots_used, 1)) < b->slots)
+        work_as(b, slot, 0, NULL);
+    /* every slot held by a worker: they claim until nothing is left */
+    wait_released(b);
+    failed = atomic_load(&b->failed);
+    pt_stats_batch(b->records, 0, failed != 0, pt_ticks() - b->t0);
+    free(b);
+    return failed;
 }

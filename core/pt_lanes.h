@@ -27,6 +27,26 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
  * will run in the calling thread alone). */
 int pt_lanes_width(int n, size_t total);
 
+/*
+ * Submit without waiting, collect later (ASYNC jobs, see core/async.c).
+ * pt_lanes_can_post(n): workers run and none is wanted by another batch.
+ * pt_lanes_post() hands all n jobs to the workers (slots 0..slots-1) and
+ * returns at once, or NULL when it cannot (run the batch with
+ * pt_lanes_run then). notify(notify_arg) is called exactly once, from a
+ * worker holding the pool mutex (keep it short: an eventfd write), when
+ * the workers have finished with the batch. job, arg, sizes and counts
+ * must stay valid until pt_lanes_collect(), which works what is left,
+ * waits for the workers, frees the batch and returns the number of failed
+ * jobs; every posted batch must be collected exactly once.
+ * pt_lanes_posted_done(): notify has been called (nothing left to wait for).
+ */
+typedef struct pt_batch pt_batch;
+int pt_lanes_can_post(int n);
+pt_batch *pt_lanes_post(pt_job_fn job, void *arg, int n, const size_t *sizes, const int *counts,
+    int slots, void (*notify)(void *), void *notify_arg);
+int pt_lanes_posted_done(pt_batch *b);
+int pt_lanes_collect(pt_batch *b);
+
 int pt_lanes_set_threads(long lanes); /* 1..PT_MAX_LANES */
 int pt_lanes_get_threads(void);
 int pt_lanes_workers_running(void);

@@ -131,6 +131,10 @@ int pt_set_iv(EVP_CIPHER_CTX *ctx, const unsigned char *iv);
 int pt_cbc_begin(pt_lane *lane, const pt_record *r, unsigned char last[16]);
 void pt_cbc_end(pt_lane *lane, const pt_record *r, int enc, const unsigned char last[16]);
 
+/* ASYNC jobs: which batches pause (0 none, 1 encrypt, 2 both; default 2). */
+int pt_async_pause(void);
+int pt_set_async_pause(long mode);
+
 /* CBC-HMAC encryption (cbc_hmac_mode.c): how the records of a batch go
  * through OpenSSL's stitched code. PT_CBC_STITCHED: one record at a time
  * (bit-exact with OpenSSL's TLS record mode); PT_CBC_MULTIBLOCK: groups of
@@ -178,6 +182,9 @@ typedef struct {
      * PT_MAX_PIPES: a context that never pipelines holds one */
     pt_lane *lane;
     int n_lane;
+    /* a batch of an ASYNC job on the lanes while the job is paused
+     * (batch.c; NULL until the first one) */
+    struct pt_parked *parked;
 } pt_conn;
 
 /*
@@ -190,10 +197,19 @@ typedef struct {
  * ciphertext block. Returns 0, or -1 with a reason on the calling thread's
  * error queue; then no output of a decrypt batch is left for the caller (it
  * is cleansed).
+ *
+ * Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC) a batch that would use the
+ * lanes while they are free is copied into a buffer of the pt_conn, posted
+ * to the workers, and the job pauses until they are done (core/async.c);
+ * then the output is copied back. The copy is what makes a connection
+ * freed while paused safe: the workers never touch libssl's buffers after
+ * the pause. When the lanes are busy the batch runs as always, the caller
+ * working on it too.
  */
 int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16]);
 /* Frees the lane contexts (clearing their scratch) and their slots; base
- * is the front's. */
+ * is the front's. A batch still on the lanes for a paused ASYNC job that
+ * will never be resumed (its SSL is being freed) is finished first. */
 void pt_conn_free_lanes(pt_conn *k);
 /* Lane contexts currently made (for measurements). */
 int pt_conn_lanes_made(const pt_conn *k);

@@ -25,7 +25,10 @@ enum {
     PT_EV_CALLER_WAKE, /* the last worker of a batch woke its sleeping caller */
     PT_EV_NARROWED, /* a batch went out with fewer slots: few free cores */
     PT_EV_WORKER_DECLINED, /* a worker left a batch alone: no free core */
-    PT_EV_BACKOFF /* batches on the lanes gained nothing: keep them a while */
+    PT_EV_BACKOFF, /* batches on the lanes gained nothing: keep them a while */
+    PT_EV_ASYNC_POST, /* a batch inside an ASYNC job went to the lanes alone */
+    PT_EV_ASYNC_PAUSE, /* ... and its job paused (once per ASYNC_pause_job) */
+    PT_EV_ASYNC_RESUME /* ... and the application resumed it */
 };
 void pt_stats_event(int which); /* the pool's futex syscalls, adaptive lanes */
 /* CBC-HMAC records encrypted one at a time, in 4-groups, in 8-groups */
@@ -40,6 +43,8 @@ enum {
 void pt_stats_kept(int records, int reason);
 /* A caller waited this long for the workers after its own claims ran out. */
 void pt_stats_wait(uint64_t ticks);
+/* time from a job's first pause for a batch to the batch's end */
+void pt_stats_async_paused(uint64_t ticks);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

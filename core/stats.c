@@ -43,6 +43,10 @@ enum {
     C_DECLINED,
     C_BACKOFFS,
     C_WAIT_NS,
+    C_ASYNC_POSTED,
+    C_ASYNC_PAUSES,
+    C_ASYNC_RESUMES,
+    C_ASYNC_PAUSED_NS,
     C_HIST, /* C_HIST + k for batches of k records, k = 1..32 */
     C_COUNT = C_HIST + PT_MAX_PIPES + 1
 };
@@ -250,9 +254,12 @@ void pt_stats_event(int which)
         [PT_EV_NARROWED] = C_NARROWED,
         [PT_EV_WORKER_DECLINED] = C_DECLINED,
         [PT_EV_BACKOFF] = C_BACKOFFS,
+        [PT_EV_ASYNC_POST] = C_ASYNC_POSTED,
+        [PT_EV_ASYNC_PAUSE] = C_ASYNC_PAUSES,
+        [PT_EV_ASYNC_RESUME] = C_ASYNC_RESUMES,
     };
 
-    if (b == NULL || which < 0 || which > PT_EV_BACKOFF)
+    if (b == NULL || which < 0 || which > PT_EV_ASYNC_RESUME)
         return;
     add(b, counter[which], 1);
 }
@@ -286,6 +293,14 @@ void pt_stats_wait(uint64_t ticks)
 
     if (b != NULL)
         add(b, C_WAIT_NS, ticks);
+}
+
+void pt_stats_async_paused(uint64_t ticks)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_ASYNC_PAUSED_NS, ticks);
 }
 
 static void sum(pt_totals *t)
@@ -349,6 +364,10 @@ void pt_stats_format(pt_text *out, int lanes)
         { "worker_declines", C_DECLINED },
         { "backoffs", C_BACKOFFS },
         { "caller_wait_ns", C_WAIT_NS },
+        { "async_batches", C_ASYNC_POSTED },
+        { "async_pauses", C_ASYNC_PAUSES },
+        { "async_resumes", C_ASYNC_RESUMES },
+        { "async_paused_ns", C_ASYNC_PAUSED_NS },
     };
     pt_totals t, base;
     size_t r;
@@ -365,6 +384,7 @@ void pt_stats_format(pt_text *out, int lanes)
     t.c[C_CRYPTO_NS] = (uint64_t)((double)t.c[C_CRYPTO_NS] * scale);
     t.c[C_BATCH_NS] = (uint64_t)((double)t.c[C_BATCH_NS] * scale);
     t.c[C_WAIT_NS] = (uint64_t)((double)t.c[C_WAIT_NS] * scale);
+    t.c[C_ASYNC_PAUSED_NS] = (uint64_t)((double)t.c[C_ASYNC_PAUSED_NS] * scale);
     for (i = 0; i < PT_MAX_LANES; i++) {
         t.lane_records[i] -= base.lane_records[i];
         t.lane_bytes[i] -= base.lane_bytes[i];

@@ -218,6 +218,7 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
         d->conn.lane = NULL; /* the copy makes its own lane contexts */
         d->conn.n_lane = 0;
+        d->conn.parked = NULL; /* the copy makes its own when it pauses */
         d->conn.base = NULL;
         d->pipes = NULL; /* the original's, copied byte for byte */
         reset_pipeline(d);

@@ -53,6 +53,9 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_CPUS, "CPUS",
         "Cores the adaptive lanes may keep busy (1..256; 0, default: the online CPUs the process may run on)",
         ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_ASYNC, "ASYNC",
+        "Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), pause while the lanes run a batch: 0 never, 1 encrypt batches only, 2 encrypt and decrypt (default; PIPETLS_ASYNC sets it too)",
+        ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };
 
@@ -142,6 +145,8 @@ static size_t format_info(char *buf, size_t len)
     pt_lanes_format_config(&t);
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
     pt_text_put(&t, "cbc_hmac_mode %s\n", pt_cbc_hmac_mode_name(pt_cbc_hmac_mode()));
+    pt_text_put(&t, "async %d\n", pt_async_pause());
+    pt_text_put(&t, "async %d\n", pt_async_pause());
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
     for (i = 0; i < n_ciphers; i++)
@@ -270,11 +275,28 @@ static void pin_library(void)
         (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
+/* PIPETLS_ASYNC=0|1|2: the ASYNC default, for programs that cannot send
+ * control commands (openssl s_client -engine). Anything else: no engine. */
+static int async_from_env(void)
+{
+    const char *v = getenv("PIPETLS_ASYNC");
+
+    if (v == NULL || *v == '\0')
+        return 1;
+    PT_ENSURE(v[1] == '\0' && v[0] >= '0' && v[0] <= '2' && pt_set_async_pause(v[0] - '0'),
+        fail, PT_R_BAD_ARGUMENT, "PIPETLS_ASYNC must be 0, 1 or 2, not \"%.16s\"", v);
+    return 1;
+fail:
+    return 0;
+}
+
 static int bind_pipetls(ENGINE *e)
 {
     pin_library();
     pt_err_load();
     pt_lanes_init_once();
+    if (!async_from_env())
+        return 0;
     make_ciphers();
     if (!ENGINE_set_id(e, PIPETLS_ENGINE_ID)
         || !ENGINE_set_name(e, PIPETLS_ENGINE_NAME)

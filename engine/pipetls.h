@@ -90,6 +90,14 @@
  *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
  *                 busy; 0: the online CPUs the process may run on (its
  *                 affinity mask), re-read every quarter second or so.
+ *  ASYNC          numeric 0, 1 or 2 (default 2; the environment variable
+ *                 PIPETLS_ASYNC, read when the engine is bound, sets the
+ *                 default): inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), a
+ *                 pipelined batch that finds the lanes free is handed to them
+ *                 and the job pauses (docs/async.md): 2 for encrypt and
+ *                 decrypt batches, 1 for encrypt batches only (for
+ *                 applications that resume a paused read only when the
+ *                 socket is readable, as openssl s_client does), 0 never.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -101,6 +109,7 @@
 #define PIPETLS_CMD_CBC_HMAC_MODE (ENGINE_CMD_BASE + 7)
 #define PIPETLS_CMD_ADAPTIVE (ENGINE_CMD_BASE + 8)
 #define PIPETLS_CMD_CPUS (ENGINE_CMD_BASE + 9)
+#define PIPETLS_CMD_ASYNC (ENGINE_CMD_BASE + 10)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -151,15 +160,22 @@
  *                             nothing (the callers then keep theirs a while)
  *   caller_wait_ns N          time callers waited for workers after their
  *                             own claims of a batch ran out
+ *   async_batches N           batches inside an OpenSSL ASYNC job
+ *                             (SSL_MODE_ASYNC) handed to the lanes alone,
+ *                             the job paused meanwhile (docs/async.md)
+ *   async_pauses N            ASYNC_pause_job calls for them
+ *   async_resumes N           ... after which the application resumed the
+ *                             job (fewer: jobs abandoned while paused)
+ *   async_paused_ns N         time from a job's first pause to its batch's
+ *                             end, summed
  *   hist.K N                  batches of K records (K = 1..32; zero rows omitted)
  *   lane.I.records N          records done by lane I (0 = calling threads)
  *   lane.I.bytes N
  *   lane.I.crypto_ns N        time lane I spent in record crypto
  * INFO text uses the same form: "version X", "openssl X", the lanes,
  * workers, inline_below, worker_start_failures, adaptive and cpus lines
- * above,
- * "multiblock 0|1" (1 unless CBC_HMAC_MODE is stitched), "cbc_hmac_mode
- * auto|stitched|multiblock", one "cipher NAME" line per cipher offered, and
+ * above, "multiblock 0|1" (1 unless CBC_HMAC_MODE is stitched),
+ * "cbc_hmac_mode auto|stitched|multiblock", "async 0|1|2" (ASYNC), one "cipher NAME" line per cipher offered, and
  * for each stitched CBC-HMAC cipher "cbc_hmac_cost.NAME
  * stitched:S,mb4:F,mb8:1.000" (per-record cost of each way, an 8-group's
  * record = 1, as measured on this CPU) or "cbc_hmac_cost.NAME unmeasured".

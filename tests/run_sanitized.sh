@@ -58,7 +58,7 @@ if [ $# -eq 0 ]; then
     for t in tests/test_engine_evp.py tests/test_pipelining.py tests/test_load.py \
         tests/test_concurrency64.py tests/test_tamper.py tests/test_wire.py tests/test_failure_paths.py \
         tests/test_engine_edges.py tests/test_errors_c.py tests/test_cbc_hmac_mode.py \
-        tests/test_adaptive.py; do
+        tests/test_adaptive.py tests/test_async.py; do
         if [ -e "$root/$t" ]; then set -- "$@" "$t"; fi
     done
     if [ $# -eq 0 ]; then

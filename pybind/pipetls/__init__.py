@@ -37,6 +37,7 @@ from .errors import (
     TLSError,
     TLSTimeout,
     TLSUnexpectedEOF,
+    WantAsync,
     WantRead,
     WantWrite,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "CertificateError",
     "TLSTimeout",
     "ClosedError",
+    "WantAsync",
     "WantRead",
     "WantWrite",
 ]

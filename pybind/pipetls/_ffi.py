@@ -81,6 +81,7 @@ OSSL_PROVIDER = c_void_p
 # --------------------------------------------------------------------------
 # ssl.h: SSL_ctrl / SSL_CTX_ctrl commands
 SSL_CTRL_MODE = 33
+SSL_CTRL_CLEAR_MODE = 78
 SSL_CTRL_GET_READ_AHEAD = 40
 SSL_CTRL_SET_READ_AHEAD = 41
 SSL_CTRL_SET_MAX_SEND_FRAGMENT = 52
@@ -117,6 +118,7 @@ SSL_MODE_ENABLE_PARTIAL_WRITE = 0x1
 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER = 0x2
 SSL_MODE_AUTO_RETRY = 0x4
 SSL_MODE_RELEASE_BUFFERS = 0x10
+SSL_MODE_ASYNC = 0x100
 
 # ssl.h: verify modes, file types
 SSL_VERIFY_NONE = 0x00
@@ -135,6 +137,8 @@ SSL_ERROR_SYSCALL = 5
 SSL_ERROR_ZERO_RETURN = 6
 SSL_ERROR_WANT_CONNECT = 7
 SSL_ERROR_WANT_ACCEPT = 8
+SSL_ERROR_WANT_ASYNC = 9
+SSL_ERROR_WANT_ASYNC_JOB = 10
 
 # ssl.h: SSL_get_shutdown bits
 SSL_SENT_SHUTDOWN = 1
@@ -234,6 +238,7 @@ PIPETLS_CMD_MULTIBLOCK = ENGINE_CMD_BASE + 6
 PIPETLS_CMD_CBC_HMAC_MODE = ENGINE_CMD_BASE + 7
 PIPETLS_CMD_ADAPTIVE = ENGINE_CMD_BASE + 8
 PIPETLS_CMD_CPUS = ENGINE_CMD_BASE + 9
+PIPETLS_CMD_ASYNC = ENGINE_CMD_BASE + 10
 
 # --------------------------------------------------------------------------
 # Callback types.  The Python objects made from these must be kept alive for
@@ -528,6 +533,9 @@ SSL_get_read_ahead = _fn(libssl, "SSL_get_read_ahead", c_int, SSL)
 SSL_set_read_ahead = _fn(libssl, "SSL_set_read_ahead", None, SSL, c_int)
 SSL_set_default_read_buffer_len = _fn(libssl, "SSL_set_default_read_buffer_len", None, SSL, c_size_t)
 SSL_session_reused = _fn(libssl, "SSL_session_reused", c_int, SSL)
+SSL_get_all_async_fds = _fn(libssl, "SSL_get_all_async_fds", c_int, SSL, POINTER(c_int),
+                            POINTER(c_size_t))
+SSL_waiting_for_async = _fn(libssl, "SSL_waiting_for_async", c_int, SSL)
 
 
 # --------------------------------------------------------------------------

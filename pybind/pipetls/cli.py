@@ -222,6 +222,9 @@ def _stats_table(engine: Engine, title: str) -> Table:
     for name in ("lanes", "workers", "batches", "pipelined_batches", "inline_batches",
                  "records", "bytes", "failed_batches", "crypto_ns", "batch_ns"):
         t.add_row(name, str(getattr(st, name)))
+    if st.async_batches:
+        for name in ("async_batches", "async_pauses", "async_resumes", "async_paused_ns"):
+            t.add_row(name, str(getattr(st, name)))
     t.add_row("mean batch", "%.2f" % st.mean_batch)
     for k in sorted(st.hist):
         t.add_row("batches of %d" % k, str(st.hist[k]))

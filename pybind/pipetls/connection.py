@@ -56,6 +56,7 @@ into a writable buffer.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import select
@@ -79,6 +80,7 @@ from .errors import (
     TLSClosed,
     TLSError,
     TLSTimeout,
+    WantAsync,
     WantRead,
     WantWrite,
 )
@@ -112,6 +114,69 @@ def _info_callback(ssl: int, where: int, ret: int) -> None:
 # One C callback for every connection (it only looks the SSL* up), created
 # once and never freed, so OpenSSL can never call into a dead ctypes thunk.
 _INFO_CB = _ffi.INFO_CB(_info_callback)
+
+
+class _SharedPin:
+    """pinned_buffer with a count of holders: released when the ``with``
+    block and every :class:`_Keep` of it have ended (a paused write keeps
+    the caller's buffer pinned after write() returned)."""
+
+    __slots__ = ("_pin", "_holders", "_addr")
+
+    def __init__(self, obj: object) -> None:
+        self._pin = pinned_buffer(obj)
+        self._holders = 0
+        self._addr: tuple[int, int] = (0, 0)
+
+    def acquire(self) -> None:
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            self._pin.__exit__(None, None, None)
+
+    def __enter__(self) -> tuple[int, int]:
+        self._addr = self._pin.__enter__()
+        self._holders = 1
+        return self._addr
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Keep:
+    """One more holder of a _SharedPin, for an ExitStack."""
+
+    __slots__ = ("_pin",)
+
+    def __init__(self, pin: _SharedPin) -> None:
+        self._pin = pin
+
+    def __enter__(self) -> None:
+        self._pin.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._pin.release()
+
+
+class _Paused:
+    """An SSL_read/SSL_write whose ASYNC job is paused (WantAsync): the
+    job resumes with the buffer and the count it was started with, so both
+    stay alive (and the buffer pinned) until it finishes or the SSL* is
+    freed."""
+
+    __slots__ = ("op", "obj", "pin", "addr", "length", "n", "call")
+
+    def __init__(self, op: str, obj: object, pin: contextlib.ExitStack, addr: int,
+                 length: int) -> None:
+        self.op = op
+        self.obj = obj
+        self.pin = pin
+        self.addr = addr
+        self.length = length
+        self.n = ctypes.c_size_t(0)
+        self.call: Optional[Callable[[int, _Paused], int]] = None
 
 
 def _free_ssl(ssl: int, keepalive: object = None) -> None:
@@ -191,6 +256,7 @@ class Connection(PipelineKnobs):
         self._failed = False
         self._shutdown_sent = False
         self._timeout: Optional[float] = None
+        self._paused: Optional[_Paused] = None  # async_mode: see WantAsync
         try:
             # Everything that can fail comes before the transport is attached,
             # so that a constructor that raises leaves BIOs passed in with
@@ -349,11 +415,17 @@ class Connection(PipelineKnobs):
         """Free the SSL* (and its BIOs).  Does not send close_notify (see
         shutdown()) and does not close the socket."""
         with self._lock:
+            if self._paused is not None and self._finalizer.alive:
+                self._finish_paused()
             if self._ssl is None and not self._finalizer.alive:
                 return
             self._ssl = None
             self._rbio = self._wbio = None
             self._finalizer()
+            # only now: a paused job never runs again once its SSL* is freed
+            paused, self._paused = self._paused, None
+            if paused is not None:
+                paused.pin.close()
             sock, self._sock = self._sock, None
             if sock is not None and sock.fileno() >= 0:
                 try:
@@ -445,11 +517,116 @@ class Connection(PipelineKnobs):
                     want = WantRead
                 elif err == _ffi.SSL_ERROR_WANT_WRITE:
                     want = WantWrite
+                elif err in (_ffi.SSL_ERROR_WANT_ASYNC, _ffi.SSL_ERROR_WANT_ASYNC_JOB):
+                    want = WantAsync
+                    fds = self.async_fds() if err == _ffi.SSL_ERROR_WANT_ASYNC else []
                 else:
                     raise self._error(ssl, err, op)
             if deadline is None and self._timeout:
                 deadline = time.monotonic() + self._timeout
-            self._wait(want, deadline)
+            if want is WantAsync:
+                self._wait_async(op, fds, deadline)
+            else:
+                self._wait(want, deadline)
+
+    def async_fds(self) -> list[int]:
+        """The fds a paused ASYNC job waits on (SSL_get_all_async_fds);
+        readable when the job can be resumed.  Owned by OpenSSL/the engine:
+        never read or close them."""
+        ssl = self.handle
+        num = ctypes.c_size_t(0)
+        if not _ffi.SSL_get_all_async_fds(ssl, None, ctypes.byref(num)) or num.value == 0:
+            return []
+        fds = (ctypes.c_int * num.value)()
+        if not _ffi.SSL_get_all_async_fds(ssl, fds, ctypes.byref(num)):
+            return []
+        return list(fds[: num.value])
+
+    @property
+    def paused_op(self) -> Optional[str]:
+        """``"read"`` or ``"write"`` while that call's ASYNC job is paused
+        (after WantAsync): call it again, with the same buffer, before any
+        other read or write.  None otherwise."""
+        return self._paused.op if self._paused is not None else None
+
+    @property
+    def waiting_for_async(self) -> bool:
+        """A paused ASYNC job waits to be resumed (SSL_waiting_for_async)."""
+        return bool(_ffi.SSL_waiting_for_async(self.handle))
+
+    def _wait_async(self, op: str, fds: list[int], deadline: Optional[float]) -> None:
+        """Blocking: wait until an async fd is readable; non-blocking:
+        raise WantAsync(fds)."""
+        if self._fd is None or self._timeout == 0.0:
+            raise WantAsync("TLS %s: the ASYNC job is paused" % op, fds)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TLSTimeout("TLS operation timed out after %.3gs" % (self._timeout or 0))
+        if not fds:  # no job to be had (SSL_ERROR_WANT_ASYNC_JOB): try again soon
+            time.sleep(0.001)
+            return
+        p = select.poll()
+        for fd in fds:
+            p.register(fd, select.POLLIN)
+        if not p.poll(None if remaining is None else max(0, remaining) * 1000.0):
+            raise TLSTimeout("TLS operation timed out after %.3gs" % (self._timeout or 0))
+
+    def _resume(self, op: str, obj: object) -> Optional[_Paused]:
+        """The paused call of kind op, if any (obj: the buffer this call
+        was given; a read must come back with the buffer it started with)."""
+        paused = self._paused
+        if paused is None:
+            return None
+        if paused.op != op:
+            raise PipetlsError("a %s is waiting for its ASYNC job (WantAsync): call %s() "
+                               "again before a %s" % (paused.op, paused.op, op))
+        if op == "read" and obj is not None and obj is not paused.obj:
+            raise ConfigError("readinto() after WantAsync needs the buffer it was first "
+                              "given: the paused job writes into that one", knob="buffer")
+        return paused
+
+    def _finish_paused(self) -> None:
+        """close() with a paused ASYNC job: OpenSSL frees a paused job
+        only by running it to its end (SSL_free would leak it, its stack
+        included), so wait for the lanes and resume it until the call is
+        over, whatever its result.  Bounded: each round is one batch of the
+        paused call, on lanes that always finish."""
+        deadline = time.monotonic() + 10.0
+        while self._paused is not None and time.monotonic() < deadline:
+            paused = self._paused
+            fds = self.async_fds()
+            if fds:
+                p = select.poll()
+                for fd in fds:
+                    p.register(fd, select.POLLIN)
+                p.poll(max(0.0, deadline - time.monotonic()) * 1000.0)
+            try:
+                assert paused.call is not None
+                self._run_paused(paused, paused.call)
+            except WantAsync:
+                continue
+            except Exception:  # the call is over: its outcome no longer matters
+                pass
+            drain_errors()
+
+    def _run_paused(self, paused: _Paused, call: Callable[[int, _Paused], int]) -> int:
+        """Run call(ssl, paused) (an SSL_*_ex over paused.addr/length/n);
+        on WantAsync keep ``paused`` for the retry, else let it go.
+        Returns paused.n."""
+        paused.call = call
+        try:
+            self._run(lambda ssl: call(ssl, paused), paused.op)
+        except WantAsync:
+            self._paused = paused
+            raise
+        except BaseException:
+            if self._paused is paused:
+                self._paused = None
+            paused.pin.close()
+            raise
+        self._paused = None
+        paused.pin.close()
+        return paused.n.value
 
     def _error(self, ssl: int, err: int, op: str) -> Exception:
         """The exception for SSL_get_error() == err (error queue drained);
@@ -476,18 +653,25 @@ class Connection(PipelineKnobs):
         """Decrypt up to len(buffer) bytes straight into ``buffer`` (any
         writable contiguous buffer); returns the count (0 only for an empty
         buffer).  Raises TLSClosed after the peer's close_notify."""
-        n = ctypes.c_size_t(0)
-        with pinned_buffer(buffer, writable=True) as (addr, length):
+        paused = self._resume("read", buffer)
+        if paused is None:
+            pin = contextlib.ExitStack()
+            addr, length = pin.enter_context(pinned_buffer(buffer, writable=True))
             if length == 0:
+                pin.close()
                 self.handle
                 return 0
-            self._run(lambda ssl: _ffi.SSL_read_ex(ssl, addr, length, ctypes.byref(n)), "read")
-        return n.value
+            paused = _Paused("read", buffer, pin, addr, length)
+        return self._run_paused(paused, lambda ssl, p: _ffi.SSL_read_ex(
+            ssl, p.addr, p.length, ctypes.byref(p.n)))
 
     def read(self, n: int = 16384) -> bytes:
         """Read up to ``n`` bytes (at least 1, unless n == 0)."""
         n = at_least("n", n, 0)
-        buf = bytearray(n)
+        paused = self._paused
+        # after WantAsync: the paused job writes into the first call's buffer
+        buf = paused.obj if paused is not None and paused.op == "read" else bytearray(n)
+        assert isinstance(buf, bytearray)
         k = self.readinto(buf)
         del buf[k:]
         return bytes(buf)
@@ -515,8 +699,13 @@ class Connection(PipelineKnobs):
         return self.pending_plaintext
 
     # ----------------------------------------------------------------- write
-    def _write_addr(self, addr: int, length: int) -> int:
-        n = ctypes.c_size_t(0)
+    def _write_addr(self, addr: int, length: int, pin: Optional[_SharedPin] = None,
+                    obj: object = None) -> int:
+        if self._paused is not None:
+            # the job paused in an earlier call resumes with that call's data
+            return self._run_paused(self._resume("write", None) or self._paused,
+                                    lambda ssl, p: _ffi.SSL_write_ex(
+                                        ssl, p.addr, p.length, ctypes.byref(p.n)))
         if self._shutdown_sent:
             self.handle
             raise TLSClosed("write after shutdown()")
@@ -537,8 +726,14 @@ class Connection(PipelineKnobs):
             # have apportioned; a long one fills all the pipelines.  BIO
             # transports (memory_pair()) keep the batch.
             return self._write_records(addr, length, pipes, split)
-        self._run(lambda ssl: _ffi.SSL_write_ex(ssl, addr, length, ctypes.byref(n)), "write")
-        return n.value
+        # the pin (a reference to the caller's pinned buffer) goes with the
+        # call: a WantAsync keeps it until the paused job is done
+        own = contextlib.ExitStack()
+        if pin is not None:
+            own.enter_context(_Keep(pin))
+        paused = _Paused("write", obj, own, addr, length)
+        return self._run_paused(paused, lambda ssl, p: _ffi.SSL_write_ex(
+            ssl, p.addr, p.length, ctypes.byref(p.n)))
 
     def _write_records(self, addr: int, length: int, pipes: int, split: int) -> int:
         """``length`` bytes as the ceil(length/split) records libssl would
@@ -579,11 +774,12 @@ class Connection(PipelineKnobs):
         not called).  Up to max_pipelines records are encrypted per batch;
         on a socket, a write too short to fill every pipeline goes as single
         records of the same sizes (see _write_addr)."""
-        with pinned_buffer(data) as (addr, length):
+        pin = _SharedPin(data)
+        with pin as (addr, length):
             if length == 0:
                 self.handle
                 return 0
-            return self._write_addr(addr, length)
+            return self._write_addr(addr, length, pin, data)
 
     def send(self, data: Any) -> int:
         """Deprecated alias of :meth:`write`."""
@@ -593,13 +789,14 @@ class Connection(PipelineKnobs):
     def sendall(self, data: Any) -> int:
         """Write all of ``data``.  Non-blocking: raises WantWrite with
         ``.written`` set to the bytes already sent."""
-        with pinned_buffer(data) as (addr, length):
+        pin = _SharedPin(data)
+        with pin as (addr, length):
             done = 0
             self.handle
             while done < length:
                 try:
-                    done += self._write_addr(addr + done, length - done)
-                except (WantRead, WantWrite) as e:
+                    done += self._write_addr(addr + done, length - done, pin, data)
+                except (WantRead, WantWrite, WantAsync) as e:
                     e.written = done  # type: ignore[union-attr]
                     raise
             return done

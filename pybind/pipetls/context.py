@@ -148,6 +148,7 @@ class Context(PipelineKnobs):
         encrypt_then_mac: Optional[bool] = None,
         release_buffers: bool = True,
         engine: Union[bool, Engine, None] = None,
+        async_mode: Optional[bool] = None,
     ) -> None:
         self.server = as_bool("server", server)
         self._engine: Optional[Engine] = None
@@ -214,6 +215,8 @@ class Context(PipelineKnobs):
                 self.default_read_buffer_len = default_read_buffer_len
             if encrypt_then_mac is not None:
                 self.encrypt_then_mac = encrypt_then_mac
+            if async_mode is not None:
+                self.async_mode = async_mode
         except BaseException:
             # A constructor that fails part-way frees what it made: the
             # SSL_CTX and a keylog file it opened.
@@ -408,6 +411,23 @@ class Context(PipelineKnobs):
             _ffi.SSL_CTX_set_mode(self.handle, _ffi.SSL_MODE_RELEASE_BUFFERS)
         else:
             _ffi.SSL_CTX_clear_mode(self.handle, _ffi.SSL_MODE_RELEASE_BUFFERS)
+
+    @property
+    def async_mode(self) -> bool:
+        """``SSL_MODE_ASYNC`` (off by default): every SSL_read/SSL_write runs
+        in an OpenSSL ASYNC job, and a pipelined batch the engine hands to
+        its lanes pauses the job instead of blocking the thread; a
+        non-blocking Connection then raises :class:`WantAsync` with the fds
+        to wait on (see docs/async.md).  Applies to connections made
+        afterwards."""
+        return bool(_ffi.SSL_CTX_get_mode(self.handle) & _ffi.SSL_MODE_ASYNC)
+
+    @async_mode.setter
+    def async_mode(self, value: bool) -> None:
+        if as_bool("async_mode", value):
+            _ffi.SSL_CTX_set_mode(self.handle, _ffi.SSL_MODE_ASYNC)
+        else:
+            _ffi.SSL_CTX_clear_mode(self.handle, _ffi.SSL_MODE_ASYNC)
 
     # ------------------------------------------------------------------ ALPN
     def set_alpn_protocols(self, protocols: Iterable[Union[str, bytes]]) -> None:

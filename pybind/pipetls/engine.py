@@ -101,6 +101,11 @@ class EngineStats:
     worker_declines: int = 0  # a worker left a batch alone: no free core
     backoffs: int = 0  # times the lanes were found to gain nothing
     caller_wait_ns: int = 0  # callers waiting for workers after their own claims
+    # SSL_MODE_ASYNC: batches handed to the lanes while their ASYNC job paused
+    async_batches: int = 0
+    async_pauses: int = 0
+    async_resumes: int = 0  # fewer than pauses: jobs abandoned while paused
+    async_paused_ns: int = 0
     hist: dict[int, int] = dataclasses.field(default_factory=dict)  # K records -> batches
     lanes_records: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> records
     lanes_bytes: dict[int, int] = dataclasses.field(default_factory=dict)  # lane -> bytes
@@ -160,7 +165,8 @@ class EngineStats:
                   "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
                   "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
                   "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
-                  "caller_wait_ns"):
+                  "caller_wait_ns",
+                  "async_batches", "async_pauses", "async_resumes", "async_paused_ns"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
         d.hist = {k: v - other.hist.get(k, 0) for k, v in self.hist.items()
                   if v - other.hist.get(k, 0)}
@@ -395,6 +401,20 @@ class Engine:
         value = in_range("cpus", value, *CPUS_RANGE)
         with self._lock:
             self._ctrl_string(self.handle, "CPUS", value)
+
+    @property
+    def async_pause(self) -> int:
+        """Inside an OpenSSL ASYNC job (``Context(async_mode=True)``), which
+        pipelined batches pause the job while the lanes run them: 2 encrypt
+        and decrypt (default), 1 encrypt only, 0 none (the ASYNC control
+        command; docs/async.md)."""
+        return int(self.info().get("async", 2))
+
+    @async_pause.setter
+    def async_pause(self, value: int) -> None:
+        value = in_range("async_pause", value, 0, 2)
+        with self._lock:
+            self._ctrl_string(self.handle, "ASYNC", value)
 
     def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded

@@ -16,6 +16,7 @@
      |    +-- TLSUnexpectedEOF   the transport ended without close_notify
      |    +-- CertificateError   peer certificate verification failed
      +-- WantRead / WantWrite    non-blocking: retry when the transport is ready
+     +-- WantAsync               async_mode: retry when one of .fds is readable
      +-- TLSTimeout              a blocking operation ran past its timeout (TimeoutError)
      +-- ClosedError            the pipetls object was closed (also ValueError)
      +-- MissingSymbolError      libssl/libcrypto lack a symbol (ImportError)
@@ -48,6 +49,7 @@ __all__ = [
     "CertificateError",
     "WantRead",
     "WantWrite",
+    "WantAsync",
     "TLSTimeout",
     "ClosedError",
     "MissingSymbolError",
@@ -213,6 +215,20 @@ class WantRead(PipetlsError):
 
 class WantWrite(PipetlsError):
     """Non-blocking operation: retry when the transport can take more data."""
+
+
+class WantAsync(PipetlsError):
+    """Non-blocking operation in ``Context(async_mode=True)``
+    (``SSL_ERROR_WANT_ASYNC``): a batch of records is being worked on by the
+    engine's lanes while OpenSSL's ASYNC job is paused.  Wait until one of
+    ``fds`` (``SSL_get_all_async_fds``; empty when OpenSSL had no job to
+    give, ``SSL_ERROR_WANT_ASYNC_JOB``) is readable -- ``loop.add_reader``
+    -- then call the same method again with the same buffer: the paused
+    job resumes, and only then do its bytes count.  Never read the fds."""
+
+    def __init__(self, message: str, fds: Sequence[int] = ()) -> None:
+        self.fds = list(fds)
+        super().__init__(message)
 
 
 class TLSTimeout(PipetlsError, TimeoutError):
