@@ -146,7 +146,6 @@ static size_t format_info(char *buf, size_t len)
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
     pt_text_put(&t, "cbc_hmac_mode %s\n", pt_cbc_hmac_mode_name(pt_cbc_hmac_mode()));
     pt_text_put(&t, "async %d\n", pt_async_pause());
-    pt_text_put(&t, "async %d\n", pt_async_pause());
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
     for (i = 0; i < n_ciphers; i++)
@@ -219,6 +218,10 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
     case PIPETLS_CMD_CPUS:
         PT_ENSURE(parse_number(i, p, &v) && pt_lanes_set_cpus(v), fail, PT_R_BAD_ARGUMENT,
             "pipetls CPUS must be 0..%d, got %ld", PIPETLS_MAX_LANES, i);
+        return 1;
+    case PIPETLS_CMD_ASYNC:
+        PT_ENSURE(parse_number(i, p, &v) && pt_set_async_pause(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls ASYNC must be 0, 1 or 2, got %ld", i);
         return 1;
     case PIPETLS_CMD_STATS:
         return emit(format_stats, i, p);
