@@ -437,7 +437,7 @@ def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label):
     d = Driven(argv, penv(prefix, conf, PIPETLS_STATS=stats), {"c2s": hook}, suite=suite)
     data = os.urandom(16 * 16384)
     try:
-        # 16 KiB stdin reads of s_client: full records
+        # s_client sends what one read of its stdin gives (8 KiB at most)
         for off in range(0, len(data), 16384):
             d.cli.stdin.write(data[off:off + 16384])
             d.cli.stdin.flush()
@@ -476,6 +476,6 @@ def test_tampered_record_in_a_batch(tmp_path, prefix, openssl35, module35, certs
     # the records before the damaged one, whole, then nothing
     assert got_data == sent[:len(got_data)]
     assert len(got_data) == len(ref_data)
-    assert len(got_data) % 16384 == 0 and len(got_data) >= 6 * 16384
+    assert len(got_data) >= 4 * 8192     # the records before the damaged group
     st = one_stats(stats, "")
     assert pipelined(st) > 0, st
