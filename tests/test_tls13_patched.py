@@ -153,7 +153,7 @@ def test_bulk_against_stock_30(tmp_path, prefix, openssl35, module35, certs, sui
     stock 3.0 s_client on the other end; data intact, and the provider saw
     batches of more than one record in that direction (the other direction
     carries one short record only)."""
-    bulk = os.urandom(int(os.environ.get("T13_BULK", 8 * MIB)))
+    bulk = os.urandom(8 * MIB)
     port = free_port()
     stats = tmp_path / "stats.txt"
     conf = provider_conf(tmp_path / "prov.cnf", module35)
