@@ -10,6 +10,7 @@
 #include "pt_aead.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
+#include "pt_stats.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -206,6 +207,7 @@ int pt_aead_final(pt_aead *a, pt_aead_io *io)
     OPENSSL_cleanse(none, sizeof(none));
     if (failed != 0) {
         /* OpenSSL's own reason (e.g. of the first pipe) stays queued below ours */
+        pt_stats_failed();
         raise_failed(io, n, a->enc ? "pipeline final" : "pipeline final (tag check)");
         if (!a->enc)
             cleanse_regions(a);

@@ -233,6 +233,14 @@ void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed)
         add(b, C_HIST + records, 1);
 }
 
+void pt_stats_failed(void)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_FAILED, 1);
+}
+
 void pt_stats_stream(size_t bytes)
 {
     pt_block *b = block();

@@ -789,6 +789,28 @@ static int test_stats(void)
         return fail("stats", "counters too low:\n%s", text);
     if (stat_value(text, "lane.1.records") <= 0)
         return fail("stats", "the second lane did no work:\n%s", text);
+    if (stat_value(text, "failed_batches") != 0)
+        return fail("stats", "failed batches without a failure:\n%s", text);
+    /* a decryption whose tag check fails counts as one failed batch */
+    for (i = 0; i < 4; i++)
+        len[i] = 1000;
+    batch_alloc(&b, 4, len, aadl, 1, keylens[1]);
+    ec = EVP_CIPHER_CTX_new();
+    dc = EVP_CIPHER_CTX_new();
+    ok = check_batch("stats", ec, dc, 1, &b, 1, b.key);
+    b.tag[2][0] ^= 1;
+    if (ok && pipe_run(dc, 1, &b, b.key, 0, 2))
+        ok = fail("stats", "a flipped tag was accepted");
+    ERR_clear_error();
+    batch_free(&b);
+    EVP_CIPHER_CTX_free(ec);
+    EVP_CIPHER_CTX_free(dc);
+    if (!ok)
+        return 0;
+    if (!get_text("stats", text, sizeof(text)))
+        return fail("stats", "the stats parameter could not be read");
+    if (stat_value(text, "failed_batches") != 1)
+        return fail("stats", "a failed tag check is not one failed batch:\n%s", text);
     if (stat_value(text, "crypto_ns") <= 0)
         return fail("stats", "no crypto time:\n%s", text);
     if (!get_text("info", text, sizeof(text)) || strstr(text, "cipher AES-256-GCM\n") == NULL)
