@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ._argtypes import parse_size
-from .nginx import DEFAULT_MAX_PIPELINES, SslConfCommands, nginx_text, ssl_conf_section
+from .nginx import (DEFAULT_MAX_PIPELINES, SslConfCommands, nginx_text, provider_conf_text,
+                    ssl_conf_section)
 
 if TYPE_CHECKING:  # only for annotations: the commands import what they use
     from .connection import Connection
@@ -330,14 +331,45 @@ def _provider_rows(t: Table, path: Optional[str]) -> None:
         t.add_row("provider status", "[red]not loaded: %s[/red]" % exc)
 
 
+def _config_provider(path: str) -> str:
+    """The provider module for ``pipetls config --provider [PATH]``: PATH,
+    else :func:`pipetls.provider_path`; ProviderError when it is not there
+    (nothing is written then)."""
+    from .errors import ProviderError
+    from .provider import provider_path
+
+    found = path or provider_path()
+    if not os.path.isfile(found):
+        raise ProviderError("--provider %s: no such file (build the provider against the "
+                            "patched OpenSSL 3.5: cmake -S . -B build/provider-3.5 "
+                            "-DOPENSSL_ROOT_DIR=<prefix> && cmake --build build/provider-3.5)"
+                            % found)
+    return os.path.abspath(found)
+
+
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
     from .engine import engine_path
+    from .errors import ConfigError
 
     knobs = dict(max_pipelines=args.max_pipelines, split_send_fragment=args.split_send_frag,
                  max_send_fragment=args.max_send_frag, read_buffer_length=args.read_buf)
     system = SslConfCommands(**knobs) if args.system_default or not args.nginx else \
         SslConfCommands()
-    text = config_text(os.path.abspath(args.engine or engine_path()), args.threads, system)
+    provider = args.provider is not None
+    if provider and args.engine:
+        raise ConfigError("--provider and --engine: the openssl.cnf loads one of them (the "
+                          "provider pipelines TLS 1.3, the engine TLS 1.2); an engine "
+                          "registered for AES-GCM would take TLS 1.3's records from the "
+                          "provider", knob="provider")
+    if args.threads is not None and provider:
+        from ._knobs import in_range
+        from .provider import THREADS_RANGE
+
+        in_range("threads", args.threads, *THREADS_RANGE)
+    if provider:
+        text = provider_conf_text(_config_provider(args.provider), args.threads, system)
+    else:
+        text = config_text(os.path.abspath(args.engine or engine_path()), args.threads, system)
     nginx = None
     if args.nginx:
         if knobs["max_pipelines"] is None:
@@ -347,7 +379,8 @@ def cmd_config(args: argparse.Namespace, console: Console) -> int:
             openssl_conf=os.path.abspath(args.output) if args.output else "/path/to/pipetls.cnf",
             listen=args.listen, server_name=args.server_name, cert=args.cert, key=args.key,
             root=args.root, buffer_size=args.buffer_size, stats=args.stats,
-            openssl_prefix=args.openssl_prefix or os.environ.get("PIPETLS_OPENSSL"))
+            openssl_prefix=args.openssl_prefix or os.environ.get("PIPETLS_OPENSSL"),
+            provider=provider)
     if args.output:
         with open(args.output, "w", encoding="ascii") as f:
             f.write(text)
@@ -582,9 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
         "SSL_CONF commands (the patched OpenSSL 3.5 only, openssl_patches/). --nginx also "
         "prints an nginx server block with those commands as ssl_conf_command lines "
         "(MaxPipelines %d unless given); the openssl.cnf then only loads the engine, unless "
-        "--system-default." % DEFAULT_MAX_PIPELINES)
+        "--system-default. --provider loads the pipetls provider (and the default "
+        "provider) instead of the engine: TLS 1.3 pipelining, which needs patch 0002; "
+        "the nginx block then offers TLS 1.3." % DEFAULT_MAX_PIPELINES)
     s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
-    s.add_argument("--threads", type=int, help="THREADS for the engine (1..256)")
+    s.add_argument("--provider", nargs="?", const="", metavar="PATH",
+                   help="load the pipetls provider instead of the engine (TLS 1.3, patch 0002; "
+                   "PATH default: pipetls.provider_path()); refused if it is not built")
+    s.add_argument("--threads", type=int, help="THREADS for the engine or provider (1..256)")
     s.add_argument("-o", "--output", help="write the openssl.cnf to this file instead of stdout")
     k = s.add_argument_group("pipelining (patch 0001's SSL_CONF commands)")
     k.add_argument("--max-pipelines", type=int, metavar="N", help="MaxPipelines, 1..32")
