@@ -19,9 +19,15 @@ directive) show batches of more than one record, and the control without
 compares them with the record split libssl applies (the seed's rule
 whenever a write fits in max_pipelines x split, see :func:`libssl_records`).
 
-Only TLS 1.2 is here: the engine pipelines TLS 1.2 records; TLS 1.3
-pipelining needs the provider and patch 0002, and its rows belong in
-``SUITES`` once they exist.
+TLS 1.2 goes through the engine.  TLS 1.3 (``SUITES13``) goes through the
+provider on patch 0002: ``pipetls config --nginx --provider`` makes the
+openssl.cnf that loads it beside the default provider
+(:func:`pipetls.nginx.provider_conf_text`) and a block with ``ssl_protocols
+TLSv1.3`` and ``ssl_conf_command Ciphersuites``.  Its proof is the
+provider's statistics, written to ``PIPETLS_STATS`` by the provider's
+teardown when the worker exits cleanly (as the engine's); records on the
+wire cannot tell there, since with 128 KiB writes and the default split
+the records are full-size whether they are pipelined or not.
 
 ``PIPETLS_NGINX_BYTES`` (default 256 MiB; 25 s for the large-file tests on 2 cores):
 the size of the file nginx serves in the large-file tests.
@@ -44,7 +50,7 @@ from typing import List, Optional
 import pytest
 
 from pipetls.cli import config_text
-from pipetls.nginx import RECORD, SslConfCommands, nginx_text
+from pipetls.nginx import RECORD, SslConfCommands, nginx_text, provider_conf_text
 from support import programs
 from support.net import free_port, wait_listening
 from support.nginx import Nginx, nginx_program
@@ -87,6 +93,14 @@ SUITES = [
     Suite("tls12-chacha20", "TLSv1.2", "ECDHE-RSA-CHACHA20-POLY1305", 16),
 ]
 SUITE_PARAMS = [pytest.param(s, id=s.id) for s in SUITES]
+
+# TLS 1.3 through the provider (patch 0002): the overhead is the tag and
+# the inner content type
+SUITES13 = [
+    Suite("tls13-aes128gcm", "TLSv1.3", "TLS_AES_128_GCM_SHA256", 16 + 1),
+    Suite("tls13-aes256gcm", "TLSv1.3", "TLS_AES_256_GCM_SHA384", 16 + 1),
+    Suite("tls13-chacha20", "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256", 16 + 1),
+]
 
 
 # ------------------------------------------------------------------ helpers
@@ -211,9 +225,12 @@ def curl_argv(port: int, certs, name: str, *extra: str) -> list:
 
 
 def s_client_argv(openssl: str, port: int, certs, suite: Suite) -> list:
+    if suite.protocol == "TLSv1.3":
+        version = ["-tls1_3", "-ciphersuites", suite.cipher]
+    else:
+        version = ["-tls1_2", "-cipher", suite.cipher]
     return [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-            "-CAfile", str(certs.ca), "-verify_return_error", "-quiet", "-ign_eof",
-            "-tls1_2", "-cipher", suite.cipher]
+            "-CAfile", str(certs.ca), "-verify_return_error", "-quiet", "-ign_eof", *version]
 
 
 def only_block(blocks, logs=""):
@@ -322,6 +339,65 @@ def test_nginx_serves_large_file_pipelined(tmp_path, prefix, openssl35, engine35
     full_writes = 2 * (size // (8 * RECORD))
     assert st.hist.get(8, 0) >= full_writes - 2, st
     assert max(st.hist) == 8, st
+
+
+@pytest.mark.parametrize("pipelines", [8, None], ids=["MaxPipelines8", "control"])
+@pytest.mark.parametrize("suite", [pytest.param(s, id=s.id) for s in SUITES13])
+def test_nginx_serves_large_file_tls13(tmp_path, prefix, openssl35, module35, certs, site,
+                                       suite, pipelines):
+    """TLS 1.3 through the provider (patch 0002): nginx on the patched
+    libraries, the openssl.cnf and the server block of ``pipetls config
+    --nginx --provider`` (ssl_protocols TLSv1.3, the suite as
+    ``ssl_conf_command Ciphersuites``, MaxPipelines 8, ssl_buffer_size
+    128k), serves the large file to stock curl and stock s_client: SHA-256
+    equal, the suite negotiated, the worker mapped only the patched
+    libraries, and the provider's statistics (its teardown at the worker's
+    clean exit) show batches of 8 records for every full write.  Control:
+    the same block without the MaxPipelines line: the provider's ciphers
+    carry every byte (``stream_bytes``, one record per call) and no batch
+    has more than one record."""
+    size, sha = site.files["big"]
+    port = free_port()
+    conf = tmp_path / "pipetls.cnf"
+    conf.write_text(provider_conf_text(str(module35)))
+    block = nginx_text(SslConfCommands(max_pipelines=8), openssl_conf=str(conf),
+                       listen=f"127.0.0.1:{port}", cert=str(certs.cert), key=str(certs.key),
+                       root=str(site.root), provider=True, ciphersuites=suite.cipher)
+    assert "ssl_protocols TLSv1.3;" in block and "ssl_buffer_size 128k;" in block
+    assert f"ssl_conf_command Ciphersuites {suite.cipher};" in block
+    line = "    ssl_conf_command MaxPipelines 8;\n"
+    assert line in block
+    if not pipelines:
+        block = block.replace(line, "")
+    ng = Nginx(tmp_path / "nginx", block, env=penv(prefix, conf), port=port)
+    with ng:
+        workers = ng.worker_pids()
+        assert len(workers) == 1, ng.logs()
+        assert_only_patched(mapped_ssl_libs(workers[0]), prefix)
+        rc, got, n, err = hash_stdout(curl_argv(port, certs, "big", "--tlsv1.3"),
+                                      env=stock_env())
+        assert rc == 0 and (n, got) == (size, sha), f"curl rc={rc} {n} bytes\n{err}\n{ng.logs()}"
+        assert re.search(r"SSL connection using TLSv1\.3 / %s" % suite.cipher, err), err
+        rc, got, n, err = hash_stdout(
+            s_client_argv(stock_openssl(prefix), port, certs, suite), env=stock_env(),
+            stdin=b"GET /big HTTP/1.0\r\nHost: localhost\r\n\r\n", skip_header=True)
+        assert rc == 0 and (n, got) == (size, sha), \
+            f"s_client rc={rc} {n} bytes\n{err}\n{ng.logs()}"
+        assert ng.stop() == 0, ng.logs()
+    blocks = ng.worker_stats()
+    assert len(blocks) == 1, f"expected the worker's provider statistics, got {blocks}\n" \
+        + ng.logs()
+    st = blocks[0]
+    assert st.failed_batches == 0, st
+    if pipelines:
+        assert st.bytes >= 2 * size, st
+        full_writes = 2 * (size // (8 * RECORD))
+        assert st.hist.get(8, 0) >= full_writes - 2, st
+        assert max(st.hist) == 8, st
+    else:
+        # the provider's ciphers carried the traffic, one record per call
+        assert st.stream_bytes >= 2 * size, st
+        assert st.pipelined_batches == 0 and max(st.hist, default=1) == 1, st
 
 
 def test_nginx_busy_writes_cut_short(tmp_path, prefix, openssl35, engine35, certs, site):
