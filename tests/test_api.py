@@ -1047,6 +1047,48 @@ def test_cli_config_system_default(pt_engine, capsys):
     assert not re.search(r"^ssl_conf", out, re.M) and "config_diagnostics" not in out
 
 
+def test_cli_config_provider(tmp_path, capsys):
+    """``pipetls config --nginx --provider PATH``: the openssl.cnf activates
+    the default provider and the pipetls one and prefers the latter's
+    ciphers; the block offers TLS 1.3 with ``Ciphersuites`` and no
+    ``ssl_ciphers``.  A missing module, or --engine beside --provider, is
+    refused before anything is written (the file loading in OpenSSL 3.5 is
+    tests/test_programs_patched.py)."""
+    from pipetls import cli
+
+    module = tmp_path / "pipetls-provider.so"
+    module.write_bytes(b"")
+    cnf = tmp_path / "pt.cnf"
+    assert cli.main(["config", "--nginx", "--provider", str(module), "--threads", "2",
+                     "-o", str(cnf)]) == 0
+    out = capsys.readouterr().out
+    text = cnf.read_text()
+    assert "dynamic_path" not in text and "engines" not in text
+    assert re.search(r"^default = pipetls_default_provider\npipetls = pipetls_provider$",
+                     text, re.M)
+    assert re.search(r"^\[pipetls_default_provider\]\nactivate = 1$", text, re.M)
+    assert re.search(r"^module = %s$" % re.escape(str(module)), text, re.M)
+    assert re.search(r"^THREADS = 2$", text, re.M)
+    assert re.search(r"^default_properties = \?provider=pipetls$", text, re.M)
+    assert "    ssl_protocols TLSv1.3;" in out and "    ssl_ciphers " not in out
+    assert ("    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+            "TLS_CHACHA20_POLY1305_SHA256;") in out
+    assert "    ssl_conf_command MaxPipelines 8;" in out and "ssl_buffer_size 128k;" in out
+    missing = tmp_path / "nothing.so"
+    cnf.unlink()
+    assert cli.main(["config", "--provider", str(missing), "-o", str(cnf)]) == 1
+    captured = capsys.readouterr()
+    said = " ".join((captured.out + captured.err).split())   # rich wraps lines
+    assert "%s: no such file" % missing in said and not cnf.exists()
+    assert cli.main(["config", "--provider", str(module), "--engine", "/x/pipetls.so"]) == 1
+    captured = capsys.readouterr()
+    assert "--provider and --engine" in " ".join((captured.out + captured.err).split())
+    assert "openssl_conf" not in captured.out
+    assert cli.main(["config", "--provider", str(module), "--threads", "0"]) == 1
+    captured = capsys.readouterr()
+    assert "threads=0 is out of range" in " ".join((captured.out + captured.err).split())
+
+
 @pytest.mark.needs_program("openssl")
 def test_cli_openssl_argv(pt_engine):
     from pipetls import cli

@@ -341,6 +341,33 @@ def test_nginx_serves_large_file_pipelined(tmp_path, prefix, openssl35, engine35
     assert max(st.hist) == 8, st
 
 
+def test_provider_conf_activates_both_providers(tmp_path, prefix, openssl35, module35):
+    """The openssl.cnf of ``pipetls config --provider``, read by the patched
+    openssl: the default provider and the pipetls one are both active
+    (naming a provider turns off the default one's automatic loading), and
+    the pipetls provider offers TLS 1.3's three AEAD ciphers.  Control:
+    the same file without its default-provider section fails to load."""
+    conf = tmp_path / "pipetls.cnf"
+    text = provider_conf_text(str(module35))
+    conf.write_text(text)
+    env = penv(prefix, conf)
+    r = subprocess.run([openssl35, "list", "-providers"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    names = re.findall(r"^  (\S+)\n(?:    .*\n)*?    status: active$", r.stdout, re.M)
+    assert sorted(names) == ["default", "pipetls"], r.stdout
+    r = subprocess.run([openssl35, "list", "-cipher-algorithms"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for name in ("aes-128-gcm", "aes-256-gcm", "ChaCha20-Poly1305"):
+        assert re.search(r"%s\b.*@ pipetls$" % name, r.stdout, re.M), r.stdout
+    broken = tmp_path / "no-default.cnf"
+    broken.write_text(text.replace("default = pipetls_default_provider\n", ""))
+    r = subprocess.run([openssl35, "list", "-providers"], env=penv(prefix, broken),
+                       capture_output=True, text=True, timeout=30)
+    assert not re.search(r"^  default$", r.stdout, re.M), r.stdout
+
+
 @pytest.mark.parametrize("pipelines", [8, None], ids=["MaxPipelines8", "control"])
 @pytest.mark.parametrize("suite", [pytest.param(s, id=s.id) for s in SUITES13])
 def test_nginx_serves_large_file_tls13(tmp_path, prefix, openssl35, module35, certs, site,
