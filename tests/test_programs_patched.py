@@ -574,6 +574,48 @@ def test_curl_reads_pipelined_from_s_server(tmp_path, prefix, openssl35, engine3
         assert st.pipelined_batches == 0, st
 
 
+@pytest.mark.parametrize("pipelines", [8, None], ids=["MaxPipelines8", "control"])
+def test_curl_reads_tls13_pipelined_from_s_server(tmp_path, prefix, openssl35, module35, certs,
+                                                  pipelines):
+    """TLS 1.3 reads: Debian's curl on the patched libraries with the
+    provider's openssl.cnf (``pipetls config --provider --max-pipelines 8
+    --read-buf 1M``) downloads 16 MiB from a stock ``openssl s_server
+    -tls1_3``: data intact, the provider's read batches of more than one
+    record.  Control: ReadBufferLength alone, the provider's ciphers carry
+    the records one at a time."""
+    openssl = stock_openssl(prefix)
+    size = 16 * MIB
+    body = os.urandom(size)
+    response = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body
+    conf = tmp_path / "curl.cnf"
+    conf.write_text(provider_conf_text(
+        str(module35), None, SslConfCommands(max_pipelines=pipelines, read_buffer_length=MIB)))
+    stats = tmp_path / "curl.stats"
+    port = free_port()
+    suite = SUITES13[0]
+    server = [openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "1", "-quiet",
+              "-cert", str(certs.cert), "-key", str(certs.key), "-tls1_3",
+              "-ciphersuites", suite.cipher]
+    client = curl_argv(port, certs, "file", "-o", "-", "--tlsv1.3")
+    res = stream_exchange(server, client, port=port, server_send=response,
+                          client_send=b"x", server_env=stock_env(),
+                          client_env=curl_patched_env(prefix, conf, stats), timeout=300)
+    logs = f"--- s_server\n{res.server.stderr}\n--- curl\n{res.client.stderr[-3000:]}"
+    assert res.client.returncode == 0, logs
+    assert re.search(r"SSL connection using TLSv1\.3 / %s" % suite.cipher, res.client.stderr), logs
+    assert res.client.sha256 == hashlib.sha256(body).hexdigest(), logs
+    blocks = read_stats_file(stats)
+    assert len(blocks) == 1, f"expected curl's provider statistics, got {blocks}\n{logs}"
+    st = blocks[0]
+    assert st.failed_batches == 0, st
+    if pipelines:
+        assert st.pipelined_batches > 0 and 1 < max(st.hist) <= pipelines, st
+        assert sum(k * n for k, n in st.hist.items() if k > 1) > size // RECORD // 2, st
+    else:
+        assert st.stream_bytes >= size, st
+        assert st.pipelined_batches == 0 and max(st.hist, default=1) == 1, st
+
+
 def test_curl_reads_pipelined_from_nginx(tmp_path, prefix, openssl35, engine35, certs, site):
     """The same curl against Debian's nginx on the system's own libraries
     (no engine, nothing pipelined there): read batches of more than one
