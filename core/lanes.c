@@ -366,9 +366,12 @@ static void release(pt_batch *b)
     unlink_locked(b);
     atomic_fetch_sub(&pool.busy, 1);
     if (atomic_fetch_sub(&b->refs, 1) == 1) {
-        wake = atomic_exchange(&b->done, B_DONE) == B_SLEEPING;
+        /* posted batch: see pt_lanes_post. Before done changes: once it is
+         * B_DONE a caller that spins (not sleeps) may return and reuse the
+         * batch's memory (pt_lanes_run's batch lives on its stack). */
         if (b->notify != NULL)
-            b->notify(b->notify_arg); /* posted batch: see pt_lanes_post */
+            b->notify(b->notify_arg);
+        wake = atomic_exchange(&b->done, B_DONE) == B_SLEEPING;
     }
     pthread_mutex_unlock(&pool.mu);
     /* without a sleeper the batch is not touched after the mutex */
