@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from support import programs
 from support.net import free_port, wait_listening
 from support.patched import assert_only_patched, mapped_ssl_libs, penv
 from support.peers import OPENSSL, stream_exchange
@@ -486,3 +487,176 @@ def test_tampered_record_in_a_batch(tmp_path, prefix, openssl35, module35, certs
     assert len(got_data) >= 4 * 8192     # the records before the damaged group
     st = one_stats(stats, "")
     assert pipelined(st) > 0, st
+
+
+# ------------------------------------------------- other peers (issue 12)
+#
+# The same pipelined patched s_server (provider, max_pipelines 8) against
+# the other TLS stacks of the system: Python's ssl (system libssl 3.0),
+# GnuTLS (gnutls-cli), curl; and the patched s_client (provider) against a
+# stock 3.0 s_server, so that the client side of the patched build
+# pipelines too. A missing peer program skips locally and fails under
+# CI=true (support.programs).
+
+PEER_BYTES = 8 * MIB
+HERE = Path(__file__).resolve().parent
+
+
+def _pipelined_server(tmp_path, prefix, openssl35, module35, certs, suite, *extra):
+    port = free_port()
+    stats = tmp_path / "stats.txt"
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", "8",
+                       "-split_send_frag", "4096", *extra)
+    return port, argv, penv(prefix, conf, PIPETLS_STATS=stats), stats
+
+
+def _check_exchange(res, server_send, client_send, stats, direction, bulk):
+    """Both exits clean, both SHA-256 intact; the patched side's provider
+    batched most of the ``bulk`` bytes it moved in ``direction`` (records
+    of at most 4 KiB when it writes, 16 KiB when it reads)."""
+    logs = (f"--- server rc={res.server.returncode}\n{res.server.stderr}\n"
+            f"--- client rc={res.client.returncode}\n{res.client.stderr}")
+    assert (res.server.returncode, res.client.returncode) == (0, 0), logs
+    assert res.server.sha256 == hashlib.sha256(client_send).hexdigest(), logs
+    assert res.client.sha256 == hashlib.sha256(server_send).hexdigest(), logs
+    st = one_stats(stats, logs)
+    assert st.failed_batches == 0, st
+    assert pipelined(st) > 0, f"no batch of more than one record ({direction}): {st}"
+    least = bulk // (4096 if direction == "write" else 16384) // 2
+    assert sum(k * n for k, n in st.hist.items() if k > 1) > least, st
+    return logs
+
+
+def _bulk(direction):
+    bulk = os.urandom(PEER_BYTES)
+    return (bulk, TOKEN) if direction == "write" else (b"", bulk)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("direction", ["write", "read"])
+def test_bulk_against_python_ssl(tmp_path, prefix, openssl35, module35, certs, suite,
+                                 direction):
+    """8 MiB from (write) or to (read) the pipelined patched s_server, a
+    client on Python's ssl module (the system libssl, its own process) on
+    the other end: data intact, suite as chosen, batches of more than one
+    record in that direction."""
+    import ssl
+    port, srv, env, stats = _pipelined_server(tmp_path, prefix, openssl35, module35,
+                                              certs, suite)
+    server_send, client_send = _bulk(direction)
+    cli = [sys.executable, str(HERE / "support" / "py_tls_client.py"), str(port)]
+    res = stream_exchange(srv, cli, port=port, server_send=server_send,
+                          client_send=client_send, server_env=env, timeout=240)
+    logs = _check_exchange(res, server_send, client_send, stats, direction,
+                           PEER_BYTES)
+    assert f"version=TLSv1.3 cipher={suite}" in res.client.stderr, logs
+    assert f"libssl={ssl.OPENSSL_VERSION}" in res.client.stderr, logs
+    assert not ssl.OPENSSL_VERSION.startswith("OpenSSL 3.5"), ssl.OPENSSL_VERSION
+
+
+GNUTLS_PRIORITY = {
+    "TLS_AES_128_GCM_SHA256": "+AES-128-GCM",
+    "TLS_AES_256_GCM_SHA384": "+AES-256-GCM",
+    "TLS_CHACHA20_POLY1305_SHA256": "+CHACHA20-POLY1305",
+}
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("direction", ["write", "read"])
+def test_bulk_against_gnutls(tmp_path, prefix, openssl35, module35, certs, suite,
+                             direction):
+    """The same against GnuTLS' gnutls-cli (TLS 1.3 only, the one AEAD)."""
+    gnutls = programs.require("gnutls-cli")
+    port, srv, env, stats = _pipelined_server(tmp_path, prefix, openssl35, module35,
+                                              certs, suite)
+    server_send, client_send = _bulk(direction)
+    log = tmp_path / "gnutls.log"
+    prio = f"NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:{GNUTLS_PRIORITY[suite]}"
+    cli = [gnutls, "--insecure", "--priority", prio, f"--logfile={log}",
+           "-p", str(port), "127.0.0.1"]
+    res = stream_exchange(srv, cli, port=port, server_send=server_send,
+                          client_send=client_send, server_env=env, timeout=240)
+    logs = _check_exchange(res, server_send, client_send, stats, direction,
+                           PEER_BYTES)
+    text = log.read_text(errors="replace")
+    assert "TLS1.3" in text and GNUTLS_PRIORITY[suite][1:] in text, text + logs
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_download_with_curl(tmp_path, prefix, openssl35, module35, certs, suite):
+    """curl (system libcurl) fetches 32 MiB over HTTPS from the pipelined
+    patched ``s_server -WWW``: SHA-256 intact, batched writes."""
+    curl = programs.require("curl")
+    root = tmp_path / "www"
+    root.mkdir()
+    body = os.urandom(32 * MIB)
+    (root / "bulk.bin").write_bytes(body)
+    port, srv, env, stats = _pipelined_server(tmp_path, prefix, openssl35, module35,
+                                              certs, suite, "-WWW")
+    out = tmp_path / "got.bin"
+    proc = subprocess.Popen(srv, cwd=root, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_listening(port, 10.0, proc)
+        res = subprocess.run([curl, "-sS", "-k", "--tlsv1.3", "-w", "%{http_code} %{ssl_verify_result}",
+                              "-o", str(out), f"https://127.0.0.1:{port}/bulk.bin"],
+                             capture_output=True, text=True, timeout=240)
+        srv_out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    logs = f"curl rc={res.returncode} {res.stdout} {res.stderr}\nserver: {srv_out}"
+    assert res.returncode == 0 and res.stdout.startswith("200"), logs
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(body).hexdigest(), logs
+    st = one_stats(stats, logs)
+    assert st.failed_batches == 0, st
+    assert pipelined(st) > 0, f"no batch of more than one record: {st}"
+    assert sum(k * n for k, n in st.hist.items() if k > 1) > len(body) // 4096 // 2, st
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_patched_client_against_stock_30_server(tmp_path, prefix, openssl35, module35,
+                                                certs, suite, direction):
+    """The patched s_client (provider, max_pipelines 8) reads 8 MiB from
+    (read) or sends 8 MiB to (write) a stock 3.0 s_server: data intact,
+    and the client's provider batched records in that direction."""
+    port = free_port()
+    stats = tmp_path / "stats.txt"
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    srv = [OPENSSL, "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "1", "-quiet",
+           "-cert", certs.cert, "-key", certs.key, "-tls1_3", "-ciphersuites", suite]
+    cli = [openssl35, "s_client", "-connect", f"127.0.0.1:{port}", "-quiet", "-tls1_3",
+           "-ciphersuites", suite, "-max_pipelines", "8", "-split_send_frag", "4096"]
+    bulk = os.urandom(PEER_BYTES)
+    # the roles of _bulk seen from the patched side, now the client
+    server_send, client_send = (bulk, TOKEN) if direction == "read" else (TOKEN, bulk)
+    res = stream_exchange(srv, cli, port=port, server_send=server_send,
+                          client_send=client_send,
+                          client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
+    _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_patched_client_against_python_ssl_server(tmp_path, prefix, openssl35, module35,
+                                                  certs, direction):
+    """The patched s_client (provider, max_pipelines 8) reads 8 MiB from
+    (read) or sends 8 MiB to (write) a server on Python's ssl module (the
+    system libssl), AES-256-GCM: data intact, batches in that direction."""
+    suite = "TLS_AES_256_GCM_SHA384"
+    port = free_port()
+    stats = tmp_path / "stats.txt"
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    srv = [sys.executable, str(HERE / "support" / "py_tls_server.py"), str(port),
+           certs.cert, certs.key]
+    cli = [openssl35, "s_client", "-connect", f"127.0.0.1:{port}", "-quiet", "-tls1_3",
+           "-ciphersuites", suite, "-max_pipelines", "8", "-split_send_frag", "4096"]
+    bulk = os.urandom(PEER_BYTES)
+    server_send, client_send = (bulk, TOKEN) if direction == "read" else (TOKEN, bulk)
+    res = stream_exchange(srv, cli, port=port, server_send=server_send,
+                          client_send=client_send,
+                          client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
+    logs = _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
+    assert f"version=TLSv1.3 cipher={suite}" in res.server.stderr, logs
