@@ -533,28 +533,6 @@ def _bulk(direction):
     return (bulk, TOKEN) if direction == "write" else (b"", bulk)
 
 
-@pytest.mark.parametrize("suite", SUITES)
-@pytest.mark.parametrize("direction", ["write", "read"])
-def test_bulk_against_python_ssl(tmp_path, prefix, openssl35, module35, certs, suite,
-                                 direction):
-    """8 MiB from (write) or to (read) the pipelined patched s_server, a
-    client on Python's ssl module (the system libssl, its own process) on
-    the other end: data intact, suite as chosen, batches of more than one
-    record in that direction."""
-    import ssl
-    port, srv, env, stats = _pipelined_server(tmp_path, prefix, openssl35, module35,
-                                              certs, suite)
-    server_send, client_send = _bulk(direction)
-    cli = [sys.executable, str(HERE / "support" / "py_tls_client.py"), str(port)]
-    res = stream_exchange(srv, cli, port=port, server_send=server_send,
-                          client_send=client_send, server_env=env, timeout=240)
-    logs = _check_exchange(res, server_send, client_send, stats, direction,
-                           PEER_BYTES)
-    assert f"version=TLSv1.3 cipher={suite}" in res.client.stderr, logs
-    assert f"libssl={ssl.OPENSSL_VERSION}" in res.client.stderr, logs
-    assert not ssl.OPENSSL_VERSION.startswith("OpenSSL 3.5"), ssl.OPENSSL_VERSION
-
-
 GNUTLS_PRIORITY = {
     "TLS_AES_128_GCM_SHA256": "+AES-128-GCM",
     "TLS_AES_256_GCM_SHA384": "+AES-256-GCM",
@@ -637,26 +615,3 @@ def test_patched_client_against_stock_30_server(tmp_path, prefix, openssl35, mod
                           client_send=client_send,
                           client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
     _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
-
-
-@pytest.mark.parametrize("direction", ["read", "write"])
-def test_patched_client_against_python_ssl_server(tmp_path, prefix, openssl35, module35,
-                                                  certs, direction):
-    """The patched s_client (provider, max_pipelines 8) reads 8 MiB from
-    (read) or sends 8 MiB to (write) a server on Python's ssl module (the
-    system libssl), AES-256-GCM: data intact, batches in that direction."""
-    suite = "TLS_AES_256_GCM_SHA384"
-    port = free_port()
-    stats = tmp_path / "stats.txt"
-    conf = provider_conf(tmp_path / "prov.cnf", module35)
-    srv = [sys.executable, str(HERE / "support" / "py_tls_server.py"), str(port),
-           certs.cert, certs.key]
-    cli = [openssl35, "s_client", "-connect", f"127.0.0.1:{port}", "-quiet", "-tls1_3",
-           "-ciphersuites", suite, "-max_pipelines", "8", "-split_send_frag", "4096"]
-    bulk = os.urandom(PEER_BYTES)
-    server_send, client_send = (bulk, TOKEN) if direction == "read" else (TOKEN, bulk)
-    res = stream_exchange(srv, cli, port=port, server_send=server_send,
-                          client_send=client_send,
-                          client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
-    logs = _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
-    assert f"version=TLSv1.3 cipher={suite}" in res.server.stderr, logs
