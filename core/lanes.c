@@ -57,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -71,6 +72,15 @@
 #define DEFAULT_INLINE_BELOW 16384
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
+/* ADAPTIVE: an idle worker whose spin of at least SPIN_CHECK_NS got less than
+ * 3/4 of the CPU (its thread time against the clock) shared its core with a
+ * runnable thread, of this process or another: spinning then only takes CPU
+ * from that thread. Workers then sleep at once, and callers wait for the
+ * tails of their batches with a short spin, for 2^CONTENDED_SHIFT windows
+ * (about 90 ms), after which a spin tells again. */
+#define SPIN_CHECK_NS 20000
+#define CALLER_SPIN_CONTENDED_NS 5000
+#define CONTENDED_SHIFT 6
 /* Activity windows: 2^22 ticks (about 1.4 ms at 3 GHz; 4 ms where ticks are
  * nanoseconds). A caller counts as busy in the window it called in and the
  * next one. */
@@ -141,6 +151,8 @@ static struct {
      * time the caller alone would have taken, in 1/1024 (a moving average) */
     _Atomic int slowness;
     _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
+    /* ticks: a spinning worker lost its core until about then: no spinning */
+    _Atomic uint64_t contended_until;
     _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
     /* ticks: callers filled every core until about then (plus 8 windows) */
     _Atomic uint64_t crowded_until;
@@ -383,6 +395,39 @@ static void release(pt_batch *b)
     }
 }
 
+/* Was a core lately found wanted by other threads (ADAPTIVE)? */
+static int contended(uint64_t t)
+{
+    return atomic_load_explicit(&pool.adaptive, memory_order_relaxed)
+        && t < atomic_load_explicit(&pool.contended_until, memory_order_relaxed);
+}
+
+/* CPU time of the calling thread, in ns (0 where it cannot be read) */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* An idle worker spun from (w0, c0) (clock, thread CPU time) to now: if it
+ * got clearly less than the CPU, another thread wanted its core. */
+static void judge_spin(uint64_t w0, uint64_t c0)
+{
+    uint64_t w1 = pt_now_ns(), c1;
+
+    if (c0 == 0 || w1 - w0 < SPIN_CHECK_NS)
+        return;
+    c1 = thread_cpu_ns();
+    if (c1 == 0 || (c1 - c0) * 4 >= (w1 - w0) * 3)
+        return;
+    atomic_store_explicit(&pool.contended_until,
+        pt_ticks() + ((uint64_t)1 << (WINDOW_SHIFT + CONTENDED_SHIFT)), memory_order_relaxed);
+    pt_stats_event(PT_EV_SPIN_STOP);
+}
+
 /* The caller, after its own claims ran out: wait until no worker holds b. */
 static void wait_released(pt_batch *b)
 {
@@ -396,7 +441,7 @@ static void wait_released(pt_batch *b)
     pthread_mutex_unlock(&pool.mu);
     if (!held)
         return;
-    until = pt_now_ns() + CALLER_SPIN_NS;
+    until = pt_now_ns() + (contended(pt_ticks()) ? CALLER_SPIN_CONTENDED_NS : CALLER_SPIN_NS);
     for (spins = 1; atomic_load_explicit(&b->done, memory_order_acquire) == B_RUNNING; spins++) {
         uint32_t expect = B_RUNNING;
 
@@ -425,7 +470,7 @@ static void *worker_main(void *argp)
     while (!atomic_load(&pool.stop)) {
         uint32_t seen = atomic_load(&pool.seq);
         pt_batch *b = take();
-        uint64_t until;
+        uint64_t until, w0, c0 = 0;
         unsigned spins;
 
         if (b != NULL) {
@@ -438,8 +483,15 @@ static void *worker_main(void *argp)
         }
         /* bounded spin: a busy connection posts its next batch soon; look
          * at the counter after every pause, at the clock now and then */
-        until = pt_now_ns() + WORKER_SPIN_NS;
-        for (spins = 1; atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
+        w0 = pt_now_ns();
+        until = w0 + WORKER_SPIN_NS;
+        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
+            if (contended(pt_ticks()))
+                until = w0; /* no spinning on a core others want */
+            else
+                c0 = thread_cpu_ns();
+        }
+        for (spins = 1; until > w0 && atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
              spins++) {
             cpu_relax();
@@ -459,6 +511,8 @@ static void *worker_main(void *argp)
                     break;
             }
         }
+        if (c0 != 0)
+            judge_spin(w0, c0);
         if (atomic_load(&pool.seq) != seen)
             continue;
         atomic_fetch_add(&pool.sleepers, 1);
@@ -535,6 +589,7 @@ static void atfork_child(void)
     atomic_store(&pool.cpus_seen, 0);
     atomic_store(&pool.slowness, SLOWNESS_START);
     atomic_store(&pool.keep_until, 0);
+    atomic_store(&pool.contended_until, 0);
     atomic_store(&pool.backoff, BACKOFF_MIN);
     atomic_store(&pool.crowded_until, 0);
     atomic_store(&pool.loss_crowded, 0);
