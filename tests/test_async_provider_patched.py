@@ -230,3 +230,58 @@ def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
     assert res.server.sha256 == hashlib.sha256(data[1]).hexdigest(), logs
     assert "Sanitizer" not in logs and "runtime error" not in logs, logs
     assert st.async_pauses > 0 and st.async_resumes == st.async_pauses, st
+
+
+# ------------------------------------------------ non-blocking Connections
+
+CHILD = REPO / "tests" / "support" / "async_provider_child.py"
+
+
+def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 1024):
+    """support/async_provider_child.py on the patched build with the
+    provider (ASYNC = async_mode); returns (its JSON, the provider's stats)."""
+    import json
+    import sys
+
+    stats = tmp_path / f"child-stats-{async_mode}.txt"
+    conf = async_conf(tmp_path / f"child-{async_mode}.cnf", module35, async_mode)
+    env = penv(prefix, conf, PIPETLS_OPENSSL=prefix, PIPETLS_STATS=stats)
+    # the pytest process's import path, for the package under test
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.run([sys.executable, str(CHILD), str(certs.dir), str(n),
+                           str(size)], capture_output=True, text=True, env=env, timeout=400,
+                          cwd=str(REPO / "tests"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["libs"] and all(p.startswith(str(prefix)) for p in out["libs"]), out["libs"]
+    blocks = read_stats_file(stats)
+    assert len(blocks) == 1, f"expected one stats block in {stats}\n{proc.stderr[-3000:]}"
+    return out, blocks[0]
+
+
+def test_nonblocking_connections_progress_while_paused(tmp_path, prefix, module35, certs):
+    """16 TLS 1.3 connections, both ends non-blocking pipetls.Connections in
+    one thread (one selectors loop), the server ends with async_mode on the
+    provider: server calls raise WantAsync while their batch is on the
+    lanes, and while one is paused other connections read and write (the
+    loop's own event order shows it, no clock). Every byte arrives; each
+    pause the loop saw is one the provider counted, and resumed."""
+    out, st = run_child(tmp_path, prefix, module35, certs, 2)
+    assert out["tls"] == "TLSv1.3", out
+    assert out["intact"], out
+    assert out["pauses"] > 0, (out, st)
+    assert out["pauses_by_clients"] == 0, out  # only async_mode connections pause
+    assert out["overlaps"] >= 1, out
+    assert out["resumes"] == out["pauses"], out
+    assert st.async_pauses == out["pauses"] and st.async_resumes == st.async_pauses, (out, st)
+    assert st.failed_batches == 0 and pipelined(st) > 0, st
+
+
+def test_nonblocking_connections_async_0(tmp_path, prefix, module35, certs):
+    """The same loop with ASYNC = 0: nothing raises WantAsync, nothing is
+    counted as paused, the data still arrives through pipelined batches."""
+    out, st = run_child(tmp_path, prefix, module35, certs, 0, n=4)
+    assert out["intact"] and out["tls"] == "TLSv1.3", out
+    assert out["pauses"] == 0 and out["resumes"] == 0, out
+    assert st.async_pauses == 0 and st.async_batches == 0, st
+    assert pipelined(st) > 0, st
