@@ -211,7 +211,8 @@ def test_c_suite_async(prefix, build35, module35):
 def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
     """The C suite's async test on a sanitizer build of the provider (leaks
     checked under ASan), then a 4 MiB each way -async exchange with the
-    patched s_server on that build."""
+    patched s_server on that build, then 8 non-blocking Connections in one
+    loop on it."""
     module = module_for(prefix, module35, kind)
     env = sanitizer_env(kind)
     env.pop("LD_PRELOAD")  # pt_prov_test is instrumented itself
@@ -230,6 +231,9 @@ def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
     assert res.server.sha256 == hashlib.sha256(data[1]).hexdigest(), logs
     assert "Sanitizer" not in logs and "runtime error" not in logs, logs
     assert st.async_pauses > 0 and st.async_resumes == st.async_pauses, st
+    out, st = run_child(tmp_path, prefix, module, certs, 2, n=8, size=256 * 1024, kind=kind)
+    assert out["intact"] and out["pauses"] > 0 and out["resumes"] == out["pauses"], out
+    assert st.async_pauses == out["pauses"] and st.async_resumes == st.async_pauses, (out, st)
 
 
 # ------------------------------------------------ non-blocking Connections
@@ -237,21 +241,27 @@ def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
 CHILD = REPO / "tests" / "support" / "async_provider_child.py"
 
 
-def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 1024):
+def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 1024,
+              kind=None):
     """support/async_provider_child.py on the patched build with the
-    provider (ASYNC = async_mode); returns (its JSON, the provider's stats)."""
+    provider (ASYNC = async_mode; kind: a sanitizer build of it, the
+    runtime preloaded into Python); returns (its JSON, the provider's
+    stats)."""
     import json
     import sys
 
     stats = tmp_path / f"child-stats-{async_mode}.txt"
     conf = async_conf(tmp_path / f"child-{async_mode}.cnf", module35, async_mode)
-    env = penv(prefix, conf, PIPETLS_OPENSSL=prefix, PIPETLS_STATS=stats)
+    env = penv(prefix, conf, PIPETLS_OPENSSL=prefix, PIPETLS_STATS=stats,
+               **sanitizer_env(kind))
     # the pytest process's import path, for the package under test
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.run([sys.executable, str(CHILD), str(certs.dir), str(n),
-                           str(size)], capture_output=True, text=True, env=env, timeout=400,
+                           str(size)], capture_output=True, text=True, env=env, timeout=600,
                           cwd=str(REPO / "tests"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, \
+        proc.stderr[-6000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["libs"] and all(p.startswith(str(prefix)) for p in out["libs"]), out["libs"]
     blocks = read_stats_file(stats)
