@@ -153,6 +153,8 @@ def test_cli_async_bulk_both_ways(tmp_path, prefix, openssl35, module35, certs, 
     (s_data, s_hash), (c_data, c_hash) = blobs
     res, st, logs = exchange(tmp_path, prefix, openssl35, module35, certs, side, ON[side],
                              s_data, c_data)
+    print(side, "pipelined", pipelined(st), "async_batches", st.async_batches, "pauses",
+          st.async_pauses, "resumes", st.async_resumes, "paused_ns", st.async_paused_ns)
     assert res.client.sha256 == s_hash, "server -> client data differs\n" + logs
     assert res.server.sha256 == c_hash, "client -> server data differs\n" + logs
     assert st.failed_batches == 0, st
@@ -234,6 +236,9 @@ def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
     out, st = run_child(tmp_path, prefix, module, certs, 2, n=8, size=256 * 1024, kind=kind)
     assert out["intact"] and out["pauses"] > 0 and out["resumes"] == out["pauses"], out
     assert st.async_pauses == out["pauses"] and st.async_resumes == st.async_pauses, (out, st)
+    out, st = run_child(tmp_path, prefix, module, certs, 2, n=40, size=64 * 1024, kind=kind,
+                        mode=("abandon",))
+    abandoned_checks(out, st)
 
 
 # ------------------------------------------------ non-blocking Connections
@@ -242,7 +247,7 @@ CHILD = REPO / "tests" / "support" / "async_provider_child.py"
 
 
 def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 1024,
-              kind=None):
+              kind=None, mode=()):
     """support/async_provider_child.py on the patched build with the
     provider (ASYNC = async_mode; kind: a sanitizer build of it, the
     runtime preloaded into Python); returns (its JSON, the provider's
@@ -250,14 +255,14 @@ def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 10
     import json
     import sys
 
-    stats = tmp_path / f"child-stats-{async_mode}.txt"
-    conf = async_conf(tmp_path / f"child-{async_mode}.cnf", module35, async_mode)
+    stats = tmp_path / f"child-stats-{async_mode}-{len(mode)}.txt"
+    conf = async_conf(tmp_path / f"child-{async_mode}-{len(mode)}.cnf", module35, async_mode)
     env = penv(prefix, conf, PIPETLS_OPENSSL=prefix, PIPETLS_STATS=stats,
                **sanitizer_env(kind))
     # the pytest process's import path, for the package under test
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.run([sys.executable, str(CHILD), str(certs.dir), str(n),
-                           str(size)], capture_output=True, text=True, env=env, timeout=600,
+                           str(size), *mode], capture_output=True, text=True, env=env, timeout=600,
                           cwd=str(REPO / "tests"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, \
@@ -277,6 +282,8 @@ def test_nonblocking_connections_progress_while_paused(tmp_path, prefix, module3
     loop's own event order shows it, no clock). Every byte arrives; each
     pause the loop saw is one the provider counted, and resumed."""
     out, st = run_child(tmp_path, prefix, module35, certs, 2)
+    print("pauses", out["pauses"], "overlaps", out["overlaps"], "async_batches",
+          st.async_batches, "async_pauses", st.async_pauses)
     assert out["tls"] == "TLSv1.3", out
     assert out["intact"], out
     assert out["pauses"] > 0, (out, st)
@@ -295,3 +302,26 @@ def test_nonblocking_connections_async_0(tmp_path, prefix, module35, certs):
     assert out["pauses"] == 0 and out["resumes"] == 0, out
     assert st.async_pauses == 0 and st.async_batches == 0, st
     assert pipelined(st) > 0, st
+
+
+def test_abandoned_jobs_no_leak(tmp_path, prefix, module35, certs):
+    """200 TLS 1.3 connections over BIO pairs whose server write paused in
+    the provider: half closed by close() (the job run to its end), half by
+    SSL_free alone with the job paused (libssl frees the record layer's
+    buffers, then the cipher context, which finishes the update on its own
+    copy). The process has the same fds after as before, what arrived
+    before a pause is intact, and the provider counts exactly the freed
+    jobs' pauses as never resumed."""
+    out, st = run_child(tmp_path, prefix, module35, certs, 2, n=200, size=64 * 1024,
+                        mode=("abandon",))
+    abandoned_checks(out, st)
+
+
+def abandoned_checks(out, st):
+    print("closed paused", out["closed_paused"], "freed paused", out["freed_paused"],
+          "pauses", st.async_pauses, "resumes", st.async_resumes)
+    assert out["fds_after"] == out["fds_before"], out
+    assert out["intact"], out
+    assert out["closed_paused"] > 0 and out["freed_paused"] > 0, out
+    assert st.async_pauses - st.async_resumes == out["freed_paused"], (out, st)
+    assert st.failed_batches == 0, st

@@ -16,8 +16,9 @@
  *             badconf  bad THREADS / INLINE_BELOW / ASYNC values fail the load
  *             async    pipelines inside OpenSSL ASYNC jobs: the job pauses
  *                      while the lanes work (ASYNC 2, 1, 0), the counters
- *                      agree with the pauses seen, a context freed while
- *                      its job is paused leaks no descriptor
+ *                      agree with the pauses seen, no pause without a
+ *                      worker (THREADS 1), a context freed while its job is
+ *                      paused leaks no descriptor
  *             bench    32 x 16 KiB seals, ours against the default's loop
  *             quick    kat and mix with fewer cases (sanitizer builds)
  *     MODULE "--conf": the provider "pipetls" as openssl.cnf configures it
@@ -1070,22 +1071,28 @@ static int test_badconf(void)
 
 /* ------------------------------------------------------ ASYNC jobs */
 
-/* ASYNC for the process: one more load of the module, in a library
- * context of its own, with that setting (the setting is per process). */
-static int set_async(const char *mode)
+/* A setting for the process (ASYNC, THREADS): one more load of the module,
+ * in a library context of its own, with that setting (the settings are
+ * per process). */
+static int set_setting(const char *name, const char *v)
 {
-    char value[4];
+    char value[8];
     OSSL_PARAM p[2];
     OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
     OSSL_PROVIDER *pv;
 
-    snprintf(value, sizeof(value), "%s", mode);
-    p[0] = OSSL_PARAM_construct_utf8_string("ASYNC", value, 0);
+    snprintf(value, sizeof(value), "%s", v);
+    p[0] = OSSL_PARAM_construct_utf8_string(name, value, 0);
     p[1] = OSSL_PARAM_construct_end();
     pv = OSSL_PROVIDER_load_ex(lc, module_path, p);
     OSSL_PROVIDER_unload(pv);
     OSSL_LIB_CTX_free(lc);
     return pv != NULL;
+}
+
+static int set_async(const char *mode)
+{
+    return set_setting("ASYNC", mode);
 }
 
 typedef struct {
@@ -1333,6 +1340,22 @@ static int test_async(void)
     }
     if (!set_async("2"))
         return fail("async", "loading with ASYNC = 2");
+    {
+        /* no worker (THREADS 1): nothing to hand the update to, so the job
+         * never pauses and the caller works every pipe itself */
+        int pauses[2], none[2] = { 0, 0 };
+
+        if (!set_setting("THREADS", "1") || !get_async_counts(&c0, &mode))
+            return fail("async", "loading with THREADS = 1");
+        if (!async_rounds("2, THREADS 1", 0, pauses, none))
+            return 0;
+        if (!get_async_counts(&c1, &mode) || !set_setting("THREADS", "2"))
+            return fail("async", "loading with THREADS = 2");
+        printf("async threads 1 seal_pauses %d open_pauses %d posted %llu\n", pauses[1],
+            pauses[0], (unsigned long long)(c1.batches - c0.batches));
+        if (pauses[0] + pauses[1] != 0 || c1.batches != c0.batches || c1.pauses != c0.pauses)
+            return fail("async", "THREADS 1: an update was posted or a job paused");
+    }
     if ((abandon = async_abandon(1)) < 0)
         return 0;
     printf("async abandoned %d\n", abandon);

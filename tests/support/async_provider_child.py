@@ -16,6 +16,14 @@ progress), intact (every hash matched), libs (the libssl/libcrypto
 mapped), tls (the negotiated version).
 
     python support/async_provider_child.py CERT_DIR N SIZE
+
+With ``abandon`` as a fourth argument: N connections over BIO pairs
+instead, the server end writing SIZE-byte chunks until a write's job
+pauses; then the connection is closed with the job paused, every other
+one by ``close()`` (which runs the job to its end first) and the rest by
+SSL_free alone, as a C program abandoning a job would (the provider
+finishes the update when libssl frees the cipher context). Prints fds
+before and after, closed_paused, freed_paused, intact.
 """
 import hashlib
 import json
@@ -26,6 +34,7 @@ import sys
 import time
 
 import pipetls  # first: it maps the libssl of PIPETLS_OPENSSL
+import pipetls.pairs
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support.pki import Certs  # noqa: E402
@@ -148,6 +157,55 @@ class Loop:
         return hits
 
 
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def write_until_paused(server, client, chunk, tries):
+    """Writes chunk after chunk (the client reading) until a write's job
+    pauses; returns (bytes the client got, True if it paused)."""
+    buf = bytearray(1 << 18)
+    got = bytearray()
+    for _ in range(tries):
+        try:
+            server.write(chunk)
+        except pipetls.WantAsync:
+            return bytes(got), True
+        except pipetls.WantWrite:
+            pass
+        while True:
+            try:
+                n = client.readinto(buf)
+            except pipetls.WantRead:
+                break
+            got += buf[:n]
+    return bytes(got), False
+
+
+def abandon(sctx, cctx, n, size):
+    chunk = os.urandom(size)
+    closed_paused = freed_paused = 0
+    intact = True
+    before = open_fds()
+    for i in range(n):
+        server, client = pipetls.Connection.memory_pair(sctx, cctx, server_hostname="localhost")
+        try:
+            pipetls.pairs.handshake_pair(server, client)
+            got, paused = write_until_paused(server, client, chunk, 8)
+            intact &= got == chunk * (len(got) // len(chunk))
+            if paused and i % 2:
+                freed_paused += 1
+                server._finalizer()  # SSL_free with the job paused
+            elif paused:
+                closed_paused += 1
+        finally:
+            server.close()
+            client.close()
+    print(json.dumps({"fds_before": before, "fds_after": open_fds(),
+                      "closed_paused": closed_paused, "freed_paused": freed_paused,
+                      "intact": intact, "libs": mapped_libs()}))
+
+
 def main():
     certs = Certs.of(sys.argv[1])
     n, size = int(sys.argv[2]), int(sys.argv[3])
@@ -156,6 +214,9 @@ def main():
     sctx = pipetls.Context(server=True, certfile=certs.cert, keyfile=certs.key,
                            async_mode=True, **common)
     cctx = pipetls.Context(cafile=certs.ca, **common)
+    if sys.argv[4:] == ["abandon"]:
+        abandon(sctx, cctx, n, size)
+        return
     loop = Loop()
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
