@@ -132,8 +132,6 @@ int pt_set_iv(EVP_CIPHER_CTX *ctx, const unsigned char *iv);
 int pt_cbc_begin(pt_lane *lane, const pt_record *r, unsigned char last[16]);
 void pt_cbc_end(pt_lane *lane, const pt_record *r, int enc, const unsigned char last[16]);
 
-/* ASYNC jobs: which batches pause, pt_async_pause() (pt_async.h). */
-
 /* CBC-HMAC encryption (cbc_hmac_mode.c): how the records of a batch go
  * through OpenSSL's stitched code. PT_CBC_STITCHED: one record at a time
  * (bit-exact with OpenSSL's TLS record mode); PT_CBC_MULTIBLOCK: groups of
