@@ -209,38 +209,6 @@ def test_c_suite_async(prefix, build35, module35):
     assert proc.returncode == 0 and "ok async\n" in proc.stdout, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("kind", ["asan", "tsan"])
-def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
-    """The C suite's async test on a sanitizer build of the provider (leaks
-    checked under ASan), then a 4 MiB each way -async exchange with the
-    patched s_server on that build, then 8 non-blocking Connections in one
-    loop on it."""
-    module = module_for(prefix, module35, kind)
-    env = sanitizer_env(kind)
-    env.pop("LD_PRELOAD")  # pt_prov_test is instrumented itself
-    if kind == "asan":
-        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
-    proc = subprocess.run([str(module.parent / "pt_prov_test"), str(module), "async"],
-                          capture_output=True, text=True, env=penv(prefix, None, **env),
-                          timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "ok async\n" in proc.stdout, out[-6000:]
-    assert "Sanitizer" not in out and "runtime error" not in out, out[-6000:]
-    data = os.urandom(4 * MIB), os.urandom(4 * MIB)
-    res, st, logs = exchange(tmp_path, prefix, openssl35, module, certs, "server", 2,
-                             data[0], data[1], kind=kind)
-    assert res.client.sha256 == hashlib.sha256(data[0]).hexdigest(), logs
-    assert res.server.sha256 == hashlib.sha256(data[1]).hexdigest(), logs
-    assert "Sanitizer" not in logs and "runtime error" not in logs, logs
-    assert st.async_pauses > 0 and st.async_resumes == st.async_pauses, st
-    out, st = run_child(tmp_path, prefix, module, certs, 2, n=8, size=256 * 1024, kind=kind)
-    assert out["intact"] and out["pauses"] > 0 and out["resumes"] == out["pauses"], out
-    assert st.async_pauses == out["pauses"] and st.async_resumes == st.async_pauses, (out, st)
-    out, st = run_child(tmp_path, prefix, module, certs, 2, n=40, size=64 * 1024, kind=kind,
-                        mode=("abandon",))
-    abandoned_checks(out, st)
-
-
 # ------------------------------------------------ non-blocking Connections
 
 CHILD = REPO / "tests" / "support" / "async_provider_child.py"
@@ -282,7 +250,8 @@ def test_nonblocking_connections_progress_while_paused(tmp_path, prefix, module3
     loop's own event order shows it, no clock). Every byte arrives; each
     pause the loop saw is one the provider counted, and resumed."""
     out, st = run_child(tmp_path, prefix, module35, certs, 2)
-    print("pauses", out["pauses"], "overlaps", out["overlaps"], "async_batches",
+    print("rounds", out["rounds"], "pauses", out["pauses"], "overlaps", out["overlaps"],
+          "async_batches",
           st.async_batches, "async_pauses", st.async_pauses)
     assert out["tls"] == "TLSv1.3", out
     assert out["intact"], out
@@ -325,3 +294,37 @@ def abandoned_checks(out, st):
     assert out["closed_paused"] > 0 and out["freed_paused"] > 0, out
     assert st.async_pauses - st.async_resumes == out["freed_paused"], (out, st)
     assert st.failed_batches == 0, st
+
+
+# ------------------------------------------------------------ sanitizers
+
+@pytest.mark.parametrize("kind", ["asan", "tsan"])
+def test_async_sanitized(tmp_path, prefix, openssl35, module35, certs, kind):
+    """The C suite's async test on a sanitizer build of the provider (leaks
+    checked under ASan), then a 4 MiB each way -async exchange with the
+    patched s_server on that build, then 8 non-blocking Connections in one
+    loop on it."""
+    module = module_for(prefix, module35, kind)
+    env = sanitizer_env(kind)
+    env.pop("LD_PRELOAD")  # pt_prov_test is instrumented itself
+    if kind == "asan":
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+    proc = subprocess.run([str(module.parent / "pt_prov_test"), str(module), "async"],
+                          capture_output=True, text=True, env=penv(prefix, None, **env),
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "ok async\n" in proc.stdout, out[-6000:]
+    assert "Sanitizer" not in out and "runtime error" not in out, out[-6000:]
+    data = os.urandom(4 * MIB), os.urandom(4 * MIB)
+    res, st, logs = exchange(tmp_path, prefix, openssl35, module, certs, "server", 2,
+                             data[0], data[1], kind=kind)
+    assert res.client.sha256 == hashlib.sha256(data[0]).hexdigest(), logs
+    assert res.server.sha256 == hashlib.sha256(data[1]).hexdigest(), logs
+    assert "Sanitizer" not in logs and "runtime error" not in logs, logs
+    assert st.async_pauses > 0 and st.async_resumes == st.async_pauses, st
+    out, st = run_child(tmp_path, prefix, module, certs, 2, n=8, size=256 * 1024, kind=kind)
+    assert out["intact"] and out["pauses"] > 0 and out["resumes"] == out["pauses"], out
+    assert st.async_pauses == out["pauses"] and st.async_resumes == st.async_pauses, (out, st)
+    out, st = run_child(tmp_path, prefix, module, certs, 2, n=40, size=64 * 1024, kind=kind,
+                        mode=("abandon",))
+    abandoned_checks(out, st)
