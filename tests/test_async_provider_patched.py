@@ -243,7 +243,7 @@ def run_child(tmp_path, prefix, module35, certs, async_mode, n=16, size=512 * 10
 
 
 def test_nonblocking_connections_progress_while_paused(tmp_path, prefix, module35, certs):
-    """16 TLS 1.3 connections, both ends non-blocking pipetls.Connections in
+    """16 TLS 1.3 connections (a round; repeated until a job paused), both ends non-blocking pipetls.Connections in
     one thread (one selectors loop), the server ends with async_mode on the
     provider: server calls raise WantAsync while their batch is on the
     lanes, and while one is paused other connections read and write (the
@@ -251,8 +251,7 @@ def test_nonblocking_connections_progress_while_paused(tmp_path, prefix, module3
     pause the loop saw is one the provider counted, and resumed."""
     out, st = run_child(tmp_path, prefix, module35, certs, 2)
     print("rounds", out["rounds"], "pauses", out["pauses"], "overlaps", out["overlaps"],
-          "async_batches",
-          st.async_batches, "async_pauses", st.async_pauses)
+          "async_batches", st.async_batches, "async_pauses", st.async_pauses)
     assert out["tls"] == "TLSv1.3", out
     assert out["intact"], out
     assert out["pauses"] > 0, (out, st)
