@@ -8,6 +8,7 @@
  * written only to io[i].out, by exactly one lane (invariant 3).
  */
 #include "pt_aead.h"
+#include "pt_async.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
 #include "pt_stats.h"
@@ -137,6 +138,104 @@ static void raise_failed(const pt_aead_io *io, int n, const char *what)
     pt_err_raise(PT_R_CIPHER_FAILED, "%s of %d pipes", what, n);
 }
 
+/* An update of an ASYNC job, on the lanes while the job is paused: copies
+ * of the pipes' input over the pt_aead's own buffer, worked in place. */
+typedef struct pt_aead_parked {
+    update_job job;
+    pt_aead_io io[PT_MAX_PIPES];
+    size_t sizes[PT_MAX_PIPES];
+    unsigned char *scratch;
+    size_t cap;
+    size_t used; /* bytes of scratch the update holds */
+    pt_batch *b; /* posted, not yet collected */
+    pt_notify *nt;
+} pt_aead_parked;
+
+/* Collects the posted update; io: where the output goes (NULL: nowhere,
+ * the job was abandoned). Returns the number of failed pipes. */
+static int finish_parked(pt_aead *a, pt_aead_io *io)
+{
+    pt_aead_parked *p = a->parked;
+    int i, failed;
+
+    if (p == NULL || p->b == NULL)
+        return 0;
+    failed = pt_lanes_collect(p->b);
+    p->b = NULL;
+    pt_async_notify_put(p->nt);
+    p->nt = NULL;
+    for (i = 0; io != NULL && i < a->n; i++) {
+        io[i].outl = p->io[i].outl;
+        io[i].reason = p->io[i].reason;
+        /* no output of a failed update reaches the caller */
+        if (failed == 0 && io[i].out != NULL && io[i].outl > 0)
+            memcpy(io[i].out, p->io[i].out, io[i].outl);
+    }
+    OPENSSL_cleanse(p->scratch, p->used); /* plaintext, one way or the other */
+    p->used = 0;
+    return failed;
+}
+
+static void free_parked(pt_aead *a)
+{
+    if (a->parked == NULL)
+        return;
+    finish_parked(a, NULL); /* an abandoned job's update: end it first */
+    OPENSSL_clear_free(a->parked->scratch, a->parked->cap);
+    OPENSSL_free(a->parked);
+    a->parked = NULL;
+}
+
+/* The update inside an ASYNC job, with the lanes free: post it and pause.
+ * Returns the number of failed pipes, or -1 when it cannot go that way
+ * (nothing done: run it as usual). */
+static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, int width, size_t total)
+{
+    pt_aead_parked *p = a->parked;
+    size_t off = 0;
+    int i, n = a->n;
+
+    if (total == 0 || !pt_lanes_can_post(n))
+        return -1;
+    if (p == NULL && (p = a->parked = OPENSSL_zalloc(sizeof(*p))) == NULL)
+        return -1;
+    if (p->cap < total) {
+        unsigned char *buf = OPENSSL_malloc(total);
+
+        if (buf == NULL)
+            return -1;
+        OPENSSL_clear_free(p->scratch, p->cap);
+        p->scratch = buf;
+        p->cap = total;
+    }
+    if ((p->nt = pt_async_notify_get()) == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        p->io[i] = io[i];
+        p->io[i].in = p->scratch + off;
+        if (io[i].out != NULL)
+            p->io[i].out = p->scratch + off;
+        if (io[i].len > 0)
+            memcpy(p->scratch + off, io[i].in, io[i].len);
+        off += io[i].len;
+    }
+    p->used = total;
+    memcpy(p->sizes, sizes, sizeof(*sizes) * (size_t)n);
+    p->job.a = a;
+    p->job.io = p->io;
+    p->b = pt_lanes_post(run_update, &p->job, n, p->sizes, NULL, width, pt_async_notify_fire,
+        p->nt);
+    if (p->b == NULL) {
+        pt_async_notify_put(p->nt);
+        p->nt = NULL;
+        OPENSSL_cleanse(p->scratch, p->used);
+        p->used = 0;
+        return -1;
+    }
+    pt_async_wait(p->b, p->nt);
+    return finish_parked(a, io);
+}
+
 int pt_aead_update(pt_aead *a, pt_aead_io *io)
 {
     update_job job = { a, io };
@@ -154,7 +253,11 @@ int pt_aead_update(pt_aead *a, pt_aead_io *io)
         total += io[i].len;
     }
     width = pt_lanes_width(n, total);
-    failed = pt_lanes_run(run_update, &job, n, sizes, NULL, width);
+    failed = -1;
+    if (width > 1 && pt_async_wanted(a->enc))
+        failed = run_parked(a, io, sizes, width, total);
+    if (failed < 0)
+        failed = pt_lanes_run(run_update, &job, n, sizes, NULL, width);
     if (!a->enc)
         for (i = 0; i < n; i++)
             if (io[i].out != NULL && !remember_region(a, i, io[i].out, io[i].outl)) {
@@ -295,6 +398,7 @@ void pt_aead_free(pt_aead *a)
 {
     int i;
 
+    free_parked(a);
     for (i = 0; i < PT_MAX_PIPES; i++) {
         EVP_CIPHER_CTX_free(a->pipe[i]);
         OPENSSL_free(a->regions[i]);

@@ -39,9 +39,29 @@ static void notify_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD f
     notify_unref(custom);
 }
 
+static _Atomic int async_pause = 2;
+
+int pt_async_pause(void)
+{
+    return async_pause;
+}
+
+int pt_set_async_pause(long mode)
+{
+    if (mode < 0 || mode > 2)
+        return 0;
+    async_pause = (int)mode;
+    return 1;
+}
+
 int pt_async_in_job(void)
 {
     return ASYNC_get_current_job() != NULL;
+}
+
+int pt_async_wanted(int enc)
+{
+    return async_pause > (enc ? 0 : 1) && pt_async_in_job();
 }
 
 pt_notify *pt_async_notify_get(void)

@@ -55,21 +55,6 @@ static int ensure_slots(pt_conn *k, int n)
     return 1;
 }
 
-static _Atomic int async_pause = 2;
-
-int pt_async_pause(void)
-{
-    return async_pause;
-}
-
-int pt_set_async_pause(long mode)
-{
-    if (mode < 0 || mode > 2)
-        return 0;
-    async_pause = (int)mode;
-    return 1;
-}
-
 /* Lane context i keyed like base (copied once per key); slot i exists. */
 static int ensure_lane(pt_conn *k, int i)
 {
@@ -334,7 +319,7 @@ int pt_conn_run(pt_conn *k, pt_record *recs, int n, int enc, unsigned char iv[16
         PT_ENSURE(ensure_lane(k, i), fail, PT_R_LANE_SETUP, "lane context %d of %d", i, width);
 
     failed = -1;
-    if (width > 1 && async_pause > (enc ? 0 : 1) && pt_async_in_job())
+    if (width > 1 && pt_async_wanted(enc))
         failed = run_parked(k, &job, n, jobs, sizes, counts, width, total);
     if (failed < 0)
         failed = pt_lanes_run(run_record, &job, jobs, sizes, counts, width);

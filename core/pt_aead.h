@@ -51,6 +51,9 @@ typedef struct {
     /* decryption: output written per pipe since pt_aead_start */
     pt_aead_region *regions[PT_MAX_PIPES];
     size_t n_regions[PT_MAX_PIPES], cap_regions[PT_MAX_PIPES];
+    /* an update of an ASYNC job on the lanes while the job is paused
+     * (aead.c; NULL until the first one) */
+    struct pt_aead_parked *parked;
 } pt_aead;
 
 /* One pipe's part of an update or the final. */
@@ -68,7 +71,16 @@ typedef struct {
 int pt_aead_start(pt_aead *a, int n, const unsigned char *const *iv, int enc);
 /* One update of every pipe of the operation: io[i].out NULL means io[i].in
  * is AAD. Runs on up to pt_lanes_width() lanes. 1 or 0 (then every pipe's
- * io[i].outl is 0 and, decrypting, all plaintext so far is cleansed). */
+ * io[i].outl is 0 and, decrypting, all plaintext so far is cleansed).
+ *
+ * Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC, pt_async_wanted()) an
+ * update that would use the lanes while they are free is copied into a
+ * buffer of the pt_aead, posted to the workers, and the job pauses until
+ * they are done (core/async.c); then the output is copied back. The copy
+ * makes a context freed while its job is paused safe: the workers never
+ * touch the caller's buffers after the pause, and pt_aead_free finishes
+ * such an update before it frees the pipe contexts. When the lanes are
+ * busy the update runs as always, the caller working on it too. */
 int pt_aead_update(pt_aead *a, pt_aead_io *io);
 /* The final of every pipe (decryption: the tag checks). 1, or 0: then the
  * first failed pipe's reason is raised and, decrypting, every pipe's
@@ -80,7 +92,8 @@ int pt_aead_set_tags(pt_aead *a, unsigned char *const *tags, size_t tag_len);
 int pt_aead_get_tags(pt_aead *a, unsigned char *const *tags, size_t tag_len);
 /* dst (zeroed) becomes a copy of src, base and pipes included. 1 or 0. */
 int pt_aead_dup(pt_aead *dst, const pt_aead *src);
-/* Frees the pipe contexts and the base. */
+/* Frees the pipe contexts and the base (an update still on the lanes for
+ * a paused ASYNC job that will never be resumed is finished first). */
 void pt_aead_free(pt_aead *a);
 
 #endif

@@ -9,6 +9,9 @@
  * batch in flight: it stays open until both the wait context (its cleanup
  * callback) and the batch have let go, so a worker never writes to a
  * closed or reused descriptor.
+ *
+ * Both fronts use it: the engine for batches of TLS records (batch.c), the
+ * provider for the data updates of a pipeline (aead.c).
  */
 #ifndef PT_ASYNC_H
 #define PT_ASYNC_H
@@ -17,8 +20,16 @@
 
 typedef struct pt_notify pt_notify;
 
+/* Which batches pause (the fronts' ASYNC setting, one for the process):
+ * 0 none, 1 encrypt batches only, 2 encrypt and decrypt (the default).
+ * pt_set_async_pause: 0 when mode is not 0, 1 or 2. */
+int pt_async_pause(void);
+int pt_set_async_pause(long mode);
 /* Inside an ASYNC job that can pause (ASYNC_get_current_job() != NULL). */
 int pt_async_in_job(void);
+/* A batch in direction enc may pause: the setting allows it and the
+ * calling thread runs inside an ASYNC job. */
+int pt_async_wanted(int enc);
 /* The current job's notifier (made and registered on first use), with a
  * reference for the caller, or NULL (not in a job, no eventfd). */
 pt_notify *pt_async_notify_get(void);

@@ -22,6 +22,7 @@
 #ifndef PT_RECORD_H
 #define PT_RECORD_H
 
+#include "pt_async.h"
 #include "pt_base.h"
 
 #include <openssl/evp.h>
@@ -130,10 +131,6 @@ const pt_family *pt_family_by_nid(int nid);
 int pt_set_iv(EVP_CIPHER_CTX *ctx, const unsigned char *iv);
 int pt_cbc_begin(pt_lane *lane, const pt_record *r, unsigned char last[16]);
 void pt_cbc_end(pt_lane *lane, const pt_record *r, int enc, const unsigned char last[16]);
-
-/* ASYNC jobs: which batches pause (0 none, 1 encrypt, 2 both; default 2). */
-int pt_async_pause(void);
-int pt_set_async_pause(long mode);
 
 /* CBC-HMAC encryption (cbc_hmac_mode.c): how the records of a batch go
  * through OpenSSL's stitched code. PT_CBC_STITCHED: one record at a time

@@ -47,6 +47,12 @@ void pt_stats_kept(int records, int reason);
 void pt_stats_wait(uint64_t ticks);
 /* time from a job's first pause for a batch to the batch's end */
 void pt_stats_async_paused(uint64_t ticks);
+/* The ASYNC counters since the last reset (the text's async_batches,
+ * async_pauses, async_resumes, async_paused_ns). */
+typedef struct {
+    uint64_t batches, pauses, resumes, paused_ns;
+} pt_async_counts;
+void pt_stats_async(pt_async_counts *out);
 void pt_stats_set_lane(int lane); /* called once by each worker thread */
 void pt_stats_reset(void);
 void pt_stats_init(void); /* fork handler, clock origin; idempotent */

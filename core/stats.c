@@ -342,6 +342,21 @@ void pt_stats_reset(void)
     pthread_mutex_unlock(&blocks_mu);
 }
 
+void pt_stats_async(pt_async_counts *out)
+{
+    pt_totals t, base;
+
+    sum(&t);
+    pthread_mutex_lock(&blocks_mu);
+    base = baseline;
+    pthread_mutex_unlock(&blocks_mu);
+    out->batches = t.c[C_ASYNC_POSTED] - base.c[C_ASYNC_POSTED];
+    out->pauses = t.c[C_ASYNC_PAUSES] - base.c[C_ASYNC_PAUSES];
+    out->resumes = t.c[C_ASYNC_RESUMES] - base.c[C_ASYNC_RESUMES];
+    out->paused_ns = (uint64_t)((double)(t.c[C_ASYNC_PAUSED_NS] - base.c[C_ASYNC_PAUSED_NS])
+        * pt_ns_per_tick());
+}
+
 void pt_stats_format(pt_text *out, int lanes)
 {
     static const struct {

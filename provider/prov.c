@@ -13,7 +13,10 @@
  *     activate = 1
  *     THREADS = 2          (optional: lanes, 1..256; default: online CPUs)
  *     INLINE_BELOW = 16384 (optional: smaller updates stay in the caller)
- * The same two settings may be given as OSSL_PROVIDER_load_ex() parameters.
+ *     ASYNC = 2            (optional: inside an OpenSSL ASYNC job, a data
+ *                           update on the lanes pauses the job: 0 never,
+ *                           1 encrypting only, 2 both; default 2)
+ * The same settings may be given as OSSL_PROVIDER_load_ex() parameters.
  *
  * Provider parameters (OSSL_PROVIDER_get_params), besides name, version,
  * buildinfo and status:
@@ -24,8 +27,14 @@
  *     "inline_below" size_t: bytes below which an update stays in the caller
  *     "stats_reset"  int: asking for it zeroes the counters (answers 1)
  *     "key_setups"   unsigned long: pipeline key schedules computed so far
+ *     "async"        int: ASYNC (0, 1 or 2)
+ *     "async_batches", "async_pauses", "async_resumes", "async_paused_ns"
+ *                    uint64: updates posted while their ASYNC job paused,
+ *                    ASYNC_pause_job calls, resumes, time paused (as in
+ *                    "stats")
  */
 #include "pt_prov.h"
+#include "pt_async.h"
 #include "pt_guard.h"
 #include "pt_lanes.h"
 #include "pt_report.h"
@@ -52,6 +61,11 @@
 #define PARAM_INLINE_BELOW "inline_below"
 #define PARAM_STATS_RESET "stats_reset"
 #define PARAM_KEY_SETUPS "key_setups"
+#define PARAM_ASYNC "async"
+#define PARAM_ASYNC_BATCHES "async_batches"
+#define PARAM_ASYNC_PAUSES "async_pauses"
+#define PARAM_ASYNC_RESUMES "async_resumes"
+#define PARAM_ASYNC_PAUSED_NS "async_paused_ns"
 
 static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
@@ -65,6 +79,11 @@ static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_size_t(PARAM_INLINE_BELOW, NULL),
     OSSL_PARAM_int(PARAM_STATS_RESET, NULL),
     OSSL_PARAM_ulong(PARAM_KEY_SETUPS, NULL),
+    OSSL_PARAM_int(PARAM_ASYNC, NULL),
+    OSSL_PARAM_uint64(PARAM_ASYNC_BATCHES, NULL),
+    OSSL_PARAM_uint64(PARAM_ASYNC_PAUSES, NULL),
+    OSSL_PARAM_uint64(PARAM_ASYNC_RESUMES, NULL),
+    OSSL_PARAM_uint64(PARAM_ASYNC_PAUSED_NS, NULL),
     OSSL_PARAM_END
 };
 
@@ -83,6 +102,7 @@ static size_t format_info(char *buf, size_t len)
     pt_text_put(&t, "openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
     pt_text_put(&t, "front provider\n");
     pt_lanes_format_config(&t);
+    pt_text_put(&t, "async %d\n", pt_async_pause());
     for (i = 0; i < PP_N_ALGS; i++)
         pt_text_put(&t, "cipher %s\n", pp_algs[i].name);
     return t.off;
@@ -110,6 +130,34 @@ static int set_text(OSSL_PARAM *p, size_t (*fmt)(char *, size_t))
     return 1;
 fail:
     return 0;
+}
+
+/* The ASYNC counters asked for, read once. */
+static int async_params(OSSL_PARAM params[])
+{
+    static const char *const keys[] = { PARAM_ASYNC_BATCHES, PARAM_ASYNC_PAUSES,
+        PARAM_ASYNC_RESUMES, PARAM_ASYNC_PAUSED_NS };
+    pt_async_counts ac;
+    uint64_t v[4];
+    OSSL_PARAM *p;
+    size_t i;
+    int read = 0;
+
+    for (i = 0; i < 4; i++) {
+        if ((p = OSSL_PARAM_locate(params, keys[i])) == NULL)
+            continue;
+        if (!read) {
+            pt_stats_async(&ac);
+            v[0] = ac.batches;
+            v[1] = ac.pauses;
+            v[2] = ac.resumes;
+            v[3] = ac.paused_ns;
+            read = 1;
+        }
+        if (!OSSL_PARAM_set_uint64(p, v[i]))
+            return 0;
+    }
+    return 1;
 }
 
 static int prov_get_params(void *provctx, OSSL_PARAM params[])
@@ -143,6 +191,11 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_KEY_SETUPS)) != NULL
         && !OSSL_PARAM_set_ulong(p, pp_key_setups()))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, PARAM_ASYNC)) != NULL
+        && !OSSL_PARAM_set_int(p, pt_async_pause()))
+        return 0;
+    if (!async_params(params))
         return 0;
     if ((p = OSSL_PARAM_locate(params, PARAM_STATS_RESET)) != NULL) {
         pt_stats_reset();
@@ -194,19 +247,21 @@ static int conf_number(const char *s, long *v)
     return errno == 0 && end != s && *end == '\0';
 }
 
-/* THREADS and INLINE_BELOW from the provider's configuration section (or
- * OSSL_PROVIDER_load_ex parameters). 1 or 0 (then the load fails). */
+/* THREADS, INLINE_BELOW and ASYNC from the provider's configuration
+ * section (or OSSL_PROVIDER_load_ex parameters). 1 or 0 (then the load
+ * fails). */
 static int configure(const OSSL_CORE_HANDLE *handle, OSSL_FUNC_core_get_params_fn *get_params)
 {
-    const char *threads = NULL, *inline_below = NULL;
-    OSSL_PARAM p[3];
+    const char *threads = NULL, *inline_below = NULL, *async = NULL;
+    OSSL_PARAM p[4];
     long v;
 
     if (get_params == NULL)
         return 1;
     p[0] = OSSL_PARAM_construct_utf8_ptr("THREADS", (char **)&threads, 0);
     p[1] = OSSL_PARAM_construct_utf8_ptr("INLINE_BELOW", (char **)&inline_below, 0);
-    p[2] = OSSL_PARAM_construct_end();
+    p[2] = OSSL_PARAM_construct_utf8_ptr("ASYNC", (char **)&async, 0);
+    p[3] = OSSL_PARAM_construct_end();
     if (!get_params(handle, p))
         return 1; /* no configuration */
     if (threads != NULL)
@@ -216,6 +271,9 @@ static int configure(const OSSL_CORE_HANDLE *handle, OSSL_FUNC_core_get_params_f
         PT_ENSURE(conf_number(inline_below, &v) && pt_lanes_set_inline_below(v), fail,
             PT_R_BAD_ARGUMENT, "pipetls INLINE_BELOW must be 0..1073741824 bytes, got \"%s\"",
             inline_below);
+    if (async != NULL)
+        PT_ENSURE(conf_number(async, &v) && pt_set_async_pause(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls ASYNC must be 0, 1 or 2, got \"%s\"", async);
     return 1;
 fail:
     return 0;

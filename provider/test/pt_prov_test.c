@@ -12,14 +12,20 @@
  *             threads  16 threads, each running pipelines on its own contexts
  *             fork     pipelines in a child after the lanes ran in the parent
  *             dump     "vec ..." lines of pipelined seals (decrypted elsewhere)
- *             params   "param NAME VALUE" lines: threads, inline_below
- *             badconf  bad THREADS / INLINE_BELOW values fail the load
+ *             params   "param NAME VALUE" lines: threads, inline_below, async
+ *             badconf  bad THREADS / INLINE_BELOW / ASYNC values fail the load
+ *             async    pipelines inside OpenSSL ASYNC jobs: the job pauses
+ *                      while the lanes work (ASYNC 2, 1, 0), the counters
+ *                      agree with the pauses seen, no pause without a
+ *                      worker (THREADS 1), a context freed while its job is
+ *                      paused leaks no descriptor
  *             bench    32 x 16 KiB seals, ours against the default's loop
  *             quick    kat and mix with fewer cases (sanitizer builds)
  *     MODULE "--conf": the provider "pipetls" as openssl.cnf configures it
  * Prints one "ok NAME" / "FAIL NAME: why" line per test; exits 1 on any
  * failure.
  */
+#include <openssl/async.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -28,6 +34,8 @@
 #include <openssl/params.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
+#include <dirent.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -952,15 +960,17 @@ static int test_dump(void)
 /* "param NAME VALUE" lines of the provider's numbers (openssl.cnf tests). */
 static int test_params(void)
 {
-    OSSL_PARAM p[3] = { OSSL_PARAM_END, OSSL_PARAM_END, OSSL_PARAM_END };
-    int threads = 0;
+    OSSL_PARAM p[4] = { OSSL_PARAM_END, OSSL_PARAM_END, OSSL_PARAM_END, OSSL_PARAM_END };
+    int threads = 0, async = -1;
     size_t inline_below = 0;
 
     p[0] = OSSL_PARAM_construct_int("threads", &threads);
     p[1] = OSSL_PARAM_construct_size_t("inline_below", &inline_below);
+    p[2] = OSSL_PARAM_construct_int("async", &async);
     if (!OSSL_PROVIDER_get_params(ours_prov, p))
         return fail("params", "OSSL_PROVIDER_get_params");
-    printf("param threads %d\nparam inline_below %zu\n", threads, inline_below);
+    printf("param threads %d\nparam inline_below %zu\nparam async %d\n", threads,
+        inline_below, async);
     return 1;
 }
 
@@ -1026,6 +1036,8 @@ static int test_badconf(void)
         { "THREADS", "0", "pipetls THREADS must be 1..256" },
         { "THREADS", "two", "pipetls THREADS must be 1..256" },
         { "INLINE_BELOW", "-1", "pipetls INLINE_BELOW must be 0..1073741824 bytes" },
+        { "ASYNC", "3", "pipetls ASYNC must be 0, 1 or 2" },
+        { "ASYNC", "on", "pipetls ASYNC must be 0, 1 or 2" },
     };
     size_t i;
 
@@ -1054,6 +1066,301 @@ static int test_badconf(void)
             return fail("badconf", "%s = %s: no \"%s\" on the error queue", cases[i][0],
                 cases[i][1], cases[i][2]);
     }
+    return 1;
+}
+
+/* ------------------------------------------------------ ASYNC jobs */
+
+/* A setting for the process (ASYNC, THREADS): one more load of the module,
+ * in a library context of its own, with that setting (the settings are
+ * per process). */
+static int set_setting(const char *name, const char *v)
+{
+    char value[8];
+    OSSL_PARAM p[2];
+    OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+    OSSL_PROVIDER *pv;
+
+    snprintf(value, sizeof(value), "%s", v);
+    p[0] = OSSL_PARAM_construct_utf8_string(name, value, 0);
+    p[1] = OSSL_PARAM_construct_end();
+    pv = OSSL_PROVIDER_load_ex(lc, module_path, p);
+    OSSL_PROVIDER_unload(pv);
+    OSSL_LIB_CTX_free(lc);
+    return pv != NULL;
+}
+
+static int set_async(const char *mode)
+{
+    return set_setting("ASYNC", mode);
+}
+
+typedef struct {
+    EVP_CIPHER_CTX *c;
+    int alg;
+    batch *b;
+    int enc;
+    int ok;
+} job_arg;
+
+static int job_main(void *arg)
+{
+    job_arg *a = *(job_arg **)arg;
+
+    a->ok = pipe_run(a->c, a->alg, a->b, a->b->key, a->enc, 1);
+    return 1;
+}
+
+/* Waits until one of the wait context's fds is readable (10 s at most). */
+static int wait_fds(ASYNC_WAIT_CTX *w)
+{
+    OSSL_ASYNC_FD fds[8];
+    struct pollfd pfd[8];
+    size_t n = 0, i;
+
+    if (!ASYNC_WAIT_CTX_get_all_fds(w, NULL, &n) || n == 0 || n > 8
+        || !ASYNC_WAIT_CTX_get_all_fds(w, fds, &n))
+        return 0;
+    for (i = 0; i < n; i++) {
+        pfd[i].fd = fds[i];
+        pfd[i].events = POLLIN;
+    }
+    return poll(pfd, n, 10000) > 0;
+}
+
+/* Runs a's pipeline in an ASYNC job to its end, resuming it whenever its
+ * fd is readable; *pauses: how often it paused. */
+static int run_in_job(job_arg *a, int *pauses)
+{
+    ASYNC_WAIT_CTX *w = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB *job = NULL;
+    int ret = 0, r, ok = 0;
+
+    *pauses = 0;
+    if (w == NULL)
+        return 0;
+    for (;;) {
+        r = ASYNC_start_job(&job, w, &ret, job_main, &a, sizeof(a));
+        if (r == ASYNC_PAUSE) {
+            (*pauses)++;
+            if (!wait_fds(w))
+                break;
+            continue;
+        }
+        ok = r == ASYNC_FINISH && a->ok;
+        break;
+    }
+    ASYNC_WAIT_CTX_free(w);
+    return ok;
+}
+
+typedef struct {
+    uint64_t batches, pauses, resumes, paused_ns;
+} async_counts;
+
+static int get_async_counts(async_counts *c, int *mode)
+{
+    OSSL_PARAM p[6];
+
+    p[0] = OSSL_PARAM_construct_uint64("async_batches", &c->batches);
+    p[1] = OSSL_PARAM_construct_uint64("async_pauses", &c->pauses);
+    p[2] = OSSL_PARAM_construct_uint64("async_resumes", &c->resumes);
+    p[3] = OSSL_PARAM_construct_uint64("async_paused_ns", &c->paused_ns);
+    p[4] = OSSL_PARAM_construct_int("async", mode);
+    p[5] = OSSL_PARAM_construct_end();
+    return OSSL_PROVIDER_get_params(ours_prov, p);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Jobs that paused and were never resumed: still referenced, as an
+ * application that freed their connections would hold them. */
+static ASYNC_JOB *abandoned[8];
+
+#define JOB_ROUNDS 6
+#define JOB_ROUNDS_MAX 60
+
+/* Rounds of seal + open of 8 x 512 KiB in ASYNC jobs under ASYNC mode,
+ * every output equal to the default provider's; pauses[0], pauses[1]: the
+ * pauses seen opening, sealing. JOB_ROUNDS rounds, and more (up to
+ * JOB_ROUNDS_MAX) while a direction in which want[dir] has not paused yet:
+ * a job pauses only when its update is not done by the time it has been
+ * posted, and on a loaded machine the woken worker may run first and
+ * finish it. */
+static int async_rounds(const char *mode, int alg, int pauses[2], const int want[2])
+{
+    size_t len[MAXP], aadl[MAXP];
+    EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new(), *dc = EVP_CIPHER_CTX_new();
+    int r, i, k, ok = 1;
+
+    pauses[0] = pauses[1] = 0;
+    for (k = 0; k < 8; k++) {
+        len[k] = 512 * 1024;
+        aadl[k] = 13;
+    }
+    for (r = 0; ok
+         && (r < JOB_ROUNDS
+             || (r < JOB_ROUNDS_MAX
+                 && ((want[0] && pauses[0] == 0) || (want[1] && pauses[1] == 0))));
+         r++) {
+        batch b;
+        job_arg a;
+        int p;
+
+        batch_alloc(&b, 8, len, aadl, 1, keylens[alg]);
+        if (!ref_seal(alg, &b)) {
+            ok = fail("async", "the default provider's seal");
+            break;
+        }
+        a = (job_arg) { ec, alg, &b, 1, 0 };
+        if (!run_in_job(&a, &p)) {
+            ok = fail("async", "ASYNC %s: a seal in a job failed", mode);
+        } else {
+            pauses[1] += p;
+            for (i = 0; ok && i < b.n; i++)
+                if (memcmp(b.ct[i], b.ref_ct[i], b.len[i]) != 0
+                    || memcmp(b.tag[i], b.ref_tag[i], TAG) != 0)
+                    ok = fail("async", "ASYNC %s: pipe %d of a seal in a job differs", mode,
+                        i + 1);
+        }
+        a = (job_arg) { dc, alg, &b, 0, 0 };
+        if (ok && !run_in_job(&a, &p)) {
+            ok = fail("async", "ASYNC %s: an open in a job failed", mode);
+        } else if (ok) {
+            pauses[0] += p;
+            for (i = 0; ok && i < b.n; i++)
+                if (memcmp(b.dec[i], b.pt[i], b.len[i]) != 0)
+                    ok = fail("async", "ASYNC %s: pipe %d of an open in a job differs", mode,
+                        i + 1);
+        }
+        batch_free(&b);
+    }
+    EVP_CIPHER_CTX_free(ec);
+    EVP_CIPHER_CTX_free(dc);
+    return ok;
+}
+
+/* A seal whose job paused, then its context and buffers freed and the job
+ * never resumed (a connection freed while paused): the lanes finish the
+ * update on the context's own copy (ASan: no use after free), the eventfd
+ * is closed once the wait context is freed too. Returns the number of
+ * jobs abandoned so (tries until one paused), or -1. */
+static int async_abandon(int alg)
+{
+    size_t len[MAXP], aadl[MAXP];
+    int k, n = 0, fds0 = count_fds();
+
+    for (k = 0; k < 8; k++) {
+        len[k] = 256 * 1024;
+        aadl[k] = 13;
+    }
+    for (k = 0; k < 30 && n == 0; k++) {
+        ASYNC_WAIT_CTX *w = ASYNC_WAIT_CTX_new();
+        EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new();
+        job_arg *a = xmalloc(sizeof(*a));
+        batch b;
+        int ret = 0, r;
+
+        batch_alloc(&b, 8, len, aadl, 1, keylens[alg]);
+        *a = (job_arg) { ec, alg, &b, 1, 0 };
+        r = ASYNC_start_job(&abandoned[n], w, &ret, job_main, &a, sizeof(a));
+        if (r == ASYNC_PAUSE) {
+            n++;
+        } else {
+            while (r == ASYNC_PAUSE) /* not reached: finished at once */
+                r = ASYNC_start_job(&abandoned[n], w, &ret, job_main, &a, sizeof(a));
+            abandoned[n] = NULL;
+        }
+        EVP_CIPHER_CTX_free(ec); /* finishes the update still on the lanes */
+        batch_free(&b);
+        free(a);
+        ASYNC_WAIT_CTX_free(w);
+    }
+    if (count_fds() != fds0)
+        return fail("async", "descriptors: %d before, %d after abandoned jobs", fds0, count_fds()),
+               -1;
+    return n;
+}
+
+static int test_async(void)
+{
+    static const struct {
+        const char *mode;
+        int enc_may, dec_may; /* may pause */
+    } modes[] = { { "2", 1, 1 }, { "1", 1, 0 }, { "0", 0, 0 } };
+    async_counts c0, c1;
+    size_t m;
+    int mode = -1, abandon;
+
+    if (ASYNC_is_capable() == 0)
+        return fail("async", "this build of OpenSSL cannot run ASYNC jobs");
+    for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        int pauses[2], want[2] = { modes[m].dec_may, modes[m].enc_may };
+
+        if (!set_async(modes[m].mode))
+            return fail("async", "loading with ASYNC = %s", modes[m].mode);
+        if (!get_async_counts(&c0, &mode))
+            return fail("async", "the async parameters");
+        if (mode != atoi(modes[m].mode))
+            return fail("async", "parameter async is %d after ASYNC = %s", mode, modes[m].mode);
+        if (!async_rounds(modes[m].mode, m % 2 == 0 ? 1 : 2, pauses, want))
+            return 0;
+        if (!get_async_counts(&c1, &mode))
+            return fail("async", "the async parameters");
+        printf("async mode %s seal_pauses %d open_pauses %d posted %llu\n", modes[m].mode,
+            pauses[1], pauses[0], (unsigned long long)(c1.batches - c0.batches));
+        /* a pause is seen by the job's starter and counted by the provider */
+        if (c1.pauses - c0.pauses != (uint64_t)(pauses[0] + pauses[1])
+            || c1.resumes - c0.resumes != c1.pauses - c0.pauses)
+            return fail("async", "ASYNC %s: %d pauses seen, counters say %llu paused, "
+                "%llu resumed", modes[m].mode, pauses[0] + pauses[1],
+                (unsigned long long)(c1.pauses - c0.pauses),
+                (unsigned long long)(c1.resumes - c0.resumes));
+        if ((!modes[m].enc_may && pauses[1] != 0) || (!modes[m].dec_may && pauses[0] != 0)
+            || (!modes[m].enc_may && c1.batches != c0.batches))
+            return fail("async", "ASYNC %s: a batch paused that must not", modes[m].mode);
+        /* up to 60 rounds of 4 MiB per direction on free lanes: not one
+         * pause in a direction that may pause means the pause does not work */
+        if ((modes[m].enc_may && pauses[1] == 0) || (modes[m].dec_may && pauses[0] == 0))
+            return fail("async", "ASYNC %s: no job paused", modes[m].mode);
+        if (c1.pauses != c0.pauses && c1.paused_ns == c0.paused_ns)
+            return fail("async", "ASYNC %s: paused, but no time paused", modes[m].mode);
+    }
+    if (!set_async("2"))
+        return fail("async", "loading with ASYNC = 2");
+    {
+        /* no worker (THREADS 1): nothing to hand the update to, so the job
+         * never pauses and the caller works every pipe itself */
+        int pauses[2], none[2] = { 0, 0 };
+
+        if (!set_setting("THREADS", "1") || !get_async_counts(&c0, &mode))
+            return fail("async", "loading with THREADS = 1");
+        if (!async_rounds("2, THREADS 1", 0, pauses, none))
+            return 0;
+        if (!get_async_counts(&c1, &mode) || !set_setting("THREADS", "2"))
+            return fail("async", "loading with THREADS = 2");
+        printf("async threads 1 seal_pauses %d open_pauses %d posted %llu\n", pauses[1],
+            pauses[0], (unsigned long long)(c1.batches - c0.batches));
+        if (pauses[0] + pauses[1] != 0 || c1.batches != c0.batches || c1.pauses != c0.pauses)
+            return fail("async", "THREADS 1: an update was posted or a job paused");
+    }
+    if ((abandon = async_abandon(1)) < 0)
+        return 0;
+    printf("async abandoned %d\n", abandon);
+    if (abandon == 0)
+        return fail("async", "no job paused to be abandoned");
     return 1;
 }
 
@@ -1100,7 +1407,7 @@ int main(int argc, char **argv)
         { "kat", test_kat }, { "mix", test_mix }, { "rekey", test_rekey },
         { "neg", test_neg }, { "stats", test_stats }, { "threads", test_threads },
         { "fork", test_fork }, { "dump", test_dump }, { "params", test_params },
-        { "badconf", test_badconf }, { "bench", test_bench },
+        { "badconf", test_badconf }, { "bench", test_bench }, { "async", test_async },
     };
     int a, i;
 
