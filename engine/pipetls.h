@@ -85,6 +85,9 @@
  *                 caller's own pace; when recent ones gained nothing (cores
  *                 busy with other processes) the callers keep theirs for a
  *                 few milliseconds up to some 50 ms (kept_no_gain, backoffs).
+ *                 An idle worker whose spin got less than 3/4 of its core
+ *                 (another thread wanted it) makes workers sleep at once and
+ *                 callers spin only briefly for about 90 ms (spin_stops).
  *                 0: every batch of INLINE_BELOW bytes or more goes to the
  *                 lanes, as many as THREADS.
  *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
@@ -158,6 +161,8 @@
  *                             and busy workers already filled the CPUs
  *   backoffs N                times batches on the lanes were found to gain
  *                             nothing (the callers then keep theirs a while)
+ *   spin_stops N              times an idle worker's spin lost its core to
+ *                             another thread (no spinning for ~90 ms then)
  *   caller_wait_ns N          time callers waited for workers after their
  *                             own claims of a batch ran out
  *   async_batches N           batches inside an OpenSSL ASYNC job
