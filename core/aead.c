@@ -91,6 +91,7 @@ int pt_aead_start(pt_aead *a, int n, const unsigned char *const *iv, int enc)
     a->n = n;
     a->enc = enc;
     a->finished = 0;
+    a->counted = 0;
     return 1;
 fail:
     return 0;
@@ -189,7 +190,8 @@ static void free_parked(pt_aead *a)
 /* The update inside an ASYNC job, with the lanes free: post it and pause.
  * Returns the number of failed pipes, or -1 when it cannot go that way
  * (nothing done: run it as usual). */
-static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, int width, size_t total)
+static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, const int *counts,
+    int width, size_t total)
 {
     pt_aead_parked *p = a->parked;
     size_t off = 0;
@@ -223,7 +225,7 @@ static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, int width
     memcpy(p->sizes, sizes, sizeof(*sizes) * (size_t)n);
     p->job.a = a;
     p->job.io = p->io;
-    p->b = pt_lanes_post(run_update, &p->job, n, p->sizes, NULL, width, pt_async_notify_fire,
+    p->b = pt_lanes_post(run_update, &p->job, n, p->sizes, counts, width, pt_async_notify_fire,
         p->nt);
     if (p->b == NULL) {
         pt_async_notify_put(p->nt);
@@ -238,8 +240,10 @@ static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, int width
 
 int pt_aead_update(pt_aead *a, pt_aead_io *io)
 {
+    static const int no_records[PT_MAX_PIPES] = { 0 };
     update_job job = { a, io };
     size_t sizes[PT_MAX_PIPES], total = 0;
+    const int *counts = no_records;
     int i, n = a->n, width, failed;
 
     PT_ENSURE(n > 0 && !a->finished, fail, PT_R_NOT_INITIALISED,
@@ -251,13 +255,20 @@ int pt_aead_update(pt_aead *a, pt_aead_io *io)
         io[i].reason = 0;
         sizes[i] = io[i].len;
         total += io[i].len;
+        /* the first update with output is the batch of n records (one per
+         * pipe) in the statistics; the AAD and any later part of the same
+         * records count as work, not as more records */
+        if (io[i].out != NULL && !a->counted)
+            counts = NULL;
     }
+    if (counts == NULL)
+        a->counted = 1;
     width = pt_lanes_width(n, total);
     failed = -1;
     if (width > 1 && pt_async_wanted(a->enc))
-        failed = run_parked(a, io, sizes, width, total);
+        failed = run_parked(a, io, sizes, counts, width, total);
     if (failed < 0)
-        failed = pt_lanes_run(run_update, &job, n, sizes, NULL, width);
+        failed = pt_lanes_run(run_update, &job, n, sizes, counts, width);
     if (!a->enc)
         for (i = 0; i < n; i++)
             if (io[i].out != NULL && !remember_region(a, i, io[i].out, io[i].outl)) {

@@ -46,6 +46,9 @@ typedef struct {
     int n; /* pipes of the current operation (0: none started) */
     int enc;
     int finished; /* pt_aead_final ran for this operation */
+    /* an update of this operation with output counted its n records; the
+     * others (AAD, a trailer after the data) count bytes and time only */
+    int counted;
     EVP_CIPHER_CTX *pipe[PT_MAX_PIPES];
     uint32_t gen[PT_MAX_PIPES]; /* key_gen pipe[i] was copied at */
     /* decryption: output written per pipe since pt_aead_start */

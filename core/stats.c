@@ -191,6 +191,13 @@ void pt_stats_batch(int records, int inlined, int failed, uint64_t wall_ticks)
 
     if (b == NULL)
         return;
+    if (records == 0) {
+        /* work on records counted by another batch (a pipeline's AAD or
+         * trailer): its jobs' bytes and time are counted, not a batch */
+        if (failed)
+            add(b, C_FAILED, 1);
+        return;
+    }
     add(b, C_BATCHES, 1);
     if (records > 1)
         add(b, C_PIPELINED, 1);
@@ -220,6 +227,14 @@ void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed)
 
     if (b == NULL)
         return;
+    if (records == 0) {
+        /* see pt_stats_batch */
+        add(b, C_BYTES, bytes);
+        add(b, C_CRYPTO_NS, ticks);
+        if (failed)
+            add(b, C_FAILED, 1);
+        return;
+    }
     add(b, C_BATCHES, 1);
     add(b, C_INLINE, 1);
     add(b, C_RECORDS, (uint64_t)records);
@@ -287,7 +302,7 @@ void pt_stats_kept(int records, int reason)
 {
     pt_block *b = block();
 
-    if (b == NULL)
+    if (b == NULL || records == 0)
         return;
     add(b, C_KEPT, 1);
     add(b, C_KEPT_RECORDS, (uint64_t)records);
