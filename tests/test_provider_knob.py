@@ -59,3 +59,16 @@ def test_probe_refuses_on_30():
     with pytest.raises(pipetls.ProviderError, match="OpenSSL >= 3.5"):
         paths.probe("1.3")
 
+
+
+def test_bench_openssl_patched_without_a_build(tmp_path):
+    """--openssl patched with neither PIPETLS_OPENSSL nor a cached build:
+    exit status 1 and a message saying how to get one."""
+    env = {k: v for k, v in os.environ.items() if k != "PIPETLS_OPENSSL"}
+    env["PIPETLS_CACHE"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pipetls", "bench", "--openssl", "patched",
+                           "--tls", "1.3", "--pairs", "1", "--pair-bytes", "64K"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "PIPETLS_OPENSSL" in out and "build-openssl" in out, out

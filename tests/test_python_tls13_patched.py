@@ -13,6 +13,7 @@ writes and around the reads.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,118 @@ def test_engine_with_provider_true_is_refused(prefix, module35, certs, engine35)
     assert r["rc"] == 0 and r["intact"], r
     assert r["context_provider"] == [False, False], r
     assert r["write_batched"] == {} and r["read_batched"] == {}, r
+
+
+# -------------------------------------------------------------- pipetls info
+
+def test_info_names_the_paths_the_library_takes(prefix, module35, certs, engine35):
+    """``pipetls info --json`` says, per TLS version and suite, which path
+    pipelines it; each claim is checked against a Context pair of that
+    suite: "provider" -> the provider batched both ways (provider="auto",
+    no engine), not "provider" -> it did not; "engine" -> the engine batched
+    both ways (engine=True), not "engine" -> it did not."""
+    proc = subprocess.run([sys.executable, "-m", "pipetls", "info", "--json"],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                          env=env35(prefix, module35, engine35))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["openssl"].startswith("OpenSSL 3.5"), doc["openssl"]
+    rows = {(r["tls"], r["suite"]): r for r in doc["paths"]}
+    # every TLS 1.3 suite and the TLS 1.2 AEAD ones are named
+    for suite in SUITES13:
+        assert ("1.3", suite) in rows, sorted(rows)
+    for suite in SUITES12.values():
+        assert ("1.2", suite) in rows, sorted(rows)
+    for (version, suite), row in rows.items():
+        assert row["served_by"] in ("engine", "provider", "engine or provider", "none"), row
+        by = set(row["served_by"].split(" or "))
+        assert by == {n for n in ("engine", "provider") if row[n]} or \
+            (by == {"none"} and not row["engine"] and not row["provider"]), row
+        if suite not in SUITES13 and suite not in SUITES12.values():
+            continue  # CBC: the engine's alone; test_patched.py covers it
+        r = pair(prefix, module35, certs, version, suite, "auto")
+        assert r["rc"] == 0 and r["intact"], r
+        through = batched(r["write_batched"]) > 0 and batched(r["read_batched"]) > 0
+        assert through == bool(row["provider"]), (row, r)
+        if not row["provider"]:
+            assert r["write_batched"] == {} and r["read_batched"] == {}, (row, r)
+        r = pair(prefix, module35, certs, version, suite, "auto", engine=engine35)
+        assert r["rc"] == 0 and r["intact"], r
+        through = batched(r["engine_write_batched"]) > 0 and batched(r["engine_read_batched"]) > 0
+        assert through == bool(row["engine"]), (row, r)
+    # what the patched build (patch 0002) does: TLS 1.3 through the provider only
+    for suite in SUITES13:
+        assert rows[("1.3", suite)]["served_by"] == "provider", rows[("1.3", suite)]
+
+
+# ------------------------------------------------------------- pipetls bench
+
+def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
+    """``pipetls bench --openssl patched --tls 1.3`` started on the system's
+    OpenSSL (PIPETLS_OPENSSL unset, the prefix found in the build cache)
+    runs again on the patched build and writes the rows: write, read,
+    latency and loopback per suite, each with its pairs, the provider's
+    counters (batches of max_pipelines records on the pipelined rows), the
+    bound and efficiency.  Nothing here is about time."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIPETLS_OPENSSL", "LD_LIBRARY_PATH", "OPENSSL_CONF")}
+    env["PIPETLS_PROVIDER"] = str(module35)
+    # the cache the prefix lives in (openssl_patches/build.py's layout:
+    # <cache>/openssl-<version>-<key>/prefix)
+    env["PIPETLS_CACHE"] = str(Path(prefix).parent.parent)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipetls", "bench", "--openssl", "patched", "--tls", "1.3",
+         "--pairs", "3", "--pair-bytes", "1M", "--scenario", "write,read,latency,loopback",
+         "--json", str(out)], capture_output=True, text=True, timeout=1200, env=env,
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["openssl"].startswith("OpenSSL 3.5"), doc["machine"]
+    assert doc["config"]["openssl"] == "patched" and doc["config"]["path"] == "provider"
+    rows = {(r["scenario"], r["cipher"]): r for r in doc["results"]}
+    assert set(rows) == {(s, c) for s in ("write", "read", "latency", "loopback")
+                         for c in SUITE_CIPHER13.values()}, sorted(rows)
+    for (scenario, cipher), r in rows.items():
+        assert r["tls"] == "1.3" and r["path"] == "provider", r
+        assert r["suite"] == {v: k for k, v in SUITE_CIPHER13.items()}[cipher], r
+        assert "default provider" in r["baseline"] and "max_pipelines 1" in r["baseline"], r
+        assert len(r["pairs"]) == 3 and r["stock_gbps"] > 0 and r["pipetls_gbps"] > 0, r
+        assert r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"], r
+        assert 0 < r["efficiency"] <= 1.0 and r["bound"] >= 1.0, r
+        assert r["verdict"], r
+        if scenario == "latency":
+            assert r["max_pipelines"] == 1 and r["unit"] == "us/write", r
+            assert r["bound"] == 1.0, r
+            continue
+        assert r["max_pipelines"] == 8 and r["unit"] == "GB/s", r
+        # the pipetls side went through the provider, in batches of records
+        assert r["batches"] > 0 and r["mean_batch"] > 1, r
+        assert r["counters"].get("failed_batches", 0) == 0, r
+        assert sum(v for k, v in r["counters"].items()
+                   if k.startswith("hist.") and int(k[5:]) > 1) > 0, r
+
+
+def test_bench_path_provider_refuses_tls12_where_libssl_does_not(prefix, module35):
+    """--path provider --tls 1.2: refused with the probe's reason when this
+    libssl hands the provider one TLS 1.2 record at a time (a libssl that
+    pipelines TLS 1.2 through provider ciphers runs the rows instead)."""
+    from_info = subprocess.run([sys.executable, "-m", "pipetls", "info", "--json"],
+                               capture_output=True, text=True, timeout=300,
+                               env=env35(prefix, module35), stdin=subprocess.DEVNULL)
+    assert from_info.returncode == 0, from_info.stderr
+    rows = json.loads(from_info.stdout)["paths"]
+    tls12 = [r for r in rows if r["tls"] == "1.2" and r["cipher"] == "AES-128-GCM"][0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipetls", "bench", "--openssl", "patched", "--path", "provider",
+         "--tls", "1.2", "--cipher", "AES-128-GCM", "--scenario", "write", "--pairs", "1",
+         "--pair-bytes", "1M", "--json", "-"], capture_output=True, text=True, timeout=600,
+        env=env35(prefix, module35), stdin=subprocess.DEVNULL)
+    if tls12["provider"]:
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert [r["path"] for r in doc["results"]] == ["provider"], doc
+        assert doc["results"][0]["mean_batch"] > 1, doc
+    else:
+        assert proc.returncode != 0, proc.stdout
+        assert "does not pipeline TLS 1.2 through the provider" in proc.stderr, proc.stderr

@@ -483,7 +483,6 @@ EVP_set_default_properties = _fn(libcrypto, "EVP_set_default_properties", c_int,
 # returns an OPENSSL_malloc'ed copy (OPENSSL_free = CRYPTO_free)
 EVP_get1_default_properties = _fn_since("3.2", libcrypto, "EVP_get1_default_properties",
     c_void_p, OSSL_LIB_CTX)
-CRYPTO_free = _fn(libcrypto, "CRYPTO_free", None, c_void_p, c_char_p, c_int)
 X509_verify_cert_error_string = _fn(libcrypto, "X509_verify_cert_error_string", c_char_p, c_long)
 X509_VERIFY_PARAM_set1_ip_asc = _fn(libcrypto, "X509_VERIFY_PARAM_set1_ip_asc", c_int, X509_VERIFY_PARAM, c_char_p)
 

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import socket
@@ -259,6 +260,7 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     from . import _ffi, __version__
     from .engine import Engine, engine_path, shared_engine
     from .errors import PipetlsError
+    from .paths import path_table
 
     t = Table(title="pipetls %s" % __version__, show_header=False)
     t.add_column("what")
@@ -267,17 +269,22 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     t.add_row("libssl", _ffi.LIBSSL_PATH)
     t.add_row("libcrypto", _ffi.LIBCRYPTO_PATH)
     t.add_row("Python ssl shares it", "yes" if _ffi.stdlib_shares_openssl() else "no")
+    doc: dict[str, object] = {"openssl": _ffi.openssl_version(), "libssl": _ffi.LIBSSL_PATH,
+                              "libcrypto": _ffi.LIBCRYPTO_PATH}
     rc = 0
+    engine: Optional[Engine] = None
+    own = False
     try:
         path = args.engine or engine_path()
         t.add_row("engine", path)
         shared = shared_engine()
         if shared is not None and not shared.closed and \
                 os.path.realpath(shared.path) == os.path.realpath(path):
-            info = shared.info()
+            engine = shared
         else:
-            with Engine(path) as e:
-                info = e.info()
+            engine, own = Engine(path), True
+        info = engine.info()
+        doc["engine"] = dict(info, path=path)
         t.add_row("engine version", str(info.get("version", "?")))
         t.add_row("lanes", str(info.get("lanes", "?")))
         t.add_row("ciphers (this CPU)", "\n".join(info.get("ciphers", [])) or "(none)")
@@ -286,23 +293,50 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
                 t.add_row(k, str(v))
     except PipetlsError as exc:
         t.add_row("engine", "[red]%s[/red]" % exc)
+        doc["engine"] = {"error": str(exc)}
         rc = 1
-    _provider_rows(t, args.provider)
+    doc["provider"] = _provider_rows(t, args.provider)
+    try:
+        # measured: the provider first (a registered engine would take its
+        # ciphers), then the engine, registered only for its own probes
+        rows = path_table(engine)
+    finally:
+        if own and engine is not None:
+            engine.close()
+    doc["paths"] = rows
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return rc
     console.print(t)
+    p = Table(title="paths on this libssl (measured: batches of more than one record "
+              "writing and reading)")
+    for col in ("TLS", "suite", "served by", "why not the other"):
+        p.add_column(col)
+    for r in rows:
+        colour = "green" if r["served_by"] != "none" else "yellow"
+        p.add_row(r["tls"], r["suite"], "[%s]%s[/%s]" % (colour, r["served_by"], colour),
+                  r["detail"])
+    console.print(p)
+    if any(r["served_by"] == "engine or provider" for r in rows):
+        console.print("engine or provider: a registered engine takes the cipher (libssl asks "
+                      "ENGINEs before providers); without it, the provider")
     return rc
 
 
-def _provider_rows(t: Table, path: Optional[str]) -> None:
+def _provider_rows(t: Table, path: Optional[str]) -> dict[str, object]:
     """``pipetls info``'s provider rows: its path, and loaded or why not
-    (optional: a missing provider is not a failure of ``info``)."""
+    (optional: a missing provider is not a failure of ``info``); returns
+    the same for ``--json``."""
     from .errors import PipetlsError
-    from .provider import Provider, provider_path, require_pipeline_api, shared_provider
+    from .provider import load_provider, provider_path, require_pipeline_api, shared_provider
 
     found: Optional[str] = None
     why: Optional[str] = None
+    out: dict[str, object] = {}
     try:
         found = path or provider_path()
         t.add_row("provider", found)
+        out["path"] = found
     except PipetlsError as exc:
         t.add_row("provider", "(not found)")
         why = str(exc)
@@ -312,23 +346,23 @@ def _provider_rows(t: Table, path: Optional[str]) -> None:
         why = str(exc)  # the more basic reason
     if why is not None or found is None:
         t.add_row("provider status", "[yellow]not loaded: %s[/yellow]" % why)
-        return
+        out["status"] = "not loaded: %s" % why
+        return out
     try:
+        # the shared provider: the path probes of `info` use it too
         shared = shared_provider()
-        own = shared is None or shared.closed or \
-            os.path.realpath(shared.path) != os.path.realpath(found)
-        p = Provider(found) if own else shared
-        assert p is not None
-        try:
-            t.add_row("provider status", "loaded: %d lanes, updates below %d bytes inline"
-                      % (p.threads, p.inline_below))
-            t.add_row("provider version", str(p.params().get("version", "?")))
-            t.add_row("provider ciphers", "\n".join(p.ciphers()) or "(none)")
-        finally:
-            if own:
-                p.close()
+        p = shared if shared is not None and not shared.closed and \
+            os.path.realpath(shared.path) == os.path.realpath(found) else load_provider(found)
+        t.add_row("provider status", "loaded: %d lanes, updates below %d bytes inline"
+                  % (p.threads, p.inline_below))
+        t.add_row("provider version", str(p.params().get("version", "?")))
+        t.add_row("provider ciphers", "\n".join(p.ciphers()) or "(none)")
+        out.update(status="loaded", lanes=p.threads, ciphers=p.ciphers(),
+                   version=p.params().get("version", "?"))
     except PipetlsError as exc:
         t.add_row("provider status", "[red]not loaded: %s[/red]" % exc)
+        out["status"] = "not loaded: %s" % exc
+    return out
 
 
 def _config_provider(path: str) -> str:
@@ -576,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the provider (OpenSSL >= 3.5)")
     s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
     s.add_argument("--provider", help="provider path (default: pipetls.provider_path())")
+    s.add_argument("--json", action="store_true",
+                   help="print it all as JSON (the paths: one object per TLS version and suite)")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("serve", help="a TLS server (s_server-like)")

@@ -28,15 +28,17 @@ import ctypes
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import _ffi
 from .errors import PipetlsError, ProviderError
 
 if TYPE_CHECKING:
+    from .engine import Engine
     from .provider import Provider
 
-__all__ = ["PROPQ", "ProbeResult", "probe", "engine_registered_for", "PROBE_SUITES",
+__all__ = ["PROPQ", "ProbeResult", "probe", "probe_engine", "path_table", "INFO_SUITES",
+           "engine_registered_for", "PROBE_SUITES",
            "TLS13_SUITES", "TLS12_AEAD_SUITES", "TLS12_CBC_SUITES"]
 
 # The property query of an SSL_CTX whose ciphers should be the provider's:
@@ -64,9 +66,15 @@ PROBE_SUITES = {
     "1.3": TLS13_SUITES,
     "1.2": {"AES-128-GCM": "ECDHE-ECDSA-AES128-GCM-SHA256",
             "AES-256-GCM": "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ChaCha20-Poly1305": "ECDHE-ECDSA-CHACHA20-POLY1305"},
+            "ChaCha20-Poly1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "AES-128-CBC": "ECDHE-ECDSA-AES128-SHA",
+            "AES-256-CBC": "ECDHE-ECDSA-AES256-SHA384"},
 }
-_NIDS = {"AES-128-GCM": 895, "AES-256-GCM": 901, "ChaCha20-Poly1305": 1018}
+# the provider's algorithms (pipetls.provider.ALGORITHMS) and the CBC ones
+# of the engine
+_NIDS = {"AES-128-GCM": 895, "AES-256-GCM": 901, "ChaCha20-Poly1305": 1018,
+         "AES-128-CBC": 419, "AES-256-CBC": 427}
+_AEAD = ("AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305")
 
 _PIPES = 4
 _RECORD = 16384
@@ -118,8 +126,8 @@ def probe(version: str = "1.3", cipher: str = "AES-128-GCM") -> ProbeResult:
 
     if version not in PROBE_SUITES:
         raise ValueError("version must be '1.2' or '1.3', not %r" % (version,))
-    if cipher not in _NIDS:
-        raise ValueError("cipher must be one of %s, not %r" % (", ".join(_NIDS), cipher))
+    if cipher not in _AEAD or cipher not in PROBE_SUITES[version]:
+        raise ValueError("cipher must be one of %s, not %r" % (", ".join(_AEAD), cipher))
     require_pipeline_api("pipelining TLS through the pipetls provider")
     with _lock:
         hit = _cache.get((version, cipher))
@@ -135,10 +143,10 @@ def probe(version: str = "1.3", cipher: str = "AES-128-GCM") -> ProbeResult:
 
 
 class _Probe:
-    """Two SSL_CTX (server, client) with PROPQ and their SSL pair over
-    memory BIOs; freed by close()."""
+    """Two SSL_CTX (server, client) made with ``propq`` and their SSL pair
+    over memory BIOs; freed by close()."""
 
-    def __init__(self, version: str, cipher: str) -> None:
+    def __init__(self, version: str, cipher: str, propq: Optional[bytes]) -> None:
         self.ptrs: list[tuple[Callable[[int], object], int]] = []  # (free function, pointer), freed in reverse
         vnum = _ffi.TLS1_3_VERSION if version == "1.3" else _ffi.TLS1_2_VERSION
         suite = PROBE_SUITES[version][cipher].encode()
@@ -153,7 +161,7 @@ class _Probe:
         self.bios: list[tuple[int, int]] = []  # (read, write), owned by the SSL
         for server in (True, False):
             method = _ffi.TLS_server_method() if server else _ffi.TLS_client_method()
-            ctx = self._own(_ffi.SSL_CTX_free, _ffi.SSL_CTX_new_ex(None, PROPQ, method),
+            ctx = self._own(_ffi.SSL_CTX_free, _ffi.SSL_CTX_new_ex(None, propq, method),
                             "SSL_CTX_new_ex")
             _ffi.SSL_CTX_set_min_proto_version(ctx, vnum)
             _ffi.SSL_CTX_set_max_proto_version(ctx, vnum)
@@ -219,17 +227,18 @@ class _Probe:
         raise self._fail("the probe's handshake did not complete")
 
 
-def _batched(provider: Provider, before: str) -> int:
+def _batched(meter: Union[Provider, Engine], before: str) -> int:
     """Batches of more than one record since ``before`` (a stats text)."""
-    from .provider import ProviderStats
+    from .engine import EngineStats
 
-    after = ProviderStats.parse(provider.stats_text())
-    d = after - ProviderStats.parse(before)
+    d = EngineStats.parse(meter.stats_text()) - EngineStats.parse(before)
     return sum(n for k, n in d.hist.items() if k > 1)
 
 
-def _run(provider: Provider, version: str, cipher: str) -> ProbeResult:
-    p = _Probe(version, cipher)
+def _run(meter: Union[Provider, Engine], version: str, cipher: str,
+         propq: Optional[bytes] = PROPQ) -> ProbeResult:
+    """Hand _PIPES full records each way and count ``meter``'s batches."""
+    p = _Probe(version, cipher, propq)
     try:
         p.handshake()
         server, client = p.ssl
@@ -239,11 +248,11 @@ def _run(provider: Provider, version: str, cipher: str) -> ProbeResult:
         n = _PIPES * _RECORD
         data = ctypes.create_string_buffer(os.urandom(n), n)
         done = ctypes.c_size_t()
-        stats = provider.stats_text
+        stats = meter.stats_text
         before = stats()
         if _ffi.SSL_write_ex(server, data, n, ctypes.byref(done)) != 1 or done.value != n:
             raise p._fail("SSL_write failed")
-        wrote = _batched(provider, before)
+        wrote = _batched(meter, before)
         buf = ctypes.create_string_buffer(1 << 17)
         p.shuttle(0, 1, buf)
         before = stats()
@@ -253,7 +262,7 @@ def _run(provider: Provider, version: str, cipher: str) -> ProbeResult:
             if _ffi.SSL_read_ex(client, out, n, ctypes.byref(done)) != 1:
                 raise p._fail("SSL_read failed after %d of %d bytes" % (len(got), n))
             got += out.raw[:done.value]
-        read = _batched(provider, before)
+        read = _batched(meter, before)
         if bytes(got) != data.raw:
             raise p._fail("the data read is not what was written")
     except PipetlsError as exc:
@@ -261,6 +270,12 @@ def _run(provider: Provider, version: str, cipher: str) -> ProbeResult:
     finally:
         p.close()
     ok = wrote > 0 and read > 0
+    if propq is None:  # the engine
+        return ProbeResult(version, cipher, ok, wrote, read, negotiated, "" if ok else (
+            "libssl (%s) handed the engine one record at a time (%s)%s"
+            % (_ffi.openssl_version(), negotiated,
+               ": libssl pipelines ENGINE ciphers in TLS 1.1/1.2 only" if version == "1.3"
+               else "")))
     reason = "" if ok else (
         "libssl (%s) handed the provider one record at a time (%s); %s" % (
             _ffi.openssl_version(), negotiated,
@@ -278,3 +293,81 @@ def provider_error_for(what: str) -> Optional[ProviderError]:
     except ProviderError as exc:
         return exc
     return None if r.pipelined else ProviderError("%s: %s" % (what, r.reason))
+
+
+def probe_engine(engine: Engine, version: str = "1.2",
+                 cipher: str = "AES-128-GCM") -> ProbeResult:
+    """Whether this libssl pipelines TLS ``version`` records of ``cipher``
+    through ``engine``: the same exchange as :func:`probe`, on SSL_CTXs made
+    without a property query, with ``engine`` registered as the default for
+    its ciphers meanwhile (process-wide: it is unregistered again after, if
+    it was not registered before).  Not cached."""
+    if version not in PROBE_SUITES or cipher not in PROBE_SUITES[version]:
+        raise ValueError("no probe suite for TLS %s %s" % (version, cipher))
+    with _lock:
+        was = engine.registered
+        if not was:
+            engine.register_default()
+        try:
+            return _run(engine, version, cipher, None)
+        finally:
+            if not was:
+                engine.unregister()
+
+
+# the suites `pipetls info` reports, per version: (EVP cipher, suite name)
+INFO_SUITES = (
+    [("1.3", c, s) for c, s in TLS13_SUITES.items()]
+    + [("1.2", c, s) for c, s in TLS12_AEAD_SUITES.items()]
+    + [("1.2", c, s) for c, s in TLS12_CBC_SUITES.items()])
+
+
+def path_table(engine: Optional[Engine]) -> list[dict[str, Any]]:
+    """Which path serves which suite and version here, each one measured:
+    for every INFO_SUITES entry, {"tls", "suite", "cipher", "probed_with"
+    (the suite of the probe: the ECDSA twin in TLS 1.2, same record
+    cipher; the probe's certificate is Ed25519), "engine",
+    "provider" (True / False / None: cannot be tried here), "served_by"
+    ("engine", "provider", "engine or provider", "none"), "detail"}.
+
+    The provider is probed first (a registered ENGINE would take its
+    ciphers), then the engine, registered for the time of its probes."""
+    from .provider import ALGORITHMS
+
+    rows: list[dict[str, Any]] = []
+    for version, cipher, suite in INFO_SUITES:
+        row: dict[str, Any] = {"tls": version, "suite": suite, "cipher": cipher,
+                               "probed_with": PROBE_SUITES[version][cipher],
+                               "engine": None, "provider": None, "detail": []}
+        if cipher in ALGORITHMS:
+            try:
+                r = probe(version, cipher)
+                row["provider"] = r.pipelined
+                if not r.pipelined:
+                    row["detail"].append("provider: " + r.reason)
+            except ProviderError as exc:
+                if _ffi.OpenSSL_version_num() < _ffi.OPENSSL_3_5:
+                    row["detail"].append("provider: needs OpenSSL >= 3.5 (this is %s)"
+                                         % _ffi.openssl_version())
+                else:
+                    row["detail"].append("provider: %s" % exc)
+        else:
+            row["provider"] = False
+            row["detail"].append("provider: does not offer %s" % cipher)
+        rows.append(row)
+    if engine is not None:
+        offered = set(engine.info().get("ciphers", []))
+        for row in rows:
+            if row["cipher"] not in offered:
+                row["engine"] = False
+                row["detail"].append("engine: does not offer %s on this CPU" % row["cipher"])
+                continue
+            r = probe_engine(engine, row["tls"], row["cipher"])
+            row["engine"] = r.pipelined
+            if not r.pipelined:
+                row["detail"].append("engine: " + r.reason)
+    for row in rows:
+        by = [name for name in ("engine", "provider") if row[name]]
+        row["served_by"] = " or ".join(by) if by else "none"
+        row["detail"] = "; ".join(row["detail"])
+    return rows

@@ -7,7 +7,7 @@ batches of more than one record around the writes and around the reads.
 
 VERSION ``1.2`` / ``1.3``; SUITE a TLS 1.3 suite or a TLS 1.2 cipher list;
 PROVIDER ``auto`` / ``true`` / ``false``; ENGINE ``engine`` to make the
-contexts with ``engine=True``.  Errors are printed as JSON too (``error``,
+contexts with ``engine=True`` (the engine's batches are then reported too).  Errors are printed as JSON too (``error``,
 ``type``) with exit status 3.
 """
 
@@ -42,10 +42,12 @@ def main() -> int:
     # the provider's counters: the shared one (loaded by the Context, or
     # here when the Context did not use it, to see that it got nothing)
     p = pipetls.load_provider()
+    e = pipetls.shared_engine() if engine else None
     s, c = Connection(sctx), Connection(cctx)
     pipetls.handshake_pair(s, c)
     data = os.urandom(4 << 20)
     before = p.stats()
+    ebefore = e.stats() if e is not None else None
     view = memoryview(data)
     wire = bytearray()
     for i in range(0, len(data), 1 << 17):  # 8 records of 16 KiB a write
@@ -55,7 +57,9 @@ def main() -> int:
             chunk = chunk[n:]
         wire += s.drain()
     wrote = p.stats() - before
+    ewrote = e.stats() - ebefore if e is not None else None
     before = p.stats()
+    ebefore = e.stats() if e is not None else None
     c.feed(bytes(wire))
     got = bytearray()
     buf = bytearray(1 << 20)
@@ -63,6 +67,7 @@ def main() -> int:
         n = c.readinto(buf)
         got += buf[:n]
     read = p.stats() - before
+    eread = e.stats() - ebefore if e is not None else None
     print(json.dumps({
         "intact": hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest(),
         "version": s.tls_version, "cipher": s.cipher_name,
@@ -70,6 +75,8 @@ def main() -> int:
         "write_batched": batched(wrote), "read_batched": batched(read),
         "write_batches": wrote.batches, "read_batches": read.batches,
         "failed": wrote.failed_batches + read.failed_batches,
+        "engine_write_batched": batched(ewrote) if ewrote is not None else None,
+        "engine_read_batched": batched(eread) if eread is not None else None,
         "openssl": pipetls.openssl_version()}))
     return 0
 
