@@ -221,3 +221,53 @@ def test_bench_path_provider_refuses_tls12_where_libssl_does_not(prefix, module3
     else:
         assert proc.returncode != 0, proc.stdout
         assert "does not pipeline TLS 1.2 through the provider" in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------ pipetls serve/connect
+
+def _batched_rows(text: str, title: str) -> dict:
+    """{K: batches} of the 'batches of K' rows after the table titled ``title``."""
+    out, inside = {}, False
+    for line in text.splitlines():
+        if title in line:
+            inside = True
+        elif inside and "batches of" in line:
+            cells = [c.strip() for c in line.strip("│ ").split("│")]
+            out[int(cells[0].split()[-1])] = int(cells[1])
+        elif inside and line.startswith("└"):
+            break
+    return out
+
+
+def test_serve_connect_pipeline_tls13_through_the_provider(prefix, module35):
+    """``pipetls serve`` and ``pipetls connect`` on the patched build, both
+    with --max-pipelines 8 and the default --provider auto: TLS 1.3, all
+    bytes received, and each side's provider table shows batches of more
+    than one record (the client writing, the server reading)."""
+    from support.net import free_port, wait_listening
+
+    port = free_port()
+    env = env35(prefix, module35, COLUMNS="200")
+    total = 8 << 20
+    srv = subprocess.Popen([sys.executable, "-m", "pipetls", "serve", "--port", str(port),
+                            "--naccept", "1", "--bulk", str(total), "--max-pipelines", "8"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_listening(port, 30.0, srv)
+        cli = subprocess.run([sys.executable, "-m", "pipetls", "connect", "--port", str(port),
+                              "--insecure", "--bulk", str(total), "--max-pipelines", "8"],
+                             capture_output=True, text=True, env=env, timeout=300)
+        out, err = srv.communicate(timeout=120)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    logs = "--- client\n%s%s\n--- server\n%s%s" % (cli.stdout, cli.stderr, out, err)
+    assert cli.returncode == 0 and srv.returncode == 0, logs
+    assert "connected: TLSv1.3" in cli.stderr, logs
+    assert "received %d bytes" % total in out, logs
+    wrote = _batched_rows(cli.stderr, "provider (client)")
+    read = _batched_rows(err, "provider (server)")
+    assert any(k > 1 and n for k, n in wrote.items()), logs
+    assert any(k > 1 and n for k, n in read.items()), logs
+    assert "engine (client)" not in cli.stderr and "engine (server)" not in err, logs
