@@ -72,3 +72,24 @@ def test_bench_openssl_patched_without_a_build(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "PIPETLS_OPENSSL" in out and "build-openssl" in out, out
+
+
+def test_stdlib_provider_on_30():
+    """pipetls.stdlib on 3.0: prefer_provider() and enable_pipelining(...,
+    provider=True) say what is needed; the default ("auto") is the engine,
+    as before."""
+    import ssl
+
+    from pipetls import stdlib
+
+    with pytest.raises(pipetls.ProviderError) as info:
+        stdlib.prefer_provider()
+    assert "OpenSSL >= 3.5" in str(info.value) and "patch 0002" in str(info.value)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with pytest.raises(pipetls.ProviderError, match="patch 0002"):
+        stdlib.enable_pipelining(ctx, provider=True)
+    with pytest.raises(pipetls.ConfigTypeError, match="provider must be"):
+        stdlib.enable_pipelining(ctx, provider="yes")
+    assert not stdlib.provider_preferred()
+    r = stdlib.enable_pipelining(ctx)
+    assert r.engine is not None and r.provider is None

@@ -271,3 +271,31 @@ def test_serve_connect_pipeline_tls13_through_the_provider(prefix, module35):
     assert any(k > 1 and n for k, n in wrote.items()), logs
     assert any(k > 1 and n for k, n in read.items()), logs
     assert "engine (client)" not in cli.stderr and "engine (server)" not in err, logs
+
+
+# ------------------------------------------------------- Python's own ssl
+
+def test_stdlib_tls13_through_the_provider(prefix, module35, certs):
+    """Python's ssl on the patched libraries (LD_LIBRARY_PATH, no
+    PIPETLS_OPENSSL: _ssl and pipetls share them): after prefer_provider(),
+    enable_pipelining() on new ssl.SSLContexts takes the provider path and a
+    TLS 1.3 MemoryBIO pair is batched both ways, data intact.  A pair made
+    before the preference, with the same knobs, is not batched by the
+    provider; enable_pipelining(provider=True) refuses such a context and
+    "auto" gives it the engine, as before."""
+    env = penv(prefix, None, PIPETLS_PROVIDER=module35)
+    env.pop("PIPETLS_OPENSSL", None)
+    proc = subprocess.run([sys.executable, str(HERE / "support" / "stdlib_tls13_child.py"),
+                           certs.cert, certs.key], capture_output=True, text=True,
+                          timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["paths"] == [True, True], out
+    r = out["provider"]
+    assert r["version"] == "TLSv1.3" and r["intact"], out
+    assert r["write_batched"] > 0 and r["read_batched"] > 0, out
+    e = out["early"]
+    assert e["version"] == "TLSv1.3" and e["intact"], out
+    assert e["write_batched"] == 0 and e["read_batched"] == 0, out
+    assert "made before prefer_provider()" in out["early_true"], out
+    assert out["early_auto"] == "engine", out
