@@ -80,7 +80,7 @@ def _path(p: object, what: str) -> bytes:
 def _choose_provider(provider: ProviderArg, engine: Optional[Engine]) -> Optional[Provider]:
     """The provider a new Context prefers (see Context's ``provider``)."""
     from .paths import engine_registered_for, probe
-    from .provider import load_provider
+    from .provider import load_provider, provider_path, require_pipeline_api
 
     if provider is None or provider is False:
         return None
@@ -100,20 +100,23 @@ def _choose_provider(provider: ProviderArg, engine: Optional[Engine]) -> Optiona
                               "not %r" % (provider,), knob="provider")
     if isinstance(provider, Provider) and provider.closed:
         raise ClosedError("Context(provider=...): that Provider is closed")
-    if engine is not None or engine_registered_for("AES-128-GCM"):
-        raise ConfigError(
-            "Context(provider=True) with the pipetls engine registered: libssl takes an "
-            "ENGINE's cipher before any provider's, TLS 1.3 included, so the provider would "
-            "serve nothing; leave the engine out (engine=None, or Engine.unregister())",
-            knob="provider")
     try:
-        found = probe("1.3")
+        require_pipeline_api("Context(provider=True)")
+        if not isinstance(provider, Provider):
+            provider_path()  # the module must exist
     except ProviderError as exc:  # OpenSSL < 3.5, or no provider module
         raise ProviderError(
             "Context(provider=True) pipelines TLS 1.3 through the pipetls provider, which "
             "needs OpenSSL >= 3.5 with patch 0002 (openssl_patches/, 'pipetls build-openssl'; "
             "run with PIPETLS_OPENSSL=<its prefix>) and pipetls-provider.so built against "
             "it: %s" % exc) from None
+    if engine is not None or engine_registered_for("AES-128-GCM"):
+        raise ConfigError(
+            "Context(provider=True) with the pipetls engine registered: libssl takes an "
+            "ENGINE's cipher before any provider's, TLS 1.3 included, so the provider would "
+            "serve nothing; leave the engine out (engine=None, or Engine.unregister())",
+            knob="provider")
+    found = probe("1.3")
     if not found.pipelined:
         raise ProviderError("Context(provider=True): %s" % found.reason)
     return provider if isinstance(provider, Provider) else load_provider()
