@@ -163,8 +163,21 @@ def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
            if k not in ("PIPETLS_OPENSSL", "LD_LIBRARY_PATH", "OPENSSL_CONF")}
     env["PIPETLS_PROVIDER"] = str(module35)
     # the cache the prefix lives in (openssl_patches/build.py's layout:
-    # <cache>/openssl-<version>-<key>/prefix)
-    env["PIPETLS_CACHE"] = str(Path(prefix).parent.parent)
+    # <cache>/openssl-<version>-<key>/prefix, BUILD-INFO.json beside it); a
+    # prefix from elsewhere (PIPETLS_PATCHED_PREFIX) gets a cache entry of
+    # that layout here, naming it
+    build = Path(prefix).parent
+    if (build / "BUILD-INFO.json").is_file():
+        env["PIPETLS_CACHE"] = str(build.parent)
+    else:
+        entry = tmp_path / "cache" / "openssl-3.5-test"
+        entry.mkdir(parents=True)
+        (entry / "prefix").symlink_to(prefix)
+        (entry / "BUILD-INFO.json").write_text(json.dumps({
+            "key": "test", "built_at": "9999", "patches": [
+                {"name": "0001-ssl-conf-pipelining-commands.patch"},
+                {"name": "0002-tls13-provider-cipher-pipelining.patch"}]}))
+        env["PIPETLS_CACHE"] = str(entry.parent)
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pipetls", "bench", "--openssl", "patched", "--tls", "1.3",

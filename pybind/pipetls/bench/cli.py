@@ -33,6 +33,13 @@ Scenarios (see docs/performance.md for how to read the output):
     ``--pairs`` interleaved pairs of ``--batches`` batches each, the median
     ratio with its interval (see :mod:`pipetls.bench.evp`).
 
+``--openssl patched`` (TLS 1.3 through the provider, patch 0002)
+    the same scenarios on the patched OpenSSL 3.5 ($PIPETLS_OPENSSL, else
+    the build ``pipetls build-openssl`` cached), run in a process of its
+    own on it: the pipetls side's SSL_CTX prefers the provider's ciphers
+    (``?provider=pipetls``; ``--path`` chooses engine or provider), the
+    stock side is that build's default provider with max_pipelines 1.
+
 Every row is ``--pairs`` (40) interleaved pairs: stock then pipetls, then
 pipetls then stock, and so on, each side moving ``--pair-bytes`` (16 MiB;
 ``small`` 1 MiB, ``medium`` 16 MiB, ``large`` 32 MiB).  The speedup is the
