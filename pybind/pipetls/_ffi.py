@@ -71,6 +71,7 @@ X509 = c_void_p
 X509_STORE_CTX = c_void_p
 X509_VERIFY_PARAM = c_void_p
 ENGINE = c_void_p
+EVP_PKEY = c_void_p
 EVP_CIPHER = c_void_p
 EVP_CIPHER_CTX = c_void_p
 OSSL_LIB_CTX = c_void_p
@@ -465,6 +466,23 @@ BIO_free = _fn(libcrypto, "BIO_free", c_int, BIO)
 # ---- libcrypto: X509 ------------------------------------------------------
 i2d_X509 = _fn(libcrypto, "i2d_X509", c_int, X509, POINTER(ctypes.POINTER(ctypes.c_ubyte)))
 X509_free = _fn(libcrypto, "X509_free", None, X509)
+X509_new = _fn(libcrypto, "X509_new", X509)
+X509_set_pubkey = _fn(libcrypto, "X509_set_pubkey", c_int, X509, EVP_PKEY)
+X509_getm_notBefore = _fn(libcrypto, "X509_getm_notBefore", c_void_p, X509)
+X509_getm_notAfter = _fn(libcrypto, "X509_getm_notAfter", c_void_p, X509)
+X509_gmtime_adj = _fn(libcrypto, "X509_gmtime_adj", c_void_p, c_void_p, c_long)
+X509_sign = _fn(libcrypto, "X509_sign", c_int, X509, EVP_PKEY, c_void_p)
+# ---- libcrypto: keys --------------------------------------------------------
+EVP_PKEY_new_raw_private_key = _fn(libcrypto, "EVP_PKEY_new_raw_private_key", EVP_PKEY,
+    c_int, ENGINE, c_void_p, c_size_t)
+EVP_PKEY_free = _fn(libcrypto, "EVP_PKEY_free", None, EVP_PKEY)
+EVP_PKEY_ED25519 = 1087  # NID_ED25519
+# ---- libcrypto: default properties ------------------------------------------
+EVP_set_default_properties = _fn(libcrypto, "EVP_set_default_properties", c_int,
+    OSSL_LIB_CTX, c_char_p)
+# returns an OPENSSL_malloc'ed copy (OPENSSL_free = CRYPTO_free)
+EVP_get1_default_properties = _fn_since("3.2", libcrypto, "EVP_get1_default_properties",
+    c_void_p, OSSL_LIB_CTX)
 X509_verify_cert_error_string = _fn(libcrypto, "X509_verify_cert_error_string", c_char_p, c_long)
 X509_VERIFY_PARAM_set1_ip_asc = _fn(libcrypto, "X509_VERIFY_PARAM_set1_ip_asc", c_int, X509_VERIFY_PARAM, c_char_p)
 
@@ -473,6 +491,11 @@ TLS_method = _fn(libssl, "TLS_method", SSL_METHOD)
 TLS_server_method = _fn(libssl, "TLS_server_method", SSL_METHOD)
 TLS_client_method = _fn(libssl, "TLS_client_method", SSL_METHOD)
 SSL_CTX_new = _fn(libssl, "SSL_CTX_new", SSL_CTX, SSL_METHOD)
+# (libctx, propq, method): propq is the property query of every fetch the
+# SSL_CTX makes, its record ciphers included (fetched here, once)
+SSL_CTX_new_ex = _fn(libssl, "SSL_CTX_new_ex", SSL_CTX, OSSL_LIB_CTX, c_char_p, SSL_METHOD)
+SSL_CTX_use_certificate = _fn(libssl, "SSL_CTX_use_certificate", c_int, SSL_CTX, X509)
+SSL_CTX_use_PrivateKey = _fn(libssl, "SSL_CTX_use_PrivateKey", c_int, SSL_CTX, EVP_PKEY)
 SSL_CTX_free = _fn(libssl, "SSL_CTX_free", None, SSL_CTX)
 SSL_CTX_ctrl = _fn(libssl, "SSL_CTX_ctrl", c_long, SSL_CTX, c_int, c_long, c_void_p)
 SSL_CTX_get_options = _fn(libssl, "SSL_CTX_get_options", c_uint64, SSL_CTX)

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["add_parser", "main", "find_patch_dir"]
+__all__ = ["add_parser", "main", "find_patch_dir", "patched_prefix", "cached_prefixes"]
 
 _HELP = "build the patched OpenSSL 3.5 (openssl_patches/) into a cache; print its prefix"
 
@@ -52,6 +52,78 @@ def find_patch_dir(explicit: Optional[str] = None) -> Optional[Path]:
         if _is_patch_dir(c):
             return c.resolve()
     return None
+
+
+def _cache_dir() -> Path:
+    """The cache of openssl_patches/build.py (its default_cache())."""
+    env = os.environ.get("PIPETLS_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg or Path.home() / ".cache") / "pipetls"
+
+
+def cached_prefixes() -> list[tuple[Path, dict[str, Any]]]:
+    """(prefix, BUILD-INFO) of every complete cached build whose series has a
+    patch 0002 (TLS 1.3 through provider ciphers), newest first."""
+    import json
+
+    found = []
+    cache = _cache_dir()
+    try:
+        dirs = sorted(cache.glob("openssl-*-*"))
+    except OSError:
+        return []
+    for d in dirs:
+        try:
+            info = json.loads((d / "BUILD-INFO.json").read_text())
+        except (OSError, ValueError):
+            continue
+        names = [str(p.get("name", "")) for p in info.get("patches", []) if isinstance(p, dict)]
+        if any(n.startswith("0002-") for n in names) and (d / "prefix" / "bin" / "openssl").is_file():
+            found.append((d / "prefix", info))
+    found.sort(key=lambda pi: str(pi[1].get("built_at", "")), reverse=True)
+    return found
+
+
+def patched_prefix() -> str:
+    """The patched OpenSSL for ``--openssl patched``: ``$PIPETLS_OPENSSL``,
+    else the cached build of this checkout's patch series (the key
+    openssl_patches/build.py gives it), else the newest cached build with
+    patch 0002.  SystemExit saying how to get one when there is none."""
+    env = os.environ.get("PIPETLS_OPENSSL")
+    if env:
+        if not os.path.isdir(env):
+            raise SystemExit("pipetls: PIPETLS_OPENSSL=%s is not a directory" % env)
+        return os.path.abspath(env)
+    builds = cached_prefixes()
+    patches = find_patch_dir()
+    if patches is not None and builds:
+        key = _series_key(patches)
+        for prefix, info in builds:
+            if key is not None and info.get("key") == key:
+                return str(prefix)
+    if builds:
+        return str(builds[0][0])
+    raise SystemExit(
+        "pipetls: no patched OpenSSL: set PIPETLS_OPENSSL=<prefix of an OpenSSL 3.5 with "
+        "patch 0002>, or build one with 'pipetls build-openssl' (cached in %s; "
+        "$PIPETLS_CACHE)" % _cache_dir())
+
+
+def _series_key(patch_dir: Path) -> Optional[str]:
+    """build.py's key of the series in patch_dir (None if it cannot tell)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_pipetls_openssl_build", patch_dir / "build.py")
+    if spec is None or spec.loader is None:
+        return None
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+        return str(mod.series_key(mod.read_series(patch_dir)))
+    except Exception:  # an older or broken build.py: fall back to the newest build
+        return None
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

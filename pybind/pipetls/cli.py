@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from rich.console import Console
 from rich.table import Table
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # only for annotations: the commands import what they use
     from .connection import Connection
     from .context import Context
     from .engine import Engine
+    from .provider import Provider
 
 __all__ = ["main", "build_parser", "config_text"]
 
@@ -176,7 +178,15 @@ def _add_tls_options(p: argparse.ArgumentParser) -> None:
     k.add_argument("--max-send-frag", type=int, metavar="N", help="512..16384")
     k.add_argument("--read-buf", type=_size, metavar="BYTES", help="default read buffer length")
     k.add_argument("--threads", type=int, metavar="N", help="engine lanes (1..256)")
-    k.add_argument("--no-engine", action="store_true", help="do not load the engine (stock OpenSSL)")
+    k.add_argument("--no-engine", action="store_true",
+                   help="do not load the engine, nor the provider unless --provider on "
+                   "(stock OpenSSL)")
+    k.add_argument("--provider", choices=("auto", "on", "off"), default="auto",
+                   help="TLS 1.3 through the pipetls provider (the SSL_CTX made with "
+                   "?provider=pipetls; OpenSSL >= 3.5 with patch 0002). auto (default): "
+                   "where this libssl pipelines TLS 1.3 through it, unless --tls1_2; the "
+                   "engine is then not loaded (it would take TLS 1.3 from the provider). "
+                   "on: required (an error where it cannot). off: the engine, as on 3.0")
     b = p.add_argument_group("bulk")
     b.add_argument("--bulk", type=_size, metavar="BYTES",
                    help="throughput test: the client sends BYTES, the server sinks (or --echo)")
@@ -187,11 +197,63 @@ def _add_tls_options(p: argparse.ArgumentParser) -> None:
 
 
 def _engine_for(args: argparse.Namespace, console: Console) -> Optional[Engine]:
-    if args.no_engine:
+    if args.no_engine or _provider_for(args) is not None:
         return None
     from .engine import load_engine
 
     return load_engine(threads=args.threads, register=True)
+
+
+def _provider_for(args: argparse.Namespace) -> Optional[Provider]:
+    """The provider serve/connect pipeline through (see --provider), or
+    None for the engine (or stock with --no-engine).  Decided once."""
+    if not hasattr(args, "_provider"):
+        args._provider = _choose_provider(args)
+    p: Optional[Provider] = args._provider
+    return p
+
+
+def _choose_provider(args: argparse.Namespace) -> Optional[Provider]:
+    from .errors import ProviderError
+    from .paths import probe
+    from .provider import load_provider
+
+    if args.provider == "off" or (args.provider == "auto" and (args.no_engine or args.tls1_2)):
+        return None
+    if args.provider == "on":
+        try:
+            found = probe("1.3")
+        except ProviderError as exc:
+            raise ProviderError(
+                "--provider on pipelines TLS 1.3 through the pipetls provider, which needs "
+                "OpenSSL >= 3.5 with patch 0002 (openssl_patches/, 'pipetls build-openssl'; "
+                "run with PIPETLS_OPENSSL=<its prefix>) and pipetls-provider.so built against "
+                "it: %s" % exc) from None
+        if not found.pipelined:
+            raise ProviderError("--provider on: %s" % found.reason)
+        return load_provider(threads=args.threads)
+    try:  # auto
+        found = probe("1.3")
+    except ProviderError:
+        return None
+    return load_provider(threads=args.threads) if found.pipelined else None
+
+
+def _context_provider(args: argparse.Namespace) -> Union[Provider, bool]:
+    """Context(provider=...) of serve/connect: the provider, or False."""
+    p = _provider_for(args)
+    return p if p is not None else False
+
+
+def _say_path(args: argparse.Namespace, engine: Optional[Engine], console: Console) -> None:
+    if args.quiet:
+        return
+    if _provider_for(args) is not None:
+        console.print("pipelining TLS 1.3 through the pipetls provider (TLS 1.2: one record "
+                      "at a time, unless this libssl pipelines it through the provider too; "
+                      "--tls1_2 or --provider off: the engine)")
+    elif engine is not None:
+        console.print("pipelining TLS 1.2 through the pipetls engine")
 
 
 def _configure(ctx: Context, args: argparse.Namespace) -> None:
@@ -215,7 +277,7 @@ def _configure(ctx: Context, args: argparse.Namespace) -> None:
         ctx.default_read_buffer_len = args.read_buf
 
 
-def _stats_table(engine: Engine, title: str) -> Table:
+def _stats_table(engine: Union[Engine, Provider], title: str) -> Table:
     st = engine.stats()
     t = Table(title=title)
     t.add_column("counter")
@@ -259,6 +321,7 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     from . import _ffi, __version__
     from .engine import Engine, engine_path, shared_engine
     from .errors import PipetlsError
+    from .paths import path_table
 
     t = Table(title="pipetls %s" % __version__, show_header=False)
     t.add_column("what")
@@ -267,17 +330,22 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
     t.add_row("libssl", _ffi.LIBSSL_PATH)
     t.add_row("libcrypto", _ffi.LIBCRYPTO_PATH)
     t.add_row("Python ssl shares it", "yes" if _ffi.stdlib_shares_openssl() else "no")
+    doc: dict[str, object] = {"openssl": _ffi.openssl_version(), "libssl": _ffi.LIBSSL_PATH,
+                              "libcrypto": _ffi.LIBCRYPTO_PATH}
     rc = 0
+    engine: Optional[Engine] = None
+    own = False
     try:
         path = args.engine or engine_path()
         t.add_row("engine", path)
         shared = shared_engine()
         if shared is not None and not shared.closed and \
                 os.path.realpath(shared.path) == os.path.realpath(path):
-            info = shared.info()
+            engine = shared
         else:
-            with Engine(path) as e:
-                info = e.info()
+            engine, own = Engine(path), True
+        info = engine.info()
+        doc["engine"] = dict(info, path=path)
         t.add_row("engine version", str(info.get("version", "?")))
         t.add_row("lanes", str(info.get("lanes", "?")))
         t.add_row("ciphers (this CPU)", "\n".join(info.get("ciphers", [])) or "(none)")
@@ -286,23 +354,50 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
                 t.add_row(k, str(v))
     except PipetlsError as exc:
         t.add_row("engine", "[red]%s[/red]" % exc)
+        doc["engine"] = {"error": str(exc)}
         rc = 1
-    _provider_rows(t, args.provider)
+    doc["provider"] = _provider_rows(t, args.provider)
+    try:
+        # measured: the provider first (a registered engine would take its
+        # ciphers), then the engine, registered only for its own probes
+        rows = path_table(engine)
+    finally:
+        if own and engine is not None:
+            engine.close()
+    doc["paths"] = rows
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return rc
     console.print(t)
+    p = Table(title="paths on this libssl (measured: batches of more than one record "
+              "writing and reading)")
+    for col in ("TLS", "suite", "served by", "why not the other"):
+        p.add_column(col)
+    for r in rows:
+        colour = "green" if r["served_by"] != "none" else "yellow"
+        p.add_row(r["tls"], r["suite"], "[%s]%s[/%s]" % (colour, r["served_by"], colour),
+                  r["detail"])
+    console.print(p)
+    if any(r["served_by"] == "engine or provider" for r in rows):
+        console.print("engine or provider: a registered engine takes the cipher (libssl asks "
+                      "ENGINEs before providers); without it, the provider")
     return rc
 
 
-def _provider_rows(t: Table, path: Optional[str]) -> None:
+def _provider_rows(t: Table, path: Optional[str]) -> dict[str, object]:
     """``pipetls info``'s provider rows: its path, and loaded or why not
-    (optional: a missing provider is not a failure of ``info``)."""
+    (optional: a missing provider is not a failure of ``info``); returns
+    the same for ``--json``."""
     from .errors import PipetlsError
-    from .provider import Provider, provider_path, require_pipeline_api, shared_provider
+    from .provider import load_provider, provider_path, require_pipeline_api, shared_provider
 
     found: Optional[str] = None
     why: Optional[str] = None
+    out: dict[str, object] = {}
     try:
         found = path or provider_path()
         t.add_row("provider", found)
+        out["path"] = found
     except PipetlsError as exc:
         t.add_row("provider", "(not found)")
         why = str(exc)
@@ -312,23 +407,23 @@ def _provider_rows(t: Table, path: Optional[str]) -> None:
         why = str(exc)  # the more basic reason
     if why is not None or found is None:
         t.add_row("provider status", "[yellow]not loaded: %s[/yellow]" % why)
-        return
+        out["status"] = "not loaded: %s" % why
+        return out
     try:
+        # the shared provider: the path probes of `info` use it too
         shared = shared_provider()
-        own = shared is None or shared.closed or \
-            os.path.realpath(shared.path) != os.path.realpath(found)
-        p = Provider(found) if own else shared
-        assert p is not None
-        try:
-            t.add_row("provider status", "loaded: %d lanes, updates below %d bytes inline"
-                      % (p.threads, p.inline_below))
-            t.add_row("provider version", str(p.params().get("version", "?")))
-            t.add_row("provider ciphers", "\n".join(p.ciphers()) or "(none)")
-        finally:
-            if own:
-                p.close()
+        p = shared if shared is not None and not shared.closed and \
+            os.path.realpath(shared.path) == os.path.realpath(found) else load_provider(found)
+        t.add_row("provider status", "loaded: %d lanes, updates below %d bytes inline"
+                  % (p.threads, p.inline_below))
+        t.add_row("provider version", str(p.params().get("version", "?")))
+        t.add_row("provider ciphers", "\n".join(p.ciphers()) or "(none)")
+        out.update(status="loaded", lanes=p.threads, ciphers=p.ciphers(),
+                   version=p.params().get("version", "?"))
     except PipetlsError as exc:
         t.add_row("provider status", "[red]not loaded: %s[/red]" % exc)
+        out["status"] = "not loaded: %s" % exc
+    return out
 
 
 def _config_provider(path: str) -> str:
@@ -428,28 +523,31 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from .context import Context
 
     engine = _engine_for(args, console)
+    meter = _provider_for(args) or engine
+    _say_path(args, engine, console)
     tmp = None
     cert, key = args.cert, args.key
     if cert is None:
         tmp = tempfile.TemporaryDirectory(prefix="pipetls-serve-")
         cert, key = _selfsigned(tmp.name)
     try:
-        with Context(server=True, certfile=cert, keyfile=key or cert) as ctx:
+        with Context(server=True, certfile=cert, keyfile=key or cert,
+                     provider=_context_provider(args)) as ctx:
             _configure(ctx, args)
             family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as lsock:
                 lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 lsock.bind((args.host, args.port))
                 lsock.listen(16)
-                _serve(ctx, lsock, engine, args, console)
+                _serve(ctx, lsock, meter, args, console)
     finally:
         if tmp is not None:
             tmp.cleanup()
     return 0
 
 
-def _serve(ctx: Context, lsock: socket.socket, engine: Optional[Engine], args: argparse.Namespace,
-           console: Console) -> None:
+def _serve(ctx: Context, lsock: socket.socket, engine: Union[Engine, Provider, None],
+           args: argparse.Namespace, console: Console) -> None:
     from .connection import Connection
     from .errors import PipetlsError
 
@@ -477,7 +575,7 @@ def _serve(ctx: Context, lsock: socket.socket, engine: Optional[Engine], args: a
                     n, dt = _sink(conn, args.io_size, False)
                     print("received %d bytes" % n, flush=True)
                 if engine is not None and not args.quiet:
-                    console.print(_stats_table(engine, "engine (server)"))
+                    console.print(_stats_table(engine, "%s (server)" % _meter_name(engine)))
                 conn.shutdown(timeout=1.0)
         except PipetlsError as exc:
             console.print("[red]connection from %s: %s[/red]" % (peer[0], exc))
@@ -491,15 +589,24 @@ def cmd_connect(args: argparse.Namespace, console: Console) -> int:
     from .context import Context
 
     engine = _engine_for(args, console)
+    meter = _provider_for(args) or engine
+    _say_path(args, engine, console)
     verify = not args.insecure
-    with Context(server=False, verify=verify, cafile=args.cafile if verify else None) as ctx:
+    with Context(server=False, verify=verify, cafile=args.cafile if verify else None,
+                 provider=_context_provider(args)) as ctx:
         if args.cert:
             ctx.load_cert_chain(args.cert, args.key)
         _configure(ctx, args)
-        return _connect(ctx, engine, args, console)
+        return _connect(ctx, meter, args, console)
 
 
-def _connect(ctx: Context, engine: Optional[Engine], args: argparse.Namespace,
+def _meter_name(m: Union[Engine, Provider]) -> str:
+    from .engine import Engine
+
+    return "engine" if isinstance(m, Engine) else "provider"
+
+
+def _connect(ctx: Context, engine: Union[Engine, Provider, None], args: argparse.Namespace,
              console: Console) -> int:
     from .connection import Connection
     from .errors import TLSClosed, TLSUnexpectedEOF
@@ -540,7 +647,7 @@ def _connect(ctx: Context, engine: Optional[Engine], args: argparse.Namespace,
                     dt = time.perf_counter() - t0
                     print("echoed %d bytes: %s" % (echoed[0], _rate(echoed[0], dt)), flush=True)
                 if engine is not None and not args.quiet:
-                    console.print(_stats_table(engine, "engine (client)"))
+                    console.print(_stats_table(engine, "%s (client)" % _meter_name(engine)))
                 conn.shutdown(timeout=2.0)
             else:
                 data = sys.stdin.buffer.read()
@@ -576,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the provider (OpenSSL >= 3.5)")
     s.add_argument("--engine", help="engine path (default: pipetls.engine_path())")
     s.add_argument("--provider", help="provider path (default: pipetls.provider_path())")
+    s.add_argument("--json", action="store_true",
+                   help="print it all as JSON (the paths: one object per TLS version and suite)")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("serve", help="a TLS server (s_server-like)")
@@ -666,6 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.version:
         from . import __version__
 

@@ -23,7 +23,11 @@ from . import _ffi
 from ._ffi import check, check_ptr, drain_errors
 from ._knobs import DEFAULTS, PipelineKnobs, as_bool
 from .engine import Engine, load_engine
-from .errors import ClosedError, ConfigError, ConfigTypeError, OpenSSLError
+from .errors import ClosedError, ConfigError, ConfigTypeError, OpenSSLError, ProviderError
+from .paths import PROPQ
+from .provider import Provider
+
+ProviderArg = Union[bool, str, Provider, None]
 
 __all__ = ["Context", "TLS_VERSIONS"]
 
@@ -73,6 +77,51 @@ def _path(p: object, what: str) -> bytes:
     return os.fsencode(p)
 
 
+def _choose_provider(provider: ProviderArg, engine: Optional[Engine]) -> Optional[Provider]:
+    """The provider a new Context prefers (see Context's ``provider``)."""
+    from .paths import engine_registered_for, probe
+    from .provider import load_provider, provider_path, require_pipeline_api
+
+    if provider is None or provider is False:
+        return None
+    if provider == "auto":
+        if (_ffi.OpenSSL_version_num() < _ffi.OPENSSL_3_5
+                or not _ffi.has_symbol("EVP_CipherPipelineEncryptInit")):
+            return None  # stock 3.0: nothing changes
+        if engine is not None or engine_registered_for("AES-128-GCM"):
+            return None  # the engine serves every cipher it offers
+        try:
+            found = probe("1.3")
+        except ProviderError:
+            return None  # no provider module
+        return load_provider() if found.pipelined else None
+    if provider is not True and not isinstance(provider, Provider):
+        raise ConfigTypeError("provider must be True, False, 'auto' or a pipetls.Provider, "
+                              "not %r" % (provider,), knob="provider")
+    if isinstance(provider, Provider) and provider.closed:
+        raise ClosedError("Context(provider=...): that Provider is closed")
+    try:
+        require_pipeline_api("Context(provider=True)")
+        if not isinstance(provider, Provider):
+            provider_path()  # the module must exist
+    except ProviderError as exc:  # OpenSSL < 3.5, or no provider module
+        raise ProviderError(
+            "Context(provider=True) pipelines TLS 1.3 through the pipetls provider, which "
+            "needs OpenSSL >= 3.5 with patch 0002 (openssl_patches/, 'pipetls build-openssl'; "
+            "run with PIPETLS_OPENSSL=<its prefix>) and pipetls-provider.so built against "
+            "it: %s" % exc) from None
+    if engine is not None or engine_registered_for("AES-128-GCM"):
+        raise ConfigError(
+            "Context(provider=True) with the pipetls engine registered: libssl takes an "
+            "ENGINE's cipher before any provider's, TLS 1.3 included, so the provider would "
+            "serve nothing; leave the engine out (engine=None, or Engine.unregister())",
+            knob="provider")
+    found = probe("1.3")
+    if not found.pipelined:
+        raise ProviderError("Context(provider=True): %s" % found.reason)
+    return provider if isinstance(provider, Provider) else load_provider()
+
+
 class _KeepAlive:
     """Python objects OpenSSL points at (callbacks, buffers).  Connections hold
     a reference so these outlive every SSL* made from the context."""
@@ -119,6 +168,21 @@ class Context(PipelineKnobs):
     docs/knobs.md, "Memory").  False keeps OpenSSL's own behaviour: the
     buffers of the widest batch stay allocated for the connection's life.
 
+    ``provider`` (default ``"auto"``): make the ``SSL_CTX`` with the
+    property query ``?provider=pipetls`` (``SSL_CTX_new_ex``), so that its
+    record ciphers are the pipetls provider's and libssl pipelines TLS 1.3
+    through it.  ``"auto"``: only where this libssl does (OpenSSL >= 3.5
+    with patch 0002, found by :func:`pipetls.paths.probe`, and no ENGINE
+    registered for those ciphers), loading the shared provider
+    (:func:`pipetls.load_provider`) beside the default one; elsewhere, as on
+    stock OpenSSL 3.0, nothing changes.  ``True`` (or a
+    :class:`~pipetls.Provider`) asks for it and raises ProviderError where it
+    cannot pipeline (naming what is missing); ``False`` never uses it.  The
+    engine keeps serving TLS 1.2 (``engine=True``), but a registered ENGINE
+    takes every cipher it offers, TLS 1.3 included, before any provider:
+    ``engine=True`` with ``provider=True`` is refused, and with ``"auto"``
+    the provider is left out (docs/knobs.md, "Provider").
+
     ``keylog_file=path`` appends SSLKEYLOGFILE lines to ``path``;
     ``keylog_callback=fn`` calls ``fn(line: str)``.  Neither is set unless
     asked for: key material is secret.
@@ -149,6 +213,7 @@ class Context(PipelineKnobs):
         release_buffers: bool = True,
         engine: Union[bool, Engine, None] = None,
         async_mode: Optional[bool] = None,
+        provider: ProviderArg = "auto",
     ) -> None:
         self.server = as_bool("server", server)
         self._engine: Optional[Engine] = None
@@ -163,8 +228,13 @@ class Context(PipelineKnobs):
             self._engine = load_engine(register=True) if engine is True else engine
             if not self._engine.registered:
                 self._engine.register_default()
+        self._provider = _choose_provider(provider, self._engine)
         method = _ffi.TLS_server_method() if self.server else _ffi.TLS_client_method()
-        ptr = check_ptr(_ffi.SSL_CTX_new(method), "SSL_CTX_new failed")
+        if self._provider is not None:
+            # the record ciphers are fetched here, once, with this query
+            ptr = check_ptr(_ffi.SSL_CTX_new_ex(None, PROPQ, method), "SSL_CTX_new_ex failed")
+        else:
+            ptr = check_ptr(_ffi.SSL_CTX_new(method), "SSL_CTX_new failed")
         self._ctx = ptr
         # The SSL_CTX is freed by close() or, failing that, when this object
         # is collected.  Connections keep the Context object alive, and every
@@ -237,6 +307,12 @@ class Context(PipelineKnobs):
     @property
     def closed(self) -> bool:
         return self._ctx is None
+
+    @property
+    def provider(self) -> Optional[Provider]:
+        """The pipetls provider whose ciphers this context prefers (its
+        ``SSL_CTX`` was made with ``?provider=pipetls``), or None."""
+        return self._provider
 
     def _new_ssl(self) -> NewSSL:
         """For Connection, the one way it uses a Context's insides: a new

@@ -29,23 +29,43 @@ What a Python ``ssl`` connection pipelines is what OpenSSL pipelines: TLS 1.2
 (set ``maximum_version = ssl.TLSVersion.TLSv1_2``) with the engine's ciphers
 (AES-GCM, ChaCha20-Poly1305, AES-CBC).  Connections created before
 enable_pipelining() keep the old settings (SSL_new copies them).
+
+TLS 1.3 (the patched OpenSSL 3.5, patch 0002; Python started with
+``LD_LIBRARY_PATH=<prefix>/lib`` so that ``_ssl`` itself runs on it): libssl
+fetches an ``SSL_CTX``'s record ciphers once, when ``ssl.SSLContext()``
+makes it, with the process's default property query.  So
+:func:`prefer_provider` must come *before* the ``ssl.SSLContext``: it loads
+the pipetls provider and adds ``?provider=pipetls`` to the default
+properties (``EVP_set_default_properties``: process-wide, every later fetch
+of AES-GCM or ChaCha20-Poly1305 prefers the provider, which answers exactly
+as the default provider outside a pipeline); then ``enable_pipelining(ctx)``
+sets the knobs and leaves the engine out (a registered ENGINE would take
+TLS 1.3 from the provider).  An openssl.cnf with ``default_properties =
+?provider=pipetls`` (``pipetls config --provider``) does the same for the
+whole process.  A context made before the preference keeps the default
+provider's ciphers; ``enable_pipelining(..., provider=True)`` refuses it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import platform
 import struct
-from typing import Any, Optional
+import threading
+import weakref
+from typing import Any, Optional, Union
 
 from . import _ffi
 from ._knobs import default_read_buffer_for, in_range
 from ._ffi import check
 from .engine import Engine, load_engine
-from .errors import ConfigError, StdlibError
+from .errors import ConfigError, ConfigTypeError, ProviderError, StdlibError
+from .provider import Provider
 
-__all__ = ["enable_pipelining", "ssl_ctx_pointer", "StdlibPipelining"]
+__all__ = ["enable_pipelining", "ssl_ctx_pointer", "StdlibPipelining", "prefer_provider",
+           "provider_preferred"]
 
 # A harmless option to flip for the proof: session tickets, only consulted
 # during handshakes (and the proof restores it at once).
@@ -59,20 +79,24 @@ class NotAnSSLContext(StdlibError, TypeError):
 class StdlibPipelining:
     """What enable_pipelining() applied (returned for inspection)."""
 
-    __slots__ = ("engine", "ssl_ctx", "max_pipelines", "split_send_fragment", "read_buffer_len")
+    __slots__ = ("engine", "provider", "ssl_ctx", "max_pipelines", "split_send_fragment",
+                 "read_buffer_len")
 
-    def __init__(self, engine: Engine, ssl_ctx: int, max_pipelines: int,
-                 split_send_fragment: Optional[int], read_buffer_len: int) -> None:
-        self.engine = engine
+    def __init__(self, engine: Optional[Engine], ssl_ctx: int, max_pipelines: int,
+                 split_send_fragment: Optional[int], read_buffer_len: int,
+                 provider: Optional[Provider] = None) -> None:
+        self.engine = engine  # None on the provider path
+        self.provider = provider
         self.ssl_ctx = ssl_ctx
         self.max_pipelines = max_pipelines
         self.split_send_fragment = split_send_fragment
         self.read_buffer_len = read_buffer_len
 
     def __repr__(self) -> str:
-        return ("<StdlibPipelining SSL_CTX=0x%x max_pipelines=%d split_send_fragment=%s "
-                "read_buffer_len=%d>" % (self.ssl_ctx, self.max_pipelines,
-                                         self.split_send_fragment, self.read_buffer_len))
+        return ("<StdlibPipelining SSL_CTX=0x%x %s max_pipelines=%d split_send_fragment=%s "
+                "read_buffer_len=%d>" % (self.ssl_ctx, "provider" if self.provider else "engine",
+                                         self.max_pipelines, self.split_send_fragment,
+                                         self.read_buffer_len))
 
 
 _U64 = struct.Struct("=Q")
@@ -201,10 +225,103 @@ def ssl_ctx_pointer(ssl_context: Any) -> int:
     return candidate
 
 
+# ----------------------------------------------------------- TLS 1.3: provider
+_pref_lock = threading.Lock()
+_preferred: list[Provider] = []  # the provider prefer_provider() set up, once
+# ssl.SSLContext objects that existed when the preference was set: their
+# SSL_CTX fetched its ciphers before it
+_made_before: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _default_properties() -> str:
+    ptr = _ffi.EVP_get1_default_properties(None)
+    if not ptr:
+        _ffi.ERR_clear_error()
+        return ""
+    try:
+        return (ctypes.string_at(ptr) or b"").decode("ascii", "replace")
+    finally:
+        _ffi.CRYPTO_free(ptr, None, 0)
+
+
+def provider_preferred() -> bool:
+    """Whether the process's default property query prefers the pipetls
+    provider (prefer_provider(), or ``default_properties`` in openssl.cnf)
+    and a pipetls provider is loaded: ``ssl.SSLContext`` objects made since
+    then get its ciphers."""
+    if (_ffi.OpenSSL_version_num() < _ffi.OPENSSL_3_5
+            or not _ffi.has_symbol("EVP_get1_default_properties")):
+        return False
+    from .provider import shared_provider
+
+    shared = shared_provider()
+    loaded = (shared is not None and not shared.closed) or \
+        bool(_ffi.OSSL_PROVIDER_available(None, b"pipetls"))
+    return loaded and "provider=pipetls" in _default_properties().replace(" ", "")
+
+
+def _check_provider_possible() -> None:
+    """Raise, naming what is missing, unless Python's ssl can pipeline TLS
+    1.3 through the pipetls provider here."""
+    from .paths import engine_registered_for, probe
+
+    if not _ffi.stdlib_shares_openssl():
+        raise StdlibError(
+            "Python's ssl module uses a different libssl/libcrypto than pipetls (%s); for "
+            "TLS 1.3 through the provider start Python with LD_LIBRARY_PATH=<prefix of the "
+            "patched OpenSSL>/lib (and without PIPETLS_OPENSSL) so that both use it"
+            % _ffi.LIBSSL_PATH)
+    try:
+        found = probe("1.3")
+    except ProviderError as exc:
+        raise ProviderError(
+            "TLS 1.3 through the pipetls provider needs OpenSSL >= 3.5 "
+            "with patch 0002 (openssl_patches/, 'pipetls build-openssl') under Python's ssl "
+            "and pipetls-provider.so built against it: %s" % exc) from None
+    if engine_registered_for("AES-128-GCM"):
+        raise StdlibError("an ENGINE is registered for AES-128-GCM; libssl "
+                          "would use it before any provider (unregister it first)")
+    if not found.pipelined:
+        raise ProviderError("TLS 1.3 through the pipetls provider: %s" % found.reason)
+
+
+def prefer_provider() -> Provider:
+    """Make every ``ssl.SSLContext`` created from now on pipeline TLS 1.3
+    through the pipetls provider (the patched OpenSSL 3.5): loads the shared
+    provider (:func:`pipetls.load_provider`, the default provider kept) and
+    adds ``?provider=pipetls`` to the process's default property query.
+    Call it before creating the contexts, then :func:`enable_pipelining`.
+
+    ProviderError where this libssl does not pipeline TLS 1.3 through the
+    provider (OpenSSL 3.0, stock 3.5, no provider module), naming what is
+    missing; StdlibError when Python's ssl does not share pipetls's OpenSSL
+    or an ENGINE is registered for those ciphers (it would take them)."""
+    from .provider import load_provider
+
+    _check_provider_possible()
+    import ssl
+
+    with _pref_lock:
+        p = load_provider()
+        props = _default_properties()
+        if "provider=pipetls" not in props.replace(" ", ""):
+            new = (props + "," if props else "") + "?provider=pipetls"
+            check(_ffi.EVP_set_default_properties(None, new.encode()),
+                  "EVP_set_default_properties(%r) failed" % new, exc=StdlibError)
+            # the contexts that exist now fetched their ciphers without it
+            for obj in gc.get_objects():
+                if isinstance(obj, ssl.SSLContext):
+                    _made_before.add(obj)
+        if not _preferred:
+            _preferred.append(p)
+        return p
+
+
 def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
                       split_send_fragment: Optional[int] = None,
                       read_buffer_len: Optional[int] = None,
-                      engine: Optional[Engine] = None) -> StdlibPipelining:
+                      engine: Optional[Engine] = None,
+                      provider: Union[bool, str] = "auto") -> StdlibPipelining:
     """Make connections from ``ssl_context`` (a Python ``ssl.SSLContext``)
     pipeline their TLS records through the pipetls engine.
 
@@ -214,6 +331,14 @@ def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
     loads + registers the shared engine (:func:`pipetls.load_engine`) unless
     ``engine`` is given (it is registered if it is not yet).  Process-wide:
     the engine then serves those ciphers for everyone in the process.
+
+    ``provider`` (default ``"auto"``): TLS 1.3 through the pipetls
+    provider instead of the engine when the context prefers the provider's
+    ciphers (made after :func:`prefer_provider`, or with openssl.cnf's
+    ``default_properties = ?provider=pipetls``): the engine is then not
+    loaded (it would take TLS 1.3 from the provider).  ``True``: required,
+    StdlibError (or ProviderError on a libssl that cannot) otherwise;
+    ``False``: the engine, as before.
 
     Returns a :class:`StdlibPipelining` describing what was applied.
     Raises StdlibError (NotAnSSLContext for a wrong type) when it cannot be
@@ -228,7 +353,20 @@ def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
         read_buffer_len = default_read_buffer_for(max_pipelines)
     else:
         read_buffer_len = in_range("default_read_buffer_len", read_buffer_len, 0, 1 << 30, "2**30")
+    if provider is not True and provider is not False and provider != "auto":
+        raise ConfigTypeError("provider must be True, False or 'auto', not %r" % (provider,),
+                              knob="provider")
     ctx = ssl_ctx_pointer(ssl_context)
+
+    use = _provider_for(ssl_context, provider, engine)
+    if use is not None:
+        _apply_knobs(ctx, max_pipelines, split_send_fragment, read_buffer_len)
+        try:
+            ssl_context._pipetls_provider = use
+        except AttributeError:
+            pass
+        return StdlibPipelining(None, ctx, max_pipelines, split_send_fragment,
+                                read_buffer_len, provider=use)
 
     if engine is None:
         engine = load_engine(register=True)
@@ -237,6 +375,18 @@ def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
     elif not engine.registered:
         engine.register_default()
 
+    _apply_knobs(ctx, max_pipelines, split_send_fragment, read_buffer_len)
+    # The engine must outlive the context's connections: keep it on the
+    # Python object (SSLContext instances have a __dict__).
+    try:
+        ssl_context._pipetls_engine = engine
+    except AttributeError:
+        pass
+    return StdlibPipelining(engine, ctx, max_pipelines, split_send_fragment, read_buffer_len)
+
+
+def _apply_knobs(ctx: int, max_pipelines: int, split_send_fragment: Optional[int],
+                 read_buffer_len: int) -> None:
     check(_ffi.SSL_CTX_set_max_pipelines(ctx, max_pipelines),
           "OpenSSL refused max_pipelines=%d" % max_pipelines, exc=ConfigError, knob="max_pipelines")
     if split_send_fragment is not None:
@@ -246,10 +396,37 @@ def enable_pipelining(ssl_context: Any, max_pipelines: int = 8,
     if max_pipelines > 1:
         _ffi.SSL_CTX_set_read_ahead(ctx, 1)
     _ffi.SSL_CTX_set_default_read_buffer_len(ctx, read_buffer_len)
-    # The engine must outlive the context's connections: keep it on the
-    # Python object (SSLContext instances have a __dict__).
-    try:
-        ssl_context._pipetls_engine = engine
-    except AttributeError:
-        pass
-    return StdlibPipelining(engine, ctx, max_pipelines, split_send_fragment, read_buffer_len)
+
+
+def _provider_for(ssl_context: Any, provider: Union[bool, str],
+                  engine: Optional[Engine]) -> Optional[Provider]:
+    """The provider ``ssl_context`` pipelines through, or None: the engine."""
+    from .provider import shared_provider
+
+    if provider is False:
+        return None
+    preferred = provider_preferred() and ssl_context not in _made_before
+    if provider == "auto":
+        if engine is not None or not preferred:
+            return None
+    else:  # True
+        if engine is not None:
+            raise StdlibError("enable_pipelining(provider=True, engine=...): a registered "
+                              "ENGINE would take TLS 1.3 from the provider; give one of them")
+        if not preferred:
+            if ssl_context in _made_before:
+                raise StdlibError(
+                    "enable_pipelining(provider=True): this ssl.SSLContext was made before "
+                    "prefer_provider(), so its TLS 1.3 ciphers are the default provider's; "
+                    "make it after pipetls.stdlib.prefer_provider()")
+            _check_provider_possible()  # raises, naming what is missing, where it cannot
+            raise StdlibError(
+                "enable_pipelining(provider=True): this ssl.SSLContext was made before the "
+                "provider was preferred; call pipetls.stdlib.prefer_provider() before "
+                "creating it")
+    p = _preferred[0] if _preferred else shared_provider()
+    if p is None or p.closed:
+        from .provider import load_provider
+
+        p = load_provider()  # openssl.cnf loaded it by name: this one carries the stats
+    return p

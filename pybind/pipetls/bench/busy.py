@@ -24,7 +24,7 @@ from .. import _ffi
 from .._ffi import check_ptr
 from ..engine import Engine
 from .harness import Conn, handshake, write_all
-from .model import Measurement, Probe, Setup, contexts, use_engine
+from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
 __all__ = ["busy_run", "per_connection_bytes"]
 
@@ -35,7 +35,7 @@ def per_connection_bytes(pair_bytes: int, connections: int, write_size: int) -> 
     return max(pair_bytes // connections, 4 * write_size)
 
 
-def busy_run(st: Setup, engine: Optional[Engine], pipelined: bool, connections: int,
+def busy_run(st: Setup, engine: Pipetls, pipelined: bool, connections: int,
              per_conn: int, lanes: int) -> Measurement:
     """One side of a pair: ``connections`` threads each writing ``per_conn``
     bytes on its own connection; the measurement's bytes are the aggregate."""

@@ -33,6 +33,13 @@ Scenarios (see docs/performance.md for how to read the output):
     ``--pairs`` interleaved pairs of ``--batches`` batches each, the median
     ratio with its interval (see :mod:`pipetls.bench.evp`).
 
+``--openssl patched`` (TLS 1.3 through the provider, patch 0002)
+    the same scenarios on the patched OpenSSL 3.5 ($PIPETLS_OPENSSL, else
+    the build ``pipetls build-openssl`` cached), run in a process of its
+    own on it: the pipetls side's SSL_CTX prefers the provider's ciphers
+    (``?provider=pipetls``; ``--path`` chooses engine or provider), the
+    stock side is that build's default provider with max_pipelines 1.
+
 Every row is ``--pairs`` (40) interleaved pairs: stock then pipetls, then
 pipetls then stock, and so on, each side moving ``--pair-bytes`` (16 MiB;
 ``small`` 1 MiB, ``medium`` 16 MiB, ``large`` 32 MiB).  The speedup is the
@@ -59,9 +66,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .._argtypes import parse_size
 from .model import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CIPHERS, MAX_REL_WIDTH,
@@ -154,6 +163,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="busy: comma list of connection counts, one thread each "
                    "(default 1,2,4,16,64)")
     p.add_argument("--tls", choices=("1.2", "1.3"), default="1.2", help="TLS version (default 1.2)")
+    p.add_argument("--openssl", choices=("system", "patched"), default="system",
+                   help="patched: measure on the patched OpenSSL 3.5 (openssl_patches/; "
+                   "$PIPETLS_OPENSSL, else the build 'pipetls build-openssl' cached), in a "
+                   "process of its own; the pipetls side is then the provider where that "
+                   "libssl pipelines --tls through it, the stock side its default provider "
+                   "with max_pipelines 1 (default: system, this process's libssl)")
+    p.add_argument("--path", choices=("auto", "engine", "provider"), default="auto",
+                   help="what pipelines the pipetls side: the engine, or the provider "
+                   "(OpenSSL >= 3.5; refused where libssl does not pipeline --tls through "
+                   "it). auto: the provider with --openssl patched where the libssl "
+                   "pipelines --tls through it, else the engine")
     p.add_argument("--read-buf", type=_size, default=None,
                    help="pipetls read buffer (default: room for max_pipelines records)")
     p.add_argument("--engine", default=None, help="engine .so (default: the bundled one)")
@@ -177,9 +197,73 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _bench_argv(args: argparse.Namespace) -> list[str]:
+    """The command line after ``bench`` (pipetls.cli.main keeps it in args.argv)."""
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    return argv[argv.index("bench") + 1:] if "bench" in argv else argv
+
+
+def _on_prefix(prefix: str) -> bool:
+    """Whether this process's libcrypto is the one under ``prefix``."""
+    from .. import _ffi
+
+    root = os.path.realpath(prefix) + os.sep
+    return os.path.realpath(_ffi.LIBCRYPTO_PATH).startswith(root)
+
+
+def _reexec(prefix: str, args: argparse.Namespace) -> int:
+    """``pipetls bench`` again, in a process on ``prefix`` alone (invariant 7:
+    libssl is loaded once per process)."""
+    env = dict(os.environ)
+    env["PIPETLS_OPENSSL"] = prefix
+    libdirs = [d for d in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib"))
+               if os.path.isdir(d)]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        libdirs + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
+    # the system's openssl.cnf is 3.0's (an engine section ...): none here
+    env.setdefault("OPENSSL_CONF", os.devnull)
+    argv = [sys.executable, "-m", "pipetls", "bench"] + _bench_argv(args)
+    return subprocess.call(argv, env=env)
+
+
+def _choose_provider(args: argparse.Namespace, lanes: Optional[list[int]]) -> Any:
+    """The Provider of the pipetls side, or None for the engine (see --path)."""
+    from ..errors import ProviderError
+    from ..paths import probe
+    from ..provider import load_provider
+
+    if args.path == "engine":
+        return None
+    if args.path == "auto" and args.openssl != "patched":
+        return None  # as before: the engine
+    if lanes is not None and len(lanes) > 1:
+        raise SystemExit("pipetls bench: the provider's lanes are its THREADS, set when it is "
+                         "loaded: give one --lanes value with the provider path")
+    try:
+        provider = load_provider(args.provider, threads=lanes[0] if lanes else None)
+        found = probe(args.tls)
+    except ProviderError as exc:
+        if args.path == "provider":
+            raise SystemExit("pipetls bench --path provider: %s" % exc) from None
+        return None
+    if found.pipelined:
+        return provider
+    if args.path == "provider" or args.tls == "1.3":
+        raise SystemExit("pipetls bench: this libssl does not pipeline TLS %s through the "
+                         "provider: %s" % (args.tls, found.reason))
+    return None  # TLS 1.2 on a libssl without provider pipelining there: the engine
+
+
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if args.openssl == "patched":
+        from ..build_openssl import patched_prefix
+
+        prefix = patched_prefix()  # SystemExit with how to get one
+        if not _on_prefix(prefix):
+            return _reexec(prefix, args)
 
     pairs = args.pairs if args.pairs is not None else args.reps
     if pairs is not None and pairs < 1:
@@ -193,6 +277,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
     if args.plot:
         plot_check(args.plot)
+    provider = None
+    if "evp" not in args.scenario or len(args.scenario) > 1:
+        provider = _choose_provider(args, args.lanes)
     json_to_stdout = args.json == "-"
     console = Console(stderr=json_to_stdout)
     if not console.is_terminal:  # a log or a pipe: room for the whole table
@@ -210,6 +297,7 @@ def main(args: argparse.Namespace) -> int:
             prog.console.print(row_line(r))
 
         results = run(scenarios=args.scenario, ciphers=args.cipher, total=pair_bytes,
+                      provider=provider,
                       write_size=args.write_size, max_pipelines=args.max_pipelines,
                       lanes=args.lanes, pairs=tls_pairs, tls=args.tls, read_buf=args.read_buf,
                       engine_path=args.engine, certfile=args.cert, keyfile=args.key,
@@ -225,7 +313,9 @@ def main(args: argparse.Namespace) -> int:
                                    "seed": BOOTSTRAP_SEED, "max_rel_width": MAX_REL_WIDTH},
                       "pipes": args.pipes, "pipe_size": args.pipe_size,
                       "batches": args.batches,
-                      "tls": args.tls, "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
+                      "tls": args.tls, "openssl": args.openssl,
+                      "path": "provider" if provider is not None else "engine",
+                      "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
            "results": [asdict(r) for r in results]}
     if args.json is not None:
         text = json.dumps(doc, indent=2)

@@ -13,7 +13,7 @@ from .. import _ffi
 from .._ffi import check_ptr
 from ..context import Context
 from ..engine import Engine
-from .model import Measurement, Probe, Setup, contexts, use_engine
+from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
 __all__ = ["one_run", "Conn", "handshake", "write_all"]
 
@@ -123,7 +123,7 @@ def _read_all(ssl: Optional[int], buf: Any, total: int) -> int:
     return done
 
 
-def one_run(st: Setup, engine: Optional[Engine], pipelined: bool, scenario: str, total: int,
+def one_run(st: Setup, engine: Pipetls, pipelined: bool, scenario: str, total: int,
             lanes: int) -> Measurement:
     """One side of a pair: seconds, bytes and (pipetls) the engine's counters."""
     use_engine(engine, pipelined, lanes)

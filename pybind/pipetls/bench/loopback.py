@@ -9,8 +9,7 @@ import sys
 import time
 
 from ..connection import Connection
-from ..engine import Engine
-from .model import CIPHERS, TLS13_SUITES, Measurement, Probe, Setup, contexts, use_engine
+from .model import CIPHERS, Pipetls, TLS13_SUITES, Measurement, Probe, Setup, contexts, use_engine
 
 __all__ = ["loopback_run"]
 
@@ -18,12 +17,15 @@ _RECEIVER = r"""
 import socket, sys
 import pipetls
 from pipetls import Context, Connection
-port, total, pipelined, mp, rb, cipher, etm, tls, engine = sys.argv[1:10]
+port, total, pipelined, mp, rb, cipher, etm, tls, engine, provider = sys.argv[1:11]
 total, mp, rb = int(total), int(mp), int(rb)
-if pipelined == "1":
+prov = False
+if pipelined == "1" and provider:
+    prov = pipetls.load_provider(provider)
+elif pipelined == "1":
     pipetls.load_engine(engine, register=True)
 knobs = {"max_pipelines": mp, "default_read_buffer_len": rb} if pipelined == "1" else {}
-kw = dict(verify=False, encrypt_then_mac=etm == "1", **knobs)
+kw = dict(verify=False, encrypt_then_mac=etm == "1", provider=prov, **knobs)
 if tls == "1.3":
     kw.update(min_version="TLSv1.3", max_version="TLSv1.3", ciphersuites=cipher)
 else:
@@ -41,8 +43,10 @@ conn.close()
 """
 
 
-def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: int,
+def loopback_run(st: Setup, engine: Pipetls, pipelined: bool, total: int, lanes: int,
                  engine_file: str) -> Measurement:
+    """One side of a loopback pair; ``engine`` is the engine or, for the
+    provider path, the Provider (the receiver loads the same module)."""
     suite, etm, _ = CIPHERS[st.cipher]
     if st.tls == "1.3":
         suite = TLS13_SUITES[st.cipher]
@@ -55,7 +59,8 @@ def loopback_run(st: Setup, engine: Engine, pipelined: bool, total: int, lanes: 
     port = lsock.getsockname()[1]
     child = subprocess.Popen(
         [sys.executable, "-c", _RECEIVER, str(port), str(total), "1" if pipelined else "0",
-         str(st.max_pipelines), str(st.read_buf), suite, "1" if etm else "0", st.tls, engine_file])
+         str(st.max_pipelines), str(st.read_buf), suite, "1" if etm else "0", st.tls, engine_file,
+         st.provider.path if st.provider is not None else ""])
     try:
         lsock.settimeout(60)
         sock, _ = lsock.accept()

@@ -8,14 +8,15 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence, Union
 
 from ..context import Context
 from ..engine import Engine, EngineStats
+from ..provider import Provider
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
            "median_interval", "bootstrap_median", "busy_lanes", "verdict", "serial_time", "use_engine",
-           "contexts", "BOOTSTRAP_SEED", "BOOTSTRAP_RESAMPLES", "MAX_REL_WIDTH",
+           "contexts", "Meter", "Pipetls", "BOOTSTRAP_SEED", "BOOTSTRAP_RESAMPLES", "MAX_REL_WIDTH",
            "PAIR_BYTES_PRESETS", "counter_delta", "parse_counters", "Measurement", "Probe"]
 
 # name -> (TLS 1.2 suite, Encrypt-then-MAC, stock baseline label)
@@ -90,6 +91,10 @@ class BenchResult:
     # the engine's counters summed over the pipetls side of every pair (every
     # integer key of its STATS text, known to this version or not)
     counters: dict[str, int] = field(default_factory=dict)
+    # what pipelines the pipetls side: "engine" (ENGINE ciphers, TLS 1.2) or
+    # "provider" (SSL_CTX made with ?provider=pipetls; patch 0002 for TLS 1.3)
+    path: str = "engine"
+    openssl: str = ""  # the libssl of the run (OpenSSL_version)
 
 
 def amdahl_bound(lanes: float, t_total: float, t_crypto: float) -> float:
@@ -204,11 +209,21 @@ class Measurement:
     cpu_seconds: float = 0.0  # the process's CPU time (all threads) over the same region
 
 
-class Probe:
-    """The engine's STATS around a timed region (nothing without an engine
-    or on the stock side)."""
+# what serves the pipetls side of a run: the engine, the provider, or nothing
+Pipetls = Union[Engine, Provider, None]
 
-    def __init__(self, engine: Optional[Engine], pipelined: bool) -> None:
+
+class Meter(Protocol):
+    """What a Probe reads: the engine or the provider (same STATS text)."""
+
+    def stats_text(self) -> str: ...
+
+
+class Probe:
+    """The engine's (or provider's) STATS around a timed region (nothing
+    without one or on the stock side)."""
+
+    def __init__(self, engine: Optional[Meter], pipelined: bool) -> None:
         self.engine = engine if pipelined else None
         self.before: Optional[str] = None
         self.cpu0 = 0.0
@@ -245,12 +260,15 @@ class Setup:
     read_buf: int
     certfile: str
     keyfile: str
+    # the pipetls side's path: "engine", or the Provider its SSL_CTX prefers
+    provider: Optional[Provider] = None
 
 
-def use_engine(engine: Optional[Engine], pipelined: bool, lanes: int) -> None:
+def use_engine(engine: Pipetls, pipelined: bool, lanes: int) -> None:
     """Before a run: the engine with ``lanes`` lanes as the default for its
-    ciphers (pipetls), or not registered at all (stock)."""
-    if engine is None:
+    ciphers (pipetls), or not registered at all (stock).  Nothing for the
+    provider (its lanes are a load-time setting)."""
+    if not isinstance(engine, Engine):
         return
     if pipelined:
         engine.threads = lanes
@@ -273,6 +291,8 @@ def contexts(st: Setup, pipelined: bool) -> tuple[Context, Context]:
         common["ciphersuites"] = TLS13_SUITES[st.cipher]
     else:
         common["ciphers"] = suite
+    # stock: the default provider's ciphers, never the pipetls provider's
+    common["provider"] = st.provider if pipelined and st.provider is not None else False
     server = Context(server=True, certfile=st.certfile, keyfile=st.keyfile, **common)
     client = Context(server=False, verify=False, **common)
     return server, client

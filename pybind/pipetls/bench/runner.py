@@ -14,11 +14,13 @@ import tempfile
 from typing import Any, Callable, Iterable, Optional
 
 from .. import _ffi
-from ..engine import load_engine
+from ..engine import Engine, load_engine
+from ..provider import Provider
 from .busy import busy_run, per_connection_bytes
 from .harness import one_run
 from .loopback import loopback_run
-from .model import (CIPHERS, TLS13_SUITES, BenchResult, Measurement, Setup, amdahl_bound,
+from .model import (CIPHERS, TLS13_SUITES, BenchResult, Measurement, Pipetls, Setup,
+                    amdahl_bound,
                     bootstrap_median, busy_lanes, serial_time, verdict)
 
 __all__ = ["run", "machine_info", "default_read_buf", "DEFAULT_PAIRS", "DEFAULT_PAIR_BYTES",
@@ -31,7 +33,10 @@ LATENCY_BYTES = 2 << 20  # latency rows: at most this many bytes (of 1 KiB write
 BUSY_CIPHER = "AES-128-GCM"  # busy rows when --cipher is not given
 
 def _throwaway_cert(tmp: str) -> tuple[str, str]:
-    openssl = shutil.which("openssl")
+    # the openssl program of the libssl in use: PIPETLS_OPENSSL's when set
+    prefix = os.environ.get("PIPETLS_OPENSSL")
+    own = os.path.join(prefix, "bin", "openssl") if prefix else ""
+    openssl = own if own and os.path.isfile(own) else shutil.which("openssl")
     if openssl is None:
         raise RuntimeError("bench needs the openssl program to make a throwaway certificate "
                            "(or pass --cert and --key)")
@@ -54,7 +59,8 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
         progress: Optional[Progress] = None,
         evp: Optional[dict[str, Any]] = None, pairs: Optional[int] = None,
         connections: Iterable[int] = DEFAULT_CONNECTIONS,
-        row_done: Optional[Callable[[BenchResult], object]] = None) -> list[BenchResult]:
+        row_done: Optional[Callable[[BenchResult], object]] = None,
+        provider: Optional[Provider] = None) -> list[BenchResult]:
     """Runs the benchmark and returns one BenchResult per row.
 
     Every row is ``pairs`` (default 40; ``reps`` is the older name)
@@ -64,7 +70,12 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
     writes each).  ``busy`` runs one row per ``connections`` value.  The
     ``evp`` scenario (:func:`pipetls.bench.evp.evp_run`, OpenSSL >= 3.5
     only) takes its own arguments in ``evp``: pipes, size, pairs, batches,
-    provider_path."""
+    provider_path.
+
+    ``provider``: the pipetls side is the provider's (its SSL_CTX made with
+    ``?provider=pipetls``, the engine not loaded; lanes: the provider's
+    THREADS, a load-time setting), the stock side the default provider's,
+    with ``max_pipelines`` 1."""
     scenarios = list(scenarios)
     n_pairs = pairs if pairs is not None else (reps if reps is not None else DEFAULT_PAIRS)
     if n_pairs < 1:
@@ -79,19 +90,28 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
                            progress=progress if not scenarios else None, **(evp or {}))
         if not scenarios:
             return results
-    engine = load_engine(engine_path, register=False)
+    engine: Pipetls
+    if provider is not None:
+        engine = provider
+        if lanes and list(lanes) != [provider.threads]:
+            raise ValueError("the provider's lanes are its THREADS, set when it is loaded "
+                             "(%d here): --lanes %s cannot change them"
+                             % (provider.threads, ",".join(map(str, lanes))))
+        lanes = [provider.threads]
+    else:
+        engine = load_engine(engine_path, register=False)
     lanes = list(lanes or [os.cpu_count() or 1])
     given = list(ciphers) if ciphers else None
     ciphers = given or list(CIPHERS)
-    if tls == "1.3":
-        ciphers = [c for c in ciphers if c in TLS13_SUITES]
+    if tls == "1.3" or provider is not None:
+        ciphers = [c for c in ciphers if c in TLS13_SUITES]  # the AEAD ones
     busy_ciphers = [c for c in ciphers if given] or [BUSY_CIPHER]
     tmp = None
     if certfile is None:
         tmp = tempfile.mkdtemp(prefix="pipetls-bench-")
         certfile, keyfile = _throwaway_cert(tmp)
     keyfile = keyfile or certfile
-    saved_threads = engine.threads
+    saved_threads = engine.threads if isinstance(engine, Engine) else 0
     plan: list[tuple[str, str, int, int, int]] = []
     for scenario in scenarios:
         for cipher in (busy_ciphers if scenario == "busy" else ciphers):
@@ -106,7 +126,8 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
     try:
         # warm up (engine pool, page faults, CPU clocks): one small untimed run
         if plan:
-            warm = Setup(plan[0][1], tls, 8, write_size, read_buf or 200000, certfile, keyfile)
+            warm = Setup(plan[0][1], tls, 8, write_size, read_buf or 200000, certfile, keyfile,
+                         provider)
             for piped in (False, True):
                 one_run(warm, engine, piped, "write", min(total, 16 << 20), lanes[0])
         for i, (scenario, cipher, mp, lane, conns) in enumerate(plan):
@@ -116,12 +137,13 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
             size = latency_size if scenario == "latency" else write_size
             n_bytes = min(total, LATENCY_BYTES) if scenario == "latency" else total
             rb = read_buf or default_read_buf(mp)
-            st = Setup(cipher, tls, mp, size, rb, certfile, keyfile)
+            st = Setup(cipher, tls, mp, size, rb, certfile, keyfile, provider)
             per_conn = per_connection_bytes(n_bytes, conns, size)
 
             def side(piped: bool) -> Measurement:
                 if scenario == "loopback":
-                    return loopback_run(st, engine, piped, n_bytes, lane, engine.path)
+                    return loopback_run(st, engine, piped, n_bytes, lane,
+                                        engine.path if isinstance(engine, Engine) else "")
                 if scenario == "busy":
                     return busy_run(st, engine, piped, conns, per_conn, lane)
                 return one_run(st, engine, piped, scenario, n_bytes, lane)
@@ -138,15 +160,17 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
                     b = side(True)
                     a = side(False)
                     measured.append(("pipetls-first", a, b))
-            r = _row(scenario, cipher, mp, lane, conns, tls, size, measured)
+            r = _row(scenario, cipher, mp, lane, conns, tls, size, measured,
+                     "provider" if provider is not None else "engine")
             results.append(r)
             if row_done:
                 row_done(r)
         if progress:
             progress(steps, steps, "done")
     finally:
-        engine.threads = saved_threads
-        engine.unregister()
+        if isinstance(engine, Engine):
+            engine.threads = saved_threads
+            engine.unregister()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return results
@@ -159,7 +183,8 @@ def default_read_buf(mp: int) -> int:
 
 
 def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, size: int,
-         measured: list[tuple[str, Measurement, Measurement]]) -> BenchResult:
+         measured: list[tuple[str, Measurement, Measurement]],
+         path: str = "engine") -> BenchResult:
     """One row from its pairs: the median pair ratio and its bootstrap
     interval; the bound and the efficiency per pair, then their medians."""
     pairs: list[dict[str, Any]] = []
@@ -200,11 +225,15 @@ def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, s
     else:
         s_val, p_val, unit = n_bytes / t_stock / 1e9, n_bytes / t_pipe / 1e9, "GB/s"
     batches, records = counters.get("batches", 0), counters.get("records", 0)
+    if path == "provider":
+        baseline = "stock %s (default provider, max_pipelines 1)" % _ffi.openssl_version().split()[1]
+    else:
+        baseline = (CIPHERS[cipher][2] if tls == "1.2" and scenario not in ("latency", "busy")
+                    else "stock")
     return BenchResult(
         scenario=scenario, cipher=cipher, suite=CIPHERS[cipher][0] if tls == "1.2"
         else TLS13_SUITES[cipher], etm=CIPHERS[cipher][1], tls=tls, max_pipelines=mp,
-        lanes=lane, baseline=(CIPHERS[cipher][2] if tls == "1.2" and scenario not in
-                              ("latency", "busy") else "stock"),
+        lanes=lane, baseline=baseline, path=path, openssl=_ffi.openssl_version(),
         total_bytes=n_bytes, write_size=size, stock_gbps=round(s_val, 4),
         pipetls_gbps=round(p_val, 4), speedup=round(speedup, 4),
         bound=round(statistics.median(bounds), 4),
