@@ -32,7 +32,7 @@ from support import programs
 from support.net import free_port, wait_listening
 from support.patched import assert_only_patched, mapped_ssl_libs, penv
 from support.peers import OPENSSL, stream_exchange
-from support.records import APPLICATION_DATA
+from support.records import APPLICATION_DATA, parse_records
 from support.relay import BatchTamper, Relay, flip, set_len
 from support.stats import read_stats_file
 from support.wire13 import Session13, WireError
@@ -620,3 +620,86 @@ def test_patched_client_against_stock_30_server(tmp_path, prefix, openssl35, mod
                           client_send=client_send,
                           client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
     _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
+
+
+# --------------------------------------------- Python's ssl as the peer
+#
+# Python's ssl module on the system libssl (stock OpenSSL 3.0), in a process
+# of its own (support/py_tls_peer.py: one thread, a selectors loop that
+# sends and receives at once on a non-blocking socket), against the
+# pipelined patched s_server or s_client (provider, max_pipelines 8).
+
+PY_PEER = HERE / "support" / "py_tls_peer.py"
+PY_PEER_BYTES = 32 * MIB
+MAX_RECORD13 = 5 + (1 << 14) + 256     # RFC 8446 5.2: header, at most 2^14 + 256
+
+
+def _wire_bytes(stream) -> int:
+    """Bytes of the protected records (outer type application data, header
+    included) in a captured stream."""
+    recs, _ = parse_records(bytes(stream), strict=False)
+    return sum(5 + len(r.body) for r in recs if r.type == APPLICATION_DATA)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("python_role", ["client", "server"])
+def test_python_ssl_peer_both_ways(tmp_path, prefix, openssl35, module35, certs, suite,
+                                   python_role):
+    """32 MiB each way at once between the pipelined patched side (s_server
+    when Python is the client, s_client when it is the server) and Python's
+    ssl on the system libssl: both SHA-256 intact, the suite as chosen, and
+    batches of more than one record in both directions.
+
+    The statistics count both directions together, so the direction comes
+    from the wire: the relay counts the bytes of the protected records the
+    patched side wrote (W) and read (R). What a batched record puts through
+    the lanes (its header as AAD, its content) is at most its record on the
+    wire, so of the bytes the lanes saw in batches (B, every batch has more
+    than one record), at most W were written ones and at most R read ones:
+    more than B - W read bytes and B - R written ones were batched (the
+    test asks for a quarter of the 32 MiB each)."""
+    import ssl
+    to_client, to_server = os.urandom(PY_PEER_BYTES), os.urandom(PY_PEER_BYTES)
+    port = free_port()
+    stats = tmp_path / "stats.txt"
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    env = penv(prefix, conf, PIPETLS_STATS=stats)
+    pipelining = ["-max_pipelines", "8", "-split_send_frag", "4096"]
+    relay = Relay(port, timeout=300).start()
+    if python_role == "client":
+        srv = server_argv(openssl35, certs, port, suite, *pipelining)
+        cli = [sys.executable, PY_PEER, "client", str(relay.port), "280"]
+        server_env, client_env, patched_writes = env, None, "s2c"
+    else:
+        srv = [sys.executable, PY_PEER, "server", str(port), certs.cert, certs.key, "280"]
+        cli = [openssl35, "s_client", "-connect", f"127.0.0.1:{relay.port}", "-quiet",
+               "-tls1_3", "-ciphersuites", suite, *pipelining]
+        server_env, client_env, patched_writes = None, env, "c2s"
+    try:
+        res = stream_exchange(srv, cli, port=port, server_send=to_client,
+                              client_send=to_server, server_env=server_env,
+                              client_env=client_env, timeout=300)
+    finally:
+        relay.kill()
+    relay.join()
+    logs = (f"--- server rc={res.server.returncode}\n{res.server.stderr}\n"
+            f"--- client rc={res.client.returncode}\n{res.client.stderr}")
+    assert (res.server.returncode, res.client.returncode) == (0, 0), logs
+    assert res.server.sha256 == hashlib.sha256(to_server).hexdigest(), logs
+    assert res.client.sha256 == hashlib.sha256(to_client).hexdigest(), logs
+    py_err = res.client.stderr if python_role == "client" else res.server.stderr
+    assert f"version=TLSv1.3 cipher={suite} libssl={ssl.OPENSSL_VERSION}" in py_err, logs
+    assert not ssl.OPENSSL_VERSION.startswith("OpenSSL 3.5"), ssl.OPENSSL_VERSION
+    st = one_stats(stats, logs)
+    assert st.failed_batches == 0, st
+    assert pipelined(st) > 0, st
+    # bytes of batches of more than one record: less those of any batch of
+    # one, each at most one whole record
+    batched = st.bytes - st.hist.get(1, 0) * MAX_RECORD13
+    patched_reads = "c2s" if patched_writes == "s2c" else "s2c"
+    written = _wire_bytes(relay.captured[patched_writes])
+    read = _wire_bytes(relay.captured[patched_reads])
+    assert batched - written > PY_PEER_BYTES // 4, \
+        f"read direction: {batched - written} bytes provably batched (of {read}): {st}"
+    assert batched - read > PY_PEER_BYTES // 4, \
+        f"write direction: {batched - read} bytes provably batched (of {written}): {st}"
