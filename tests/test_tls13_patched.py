@@ -48,17 +48,25 @@ TAGLEN = 16
 
 # ------------------------------------------------------------------ helpers
 
-def provider_conf(path: Path, module: Path) -> Path:
+def provider_conf(path: Path, module: Path, system_default=None) -> Path:
     """An openssl.cnf that loads the pipetls provider beside the default one
-    and makes it the preferred implementation of its algorithms."""
+    and makes it the preferred implementation of its algorithms;
+    ``system_default``: SSL_CONF commands (name -> value) that every SSL_CTX
+    of the process gets (its ``system_default`` section)."""
+    ssl_init, ssl_sects = [], []
+    if system_default:
+        ssl_init = ["ssl_conf = ssl_sect"]
+        ssl_sects = ["[ssl_sect]", "system_default = ssl_defaults", "",
+                     "[ssl_defaults]", *[f"{k} = {v}" for k, v in system_default.items()], ""]
     path.write_text("\n".join([
         "config_diagnostics = 1",
         "openssl_conf = openssl_init", "",
-        "[openssl_init]", "providers = provider_sect", "alg_section = evp_props", "",
+        "[openssl_init]", "providers = provider_sect", "alg_section = evp_props",
+        *ssl_init, "",
         "[provider_sect]", "default = default_sect", "pipetls = pipetls_sect", "",
         "[default_sect]", "activate = 1", "",
         "[pipetls_sect]", f"module = {module}", "activate = 1", "THREADS = 2", "",
-        "[evp_props]", "default_properties = ?provider=pipetls", ""]))
+        "[evp_props]", "default_properties = ?provider=pipetls", "", *ssl_sects]))
     return path
 
 
@@ -703,3 +711,113 @@ def test_python_ssl_peer_both_ways(tmp_path, prefix, openssl35, module35, certs,
         f"read direction: {batched - written} bytes provably batched (of {read}): {st}"
     assert batched - read > PY_PEER_BYTES // 4, \
         f"write direction: {batched - read} bytes provably batched (of {written}): {st}"
+
+
+# ----------------------------------------------------------- record padding
+#
+# SSL_CTX_set_block_padding (s_server/s_client -record_padding, openssl.cnf
+# RecordPadding): OpenSSL pads a TLSInnerPlaintext (content and type byte,
+# RFC 8446 5.2) with zeros up to the next multiple of the block, never past
+# 2^14 bytes; one that fills 2^14 bytes already is not padded. The patched
+# s_server pads what it writes (pipelined: 16 KiB writes split into 6
+# records of 2730 or 2731 bytes), the stock 3.0 s_client what the server reads (in batches).
+
+MAX_PLAIN = 1 << 14
+
+
+def padded_inner(content: int, block: int) -> int:
+    """The length of the TLSInnerPlaintext of ``content`` bytes of content
+    under OpenSSL's block padding."""
+    inner = content + 1
+    if inner >= MAX_PLAIN:
+        return inner
+    return min(-(-inner // block) * block, MAX_PLAIN)
+
+
+def test_padded_inner_is_openssl_rule():
+    assert [padded_inner(n, 512) for n in (0, 510, 511, 512, 4096, 16383, 16384)] == \
+        [512, 512, 512, 1024, 4608, 16384, 16385]
+    assert padded_inner(4096, 1000) == 5000 and padded_inner(16000, 1000) == MAX_PLAIN
+
+
+def padding_violations(session: Session13, captured, block: int) -> list:
+    """What does not match ``block`` padding: from outside, every protected
+    record (outer type application data) whose TLSInnerPlaintext (length
+    less the tag) is not a multiple of the block; from the key log, every
+    decrypted record whose padding is not OpenSSL's (see padded_inner)."""
+    bad = []
+    for name in ("c2s", "s2c"):
+        recs, _ = parse_records(bytes(captured[name]), strict=False)
+        for i, r in enumerate(recs):
+            if r.type == APPLICATION_DATA and (len(r.body) - TAGLEN) % block:
+                bad.append((name, "wire", i, len(r.body)))
+        for r in session.records[name]:
+            inner = len(r.plaintext) + 1 + r.padding
+            if inner != padded_inner(len(r.plaintext), block) or \
+                    r.wire_length != inner + TAGLEN:
+                bad.append((name, "keylog", r.seq, r.inner_type, len(r.plaintext), r.padding))
+    return bad
+
+
+def _padding_run(tmp_path, prefix, openssl35, module35, certs, pipes, block, via):
+    """2 MiB each way between the patched s_server (provider, ``pipes``,
+    split 3000, ``block`` padding set ``via`` its option or its openssl.cnf,
+    or none) and a stock 3.0 s_client (``-record_padding block``, or none);
+    returns the decrypted session, the relay's capture, the stats."""
+    suite = "TLS_AES_256_GCM_SHA384"
+    port = free_port()
+    keylog = tmp_path / "keylog.txt"
+    stats = tmp_path / "stats.txt"
+    ours = ["-record_padding", str(block)] if block and via == "option" else []
+    conf = provider_conf(tmp_path / "prov.cnf", module35,
+                         {"RecordPadding": block} if block and via == "openssl.cnf" else None)
+    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", str(pipes),
+                       "-split_send_frag", "3000", "-keylogfile", keylog, *ours)
+    d = Driven(argv, penv(prefix, conf, PIPETLS_STATS=stats), suite=suite,
+               client_extra=("-record_padding", str(block)) if block else ())
+    up, down = os.urandom(2 * MIB), os.urandom(2 * MIB)
+    try:
+        d.cli.stdin.write(up)
+        d.cli.stdin.flush()
+        assert d.wait_for("srv", len(up)), d.logs()
+        d.srv.stdin.write(down)
+        d.srv.stdin.flush()
+        assert d.wait_for("cli", len(down)), d.logs()
+    finally:
+        d.finish()
+    assert bytes(d.out["srv"]) == up and bytes(d.out["cli"]) == down, d.logs()
+    s = Session13.from_capture(d.relay.captured["c2s"], d.relay.captured["s2c"],
+                               keylog.read_text().splitlines()).decrypt()
+    assert s.app_data("c2s") == up and s.app_data("s2c") == down
+    assert max(s.app_sizes("s2c")) <= 3000
+    return s, d.relay.captured, one_stats(stats, d.logs())
+
+
+@pytest.mark.parametrize("pipes,block,via", [(8, 512, "option"), (8, 1000, "option"),
+                                             (8, 512, "openssl.cnf"), (1, 512, "option")])
+def test_record_padding(tmp_path, prefix, openssl35, module35, certs, pipes, block, via):
+    """Record padding on, pipelined (max_pipelines 8) or not (1): data intact
+    both ways; every protected record on the wire, and every record
+    decrypted from the key log, padded as configured; batches of more
+    than one record with 8 pipelines, none with 1."""
+    s, captured, st = _padding_run(tmp_path, prefix, openssl35, module35, certs, pipes,
+                                   block, via)
+    assert padding_violations(s, captured, block) == []
+    # the padding is there at all: the server's records carry some
+    assert any(r.padding for r in s.records["s2c"]), s.records["s2c"][:4]
+    if pipes > 1:
+        assert pipelined(st) > 0 and st.failed_batches == 0, st
+    else:
+        assert pipelined(st) == 0, st
+
+
+def test_record_padding_check_sees_unpadded_records(tmp_path, prefix, openssl35, module35,
+                                                    certs):
+    """Negative control of padding_violations: without padding the same
+    traffic breaks the 512-byte rule, on the wire and in the key log."""
+    s, captured, st = _padding_run(tmp_path, prefix, openssl35, module35, certs, 8, 0,
+                                   "option")
+    bad = padding_violations(s, captured, 512)
+    assert {(name, how) for name, how, *_ in bad} == \
+        {("c2s", "wire"), ("s2c", "wire"), ("c2s", "keylog"), ("s2c", "keylog")}
+    assert pipelined(st) > 0, st
