@@ -447,14 +447,18 @@ TAMPER = {"ciphertext": _op_cipher, "tag": _op_tag, "truncate": _op_truncate,
           "header-type": _op_header_type}
 
 
-def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label):
+def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label, pipes=4):
+    """``op`` may have ``bind(hook, keylog)``: it is called with the relay's
+    hook and the server's key log file before the connection starts."""
     suite = "TLS_AES_256_GCM_SHA384"
     port = free_port()
     keylog = tmp_path / f"keylog-{label}.txt"
     stats = tmp_path / f"stats-{label}.txt"
-    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", "4",
+    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", str(pipes),
                        "-keylogfile", keylog)
     hook = BatchTamper(n=4, k=k, op=op, batch=2, pause=0.2)
+    if hasattr(op, "bind"):
+        op.bind(hook, keylog)
     d = Driven(argv, penv(prefix, conf, PIPETLS_STATS=stats), {"c2s": hook}, suite=suite)
     data = os.urandom(16 * 16384)
     try:
@@ -473,6 +477,8 @@ def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label):
                                keylog.read_text().splitlines())
     s.dirs["s2c"].decrypt(s.streams["s2c"], s.nonces, strict_end=False)
     alerts = s.alerts("s2c")
+    if hasattr(op, "bind"):
+        op.relay = d.relay
     return alerts, bytes(d.out["srv"]), data, stats
 
 
@@ -498,6 +504,74 @@ def test_tampered_record_in_a_batch(tmp_path, prefix, openssl35, module35, certs
     assert got_data == sent[:len(got_data)]
     assert len(got_data) == len(ref_data)
     assert len(got_data) >= 4 * 8192     # the records before the damaged group
+    st = one_stats(stats, "")
+    assert pipelined(st) > 0, st
+
+
+class InnerTypeZero:
+    """A tamper op: record k of the batch becomes a record that decrypts
+    (protected under the client's traffic keys at that record's sequence
+    number, from the server's key log) to a TLSInnerPlaintext of zeros
+    only, of the same length: no content type (RFC 8446 5.4: the receiver
+    must answer unexpected_message)."""
+
+    def __init__(self):
+        self.hook = self.keylog = self.relay = None
+        self.seq = self.offset = None      # of the forged record; its data's offset
+
+    def bind(self, hook, keylog):
+        self.hook, self.keylog = hook, keylog
+
+    def __call__(self, recs, k):
+        from support.wire13 import open13, seal13
+        captured = self.hook.relay.captured
+        s = Session13.from_capture(captured["c2s"], captured["s2c"],
+                                   self.keylog.read_text().splitlines())
+        c2s = s.dirs["c2s"]
+        c2s.decrypt(s.streams["c2s"], set(), strict_end=False)
+        # the hook counts the client's protected records from its first
+        # (handshake) one; the key log reading counts those separately
+        before = c2s.records[:self.hook.group_start + k - c2s.handshake_records]
+        assert all(r.generation == 0 and r.inner_type == APPLICATION_DATA for r in before)
+        self.seq = len(before)
+        self.offset = sum(len(r.plaintext) for r in before)
+        secret = c2s.app_secret
+        inner = open13(s.suite, secret, self.seq, recs[k])   # the seq is right
+        forged = seal13(s.suite, secret, self.seq, bytes(len(inner)))
+        assert len(forged) == len(recs[k])
+        return recs[:k] + [forged] + recs[k + 1:], False
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_inner_type_zero_in_a_batch(tmp_path, prefix, openssl35, module35, certs, k):
+    """A record of zeros only (no inner content type) at position k of a
+    batch of 4 read by the pipelined server (provider, max_pipelines 4)
+    ends the connection with the alert the same build sends with
+    max_pipelines 1 and the default provider (stock 3.5's answer) for the
+    same record; the application gets the same data, all of it from before
+    the bad record, nothing of it."""
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    op, ref_op = InnerTypeZero(), InnerTypeZero()
+    got_alerts, got_data, sent, stats = _tampered_run(tmp_path, prefix, openssl35, certs,
+                                                      conf, op, k, "pipetls")
+    ref_alerts, ref_data, ref_sent, _ = _tampered_run(tmp_path, prefix, openssl35, certs,
+                                                      None, ref_op, k, "stock", pipes=1)
+    # the same record forged in both runs, and it is what it should be: it
+    # decrypts, and has no content type (the wire reader refuses it there)
+    assert op.seq == ref_op.seq and op.offset == ref_op.offset and op.seq is not None
+    for o in (op, ref_op):
+        cap = o.relay.forwarded
+        with pytest.raises(WireError, match=f"record {o.seq} has no inner content type"):
+            Session13.from_capture(cap["c2s"], cap["s2c"],
+                                   (tmp_path / f"keylog-{'pipetls' if o is op else 'stock'}.txt")
+                                   .read_text().splitlines()).decrypt(strict_end=False)
+    assert ref_alerts, "the reference sent no alert: the damage was not seen"
+    assert got_alerts == ref_alerts
+    assert got_alerts[0][0] == 2     # fatal
+    assert got_data == sent[:len(got_data)]
+    assert len(got_data) == len(ref_data)
+    assert len(got_data) <= op.offset        # nothing of the bad record or after it
+    assert len(got_data) >= 4 * 8192         # the records before the damaged group
     st = one_stats(stats, "")
     assert pipelined(st) > 0, st
 
