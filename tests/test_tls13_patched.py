@@ -5,15 +5,18 @@ openssl.cnf (``default_properties = ?provider=pipetls``, so libssl's TLS 1.3
 ciphers are the provider's) and gets ``-max_pipelines`` /
 ``-split_send_frag`` on its command line; its peer is the system's stock
 OpenSSL 3.0 (``openssl s_client``, or support.ku_peer on the system
-libssl), which knows nothing of pipelining. What happens is checked from
-outside the process: the records on the wire (support.relay), decrypted
-from the server's key log with `cryptography` (support.wire13), and the
-provider's statistics (``PIPETLS_STATS``).
+libssl), which knows nothing of pipelining; the other stacks of the system
+(Python's ssl on the system libssl, GnuTLS, curl) are peers too, and the
+patched s_client pipelines against a stock 3.0 s_server and a Python ssl
+server. What happens is checked from outside the process: the records on
+the wire (support.relay), decrypted from the server's key log with
+`cryptography` (support.wire13), and the provider's statistics
+(``PIPETLS_STATS``).
 
 The reference for damaged input is the same patched build without the
 provider (its default provider's ciphers cannot pipeline, so libssl works
-one record at a time, as stock 3.5 does), run in the same test on the same
-damage.
+one record at a time, as stock 3.5 does; for a record of inner type 0 also
+with max_pipelines 1), run in the same test on the same damage.
 """
 
 from __future__ import annotations
