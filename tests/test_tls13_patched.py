@@ -5,15 +5,18 @@ openssl.cnf (``default_properties = ?provider=pipetls``, so libssl's TLS 1.3
 ciphers are the provider's) and gets ``-max_pipelines`` /
 ``-split_send_frag`` on its command line; its peer is the system's stock
 OpenSSL 3.0 (``openssl s_client``, or support.ku_peer on the system
-libssl), which knows nothing of pipelining. What happens is checked from
-outside the process: the records on the wire (support.relay), decrypted
-from the server's key log with `cryptography` (support.wire13), and the
-provider's statistics (``PIPETLS_STATS``).
+libssl), which knows nothing of pipelining; the other stacks of the system
+(Python's ssl on the system libssl, GnuTLS, curl) are peers too, and the
+patched s_client pipelines against a stock 3.0 s_server and a Python ssl
+server. What happens is checked from outside the process: the records on
+the wire (support.relay), decrypted from the server's key log with
+`cryptography` (support.wire13), and the provider's statistics
+(``PIPETLS_STATS``).
 
 The reference for damaged input is the same patched build without the
 provider (its default provider's ciphers cannot pipeline, so libssl works
-one record at a time, as stock 3.5 does), run in the same test on the same
-damage.
+one record at a time, as stock 3.5 does; for a record of inner type 0 also
+with max_pipelines 1), run in the same test on the same damage.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from support import programs
 from support.net import free_port, wait_listening
 from support.patched import assert_only_patched, mapped_ssl_libs, penv
 from support.peers import OPENSSL, stream_exchange
-from support.records import APPLICATION_DATA
+from support.records import APPLICATION_DATA, parse_records
 from support.relay import BatchTamper, Relay, flip, set_len
 from support.stats import read_stats_file
 from support.wire13 import Session13, WireError
@@ -48,17 +51,25 @@ TAGLEN = 16
 
 # ------------------------------------------------------------------ helpers
 
-def provider_conf(path: Path, module: Path) -> Path:
+def provider_conf(path: Path, module: Path, system_default=None) -> Path:
     """An openssl.cnf that loads the pipetls provider beside the default one
-    and makes it the preferred implementation of its algorithms."""
+    and makes it the preferred implementation of its algorithms;
+    ``system_default``: SSL_CONF commands (name -> value) that every SSL_CTX
+    of the process gets (its ``system_default`` section)."""
+    ssl_init, ssl_sects = [], []
+    if system_default:
+        ssl_init = ["ssl_conf = ssl_sect"]
+        ssl_sects = ["[ssl_sect]", "system_default = ssl_defaults", "",
+                     "[ssl_defaults]", *[f"{k} = {v}" for k, v in system_default.items()], ""]
     path.write_text("\n".join([
         "config_diagnostics = 1",
         "openssl_conf = openssl_init", "",
-        "[openssl_init]", "providers = provider_sect", "alg_section = evp_props", "",
+        "[openssl_init]", "providers = provider_sect", "alg_section = evp_props",
+        *ssl_init, "",
         "[provider_sect]", "default = default_sect", "pipetls = pipetls_sect", "",
         "[default_sect]", "activate = 1", "",
         "[pipetls_sect]", f"module = {module}", "activate = 1", "THREADS = 2", "",
-        "[evp_props]", "default_properties = ?provider=pipetls", ""]))
+        "[evp_props]", "default_properties = ?provider=pipetls", "", *ssl_sects]))
     return path
 
 
@@ -439,14 +450,18 @@ TAMPER = {"ciphertext": _op_cipher, "tag": _op_tag, "truncate": _op_truncate,
           "header-type": _op_header_type}
 
 
-def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label):
+def _tampered_run(tmp_path, prefix, openssl35, certs, conf, op, k, label, pipes=4):
+    """``op`` may have ``bind(hook, keylog)``: it is called with the relay's
+    hook and the server's key log file before the connection starts."""
     suite = "TLS_AES_256_GCM_SHA384"
     port = free_port()
     keylog = tmp_path / f"keylog-{label}.txt"
     stats = tmp_path / f"stats-{label}.txt"
-    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", "4",
+    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", str(pipes),
                        "-keylogfile", keylog)
     hook = BatchTamper(n=4, k=k, op=op, batch=2, pause=0.2)
+    if hasattr(op, "bind"):
+        op.bind(hook, keylog)
     d = Driven(argv, penv(prefix, conf, PIPETLS_STATS=stats), {"c2s": hook}, suite=suite)
     data = os.urandom(16 * 16384)
     try:
@@ -490,6 +505,73 @@ def test_tampered_record_in_a_batch(tmp_path, prefix, openssl35, module35, certs
     assert got_data == sent[:len(got_data)]
     assert len(got_data) == len(ref_data)
     assert len(got_data) >= 4 * 8192     # the records before the damaged group
+    st = one_stats(stats, "")
+    assert pipelined(st) > 0, st
+
+
+class InnerTypeZero:
+    """A tamper op: record k of the batch becomes a record that decrypts
+    (protected under the client's traffic keys at that record's sequence
+    number, from the server's key log) to a TLSInnerPlaintext of zeros
+    only, of the same length: no content type (RFC 8446 5.4: the receiver
+    must answer unexpected_message)."""
+
+    def __init__(self):
+        self.hook = self.keylog = None
+        self.seq = self.offset = None      # of the forged record; its data's offset
+
+    def bind(self, hook, keylog):
+        self.hook, self.keylog = hook, keylog
+
+    def __call__(self, recs, k):
+        from support.wire13 import open13, seal13
+        captured = self.hook.relay.captured
+        s = Session13.from_capture(captured["c2s"], captured["s2c"],
+                                   self.keylog.read_text().splitlines())
+        c2s = s.dirs["c2s"]
+        c2s.decrypt(s.streams["c2s"], set(), strict_end=False)
+        # the hook counts the client's protected records from its first
+        # (handshake) one; the key log reading counts those separately
+        before = c2s.records[:self.hook.group_start + k - c2s.handshake_records]
+        assert all(r.generation == 0 and r.inner_type == APPLICATION_DATA for r in before)
+        self.seq = len(before)
+        self.offset = sum(len(r.plaintext) for r in before)
+        secret = c2s.app_secret
+        inner = open13(s.suite, secret, self.seq, recs[k])   # the seq is right
+        forged = seal13(s.suite, secret, self.seq, bytes(len(inner)))
+        assert len(forged) == len(recs[k])
+        return recs[:k] + [forged] + recs[k + 1:], False
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_inner_type_zero_in_a_batch(tmp_path, prefix, openssl35, module35, certs, k):
+    """A record of zeros only (no inner content type) at position k of a
+    batch of 4 read by the pipelined server (provider, max_pipelines 4)
+    ends the connection with the alert the same build sends with
+    max_pipelines 1 and the default provider (stock 3.5's answer) for the
+    same record; the application gets the same data, all of it from before
+    the bad record, nothing of it."""
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    op, ref_op = InnerTypeZero(), InnerTypeZero()
+    got_alerts, got_data, sent, stats = _tampered_run(tmp_path, prefix, openssl35, certs,
+                                                      conf, op, k, "pipetls")
+    ref_alerts, ref_data, ref_sent, _ = _tampered_run(tmp_path, prefix, openssl35, certs,
+                                                      None, ref_op, k, "stock", pipes=1)
+    # the same record forged in both runs, and it is what it should be: it
+    # decrypts, and has no content type (the wire reader refuses it there)
+    assert op.seq == ref_op.seq and op.offset == ref_op.offset and op.seq is not None
+    for o in (op, ref_op):
+        sent_on = o.hook.relay.forwarded
+        with pytest.raises(WireError, match=f"record {o.seq} has no inner content type"):
+            Session13.from_capture(sent_on["c2s"], sent_on["s2c"],
+                                   o.keylog.read_text().splitlines()).decrypt(strict_end=False)
+    assert ref_alerts, "the reference sent no alert: the damage was not seen"
+    assert got_alerts == ref_alerts
+    assert got_alerts[0][0] == 2     # fatal
+    assert got_data == sent[:len(got_data)]
+    assert len(got_data) == len(ref_data)
+    assert len(got_data) <= op.offset        # nothing of the bad record or after it
+    assert len(got_data) >= 4 * 8192         # the records before the damaged group
     st = one_stats(stats, "")
     assert pipelined(st) > 0, st
 
@@ -620,3 +702,196 @@ def test_patched_client_against_stock_30_server(tmp_path, prefix, openssl35, mod
                           client_send=client_send,
                           client_env=penv(prefix, conf, PIPETLS_STATS=stats), timeout=240)
     _check_exchange(res, server_send, client_send, stats, direction, PEER_BYTES)
+
+
+# --------------------------------------------- Python's ssl as the peer
+#
+# Python's ssl module on the system libssl (stock OpenSSL 3.0), in a process
+# of its own (support/py_tls_peer.py: one thread, a selectors loop that
+# sends and receives at once on a non-blocking socket), against the
+# pipelined patched s_server or s_client (provider, max_pipelines 8).
+
+PY_PEER = HERE / "support" / "py_tls_peer.py"
+PY_PEER_BYTES = 32 * MIB
+MAX_RECORD13 = 5 + (1 << 14) + 256     # RFC 8446 5.2: header, at most 2^14 + 256
+
+
+def _wire_bytes(stream) -> int:
+    """Bytes of the protected records (outer type application data, header
+    included) in a captured stream."""
+    recs, _ = parse_records(bytes(stream), strict=False)
+    return sum(5 + len(r.body) for r in recs if r.type == APPLICATION_DATA)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("python_role", ["client", "server"])
+def test_python_ssl_peer_both_ways(tmp_path, prefix, openssl35, module35, certs, suite,
+                                   python_role):
+    """32 MiB each way at once between the pipelined patched side (s_server
+    when Python is the client, s_client when it is the server) and Python's
+    ssl on the system libssl: both SHA-256 intact, the suite as chosen, and
+    batches of more than one record in both directions.
+
+    The statistics count both directions together, so the direction comes
+    from the wire: the relay counts the bytes of the protected records the
+    patched side wrote (W) and read (R). What a batched record puts through
+    the lanes (its header as AAD, its content) is at most its record on the
+    wire, so of the bytes the lanes saw in batches (B, every batch has more
+    than one record), at most W were written ones and at most R read ones:
+    more than B - W read bytes and B - R written ones were batched (the
+    test asks for a quarter of the 32 MiB each)."""
+    import ssl
+    to_client, to_server = os.urandom(PY_PEER_BYTES), os.urandom(PY_PEER_BYTES)
+    port = free_port()
+    stats = tmp_path / "stats.txt"
+    conf = provider_conf(tmp_path / "prov.cnf", module35)
+    env = penv(prefix, conf, PIPETLS_STATS=stats)
+    pipelining = ["-max_pipelines", "8", "-split_send_frag", "4096"]
+    relay = Relay(port, timeout=300).start()
+    if python_role == "client":
+        srv = server_argv(openssl35, certs, port, suite, *pipelining)
+        cli = [sys.executable, PY_PEER, "client", str(relay.port), "280"]
+        server_env, client_env, patched_writes = env, None, "s2c"
+    else:
+        srv = [sys.executable, PY_PEER, "server", str(port), certs.cert, certs.key, "280"]
+        cli = [openssl35, "s_client", "-connect", f"127.0.0.1:{relay.port}", "-quiet",
+               "-tls1_3", "-ciphersuites", suite, *pipelining]
+        server_env, client_env, patched_writes = None, env, "c2s"
+    try:
+        res = stream_exchange(srv, cli, port=port, server_send=to_client,
+                              client_send=to_server, server_env=server_env,
+                              client_env=client_env, timeout=300)
+    finally:
+        relay.kill()
+    relay.join()
+    logs = (f"--- server rc={res.server.returncode}\n{res.server.stderr}\n"
+            f"--- client rc={res.client.returncode}\n{res.client.stderr}")
+    assert (res.server.returncode, res.client.returncode) == (0, 0), logs
+    assert res.server.sha256 == hashlib.sha256(to_server).hexdigest(), logs
+    assert res.client.sha256 == hashlib.sha256(to_client).hexdigest(), logs
+    py_err = res.client.stderr if python_role == "client" else res.server.stderr
+    assert f"version=TLSv1.3 cipher={suite} libssl={ssl.OPENSSL_VERSION}" in py_err, logs
+    assert not ssl.OPENSSL_VERSION.startswith("OpenSSL 3.5"), ssl.OPENSSL_VERSION
+    st = one_stats(stats, logs)
+    assert st.failed_batches == 0, st
+    assert pipelined(st) > 0, st
+    # bytes of batches of more than one record: less those of any batch of
+    # one, each at most one whole record
+    batched = st.bytes - st.hist.get(1, 0) * MAX_RECORD13
+    patched_reads = "c2s" if patched_writes == "s2c" else "s2c"
+    written = _wire_bytes(relay.captured[patched_writes])
+    read = _wire_bytes(relay.captured[patched_reads])
+    assert batched - written > PY_PEER_BYTES // 4, \
+        f"read direction: {batched - written} bytes provably batched (of {read}): {st}"
+    assert batched - read > PY_PEER_BYTES // 4, \
+        f"write direction: {batched - read} bytes provably batched (of {written}): {st}"
+
+
+# ----------------------------------------------------------- record padding
+#
+# SSL_CTX_set_block_padding (s_server/s_client -record_padding, openssl.cnf
+# RecordPadding): OpenSSL pads a TLSInnerPlaintext (content and type byte,
+# RFC 8446 5.2) with zeros up to the next multiple of the block, never past
+# 2^14 bytes; one that fills 2^14 bytes already is not padded. The patched
+# s_server pads what it writes (pipelined: 16 KiB writes split into 6
+# records of 2730 or 2731 bytes), the stock 3.0 s_client what the server reads (in batches).
+
+MAX_PLAIN = 1 << 14
+
+
+def padded_inner(content: int, block: int) -> int:
+    """The length of the TLSInnerPlaintext of ``content`` bytes of content
+    under OpenSSL's block padding."""
+    inner = content + 1
+    if inner >= MAX_PLAIN:
+        return inner
+    return min(-(-inner // block) * block, MAX_PLAIN)
+
+
+def test_padded_inner_is_openssl_rule():
+    assert [padded_inner(n, 512) for n in (0, 510, 511, 512, 4096, 16383, 16384)] == \
+        [512, 512, 512, 1024, 4608, 16384, 16385]
+    assert padded_inner(4096, 1000) == 5000 and padded_inner(16000, 1000) == MAX_PLAIN
+
+
+def padding_violations(session: Session13, captured, block: int) -> list:
+    """What does not match ``block`` padding: from outside, every protected
+    record (outer type application data) whose TLSInnerPlaintext (length
+    less the tag) is not a multiple of the block; from the key log, every
+    decrypted record whose padding is not OpenSSL's (see padded_inner)."""
+    bad = []
+    for name in ("c2s", "s2c"):
+        recs, _ = parse_records(bytes(captured[name]), strict=False)
+        for i, r in enumerate(recs):
+            if r.type == APPLICATION_DATA and (len(r.body) - TAGLEN) % block:
+                bad.append((name, "wire", i, len(r.body)))
+        for r in session.records[name]:
+            inner = len(r.plaintext) + 1 + r.padding
+            if inner != padded_inner(len(r.plaintext), block) or \
+                    r.wire_length != inner + TAGLEN:
+                bad.append((name, "keylog", r.seq, r.inner_type, len(r.plaintext), r.padding))
+    return bad
+
+
+def _padding_run(tmp_path, prefix, openssl35, module35, certs, pipes, block, via):
+    """2 MiB each way between the patched s_server (provider, ``pipes``,
+    split 3000, ``block`` padding set ``via`` its option or its openssl.cnf,
+    or none) and a stock 3.0 s_client (``-record_padding block``, or none);
+    returns the decrypted session, the relay's capture, the stats."""
+    suite = "TLS_AES_256_GCM_SHA384"
+    port = free_port()
+    keylog = tmp_path / "keylog.txt"
+    stats = tmp_path / "stats.txt"
+    ours = ["-record_padding", str(block)] if block and via == "option" else []
+    conf = provider_conf(tmp_path / "prov.cnf", module35,
+                         {"RecordPadding": block} if block and via == "openssl.cnf" else None)
+    argv = server_argv(openssl35, certs, port, suite, "-max_pipelines", str(pipes),
+                       "-split_send_frag", "3000", "-keylogfile", keylog, *ours)
+    d = Driven(argv, penv(prefix, conf, PIPETLS_STATS=stats), suite=suite,
+               client_extra=("-record_padding", str(block)) if block else ())
+    up, down = os.urandom(2 * MIB), os.urandom(2 * MIB)
+    try:
+        d.cli.stdin.write(up)
+        d.cli.stdin.flush()
+        assert d.wait_for("srv", len(up)), d.logs()
+        d.srv.stdin.write(down)
+        d.srv.stdin.flush()
+        assert d.wait_for("cli", len(down)), d.logs()
+    finally:
+        d.finish()
+    assert bytes(d.out["srv"]) == up and bytes(d.out["cli"]) == down, d.logs()
+    s = Session13.from_capture(d.relay.captured["c2s"], d.relay.captured["s2c"],
+                               keylog.read_text().splitlines()).decrypt()
+    assert s.app_data("c2s") == up and s.app_data("s2c") == down
+    assert max(s.app_sizes("s2c")) <= 3000
+    return s, d.relay.captured, one_stats(stats, d.logs())
+
+
+@pytest.mark.parametrize("pipes,block,via", [(8, 512, "option"), (8, 1000, "option"),
+                                             (8, 512, "openssl.cnf"), (1, 512, "option")])
+def test_record_padding(tmp_path, prefix, openssl35, module35, certs, pipes, block, via):
+    """Record padding on, pipelined (max_pipelines 8) or not (1): data intact
+    both ways; every protected record on the wire, and every record
+    decrypted from the key log, padded as configured; batches of more
+    than one record with 8 pipelines, none with 1."""
+    s, captured, st = _padding_run(tmp_path, prefix, openssl35, module35, certs, pipes,
+                                   block, via)
+    assert padding_violations(s, captured, block) == []
+    # the padding is there at all: the server's records carry some
+    assert any(r.padding for r in s.records["s2c"]), s.records["s2c"][:4]
+    if pipes > 1:
+        assert pipelined(st) > 0 and st.failed_batches == 0, st
+    else:
+        assert pipelined(st) == 0, st
+
+
+def test_record_padding_check_sees_unpadded_records(tmp_path, prefix, openssl35, module35,
+                                                    certs):
+    """Negative control of padding_violations: without padding the same
+    traffic breaks the 512-byte rule, on the wire and in the key log."""
+    s, captured, st = _padding_run(tmp_path, prefix, openssl35, module35, certs, 8, 0,
+                                   "option")
+    bad = padding_violations(s, captured, 512)
+    assert {(name, how) for name, how, *_ in bad} == \
+        {("c2s", "wire"), ("s2c", "wire"), ("c2s", "keylog"), ("s2c", "keylog")}
+    assert pipelined(st) > 0, st

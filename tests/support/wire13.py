@@ -13,6 +13,9 @@ SSLKEYLOGFILE lines of one end, then
     s.decrypt()                 # -> s.records["c2s"/"s2c"]: Record13 lists
     s.app_data("s2c")           # the application data, in order
 
+``seal13`` / ``open13`` protect / open one record with a traffic secret
+(to forge a record a peer with the keys could send).
+
 Every protected record after the handshake is decrypted with the next
 nonce of its direction (a failure raises WireError naming the direction
 and the sequence number); a KeyUpdate moves that direction to the next
@@ -67,6 +70,36 @@ def server_hello_suite(s2c: bytes) -> int:
             sid_len = body[34]
             return int.from_bytes(body[35 + sid_len:37 + sid_len], "big")
     raise WireError("no ServerHello in the server's records")
+
+
+def _record_keys(suite: int, secret: bytes):
+    _, aead, klen, h = SUITES13[suite]
+    return (aead(hkdf_expand_label(h, secret, b"key", b"", klen)),
+            hkdf_expand_label(h, secret, b"iv", b"", 12))
+
+
+def _nonce(iv: bytes, seq: int) -> bytes:
+    return bytes(a ^ b for a, b in zip(iv, seq.to_bytes(12, "big")))
+
+
+def seal13(suite: int, secret: bytes, seq: int, inner: bytes) -> bytes:
+    """A whole protected record (header and body) carrying ``inner`` (a
+    TLSInnerPlaintext as it is: content, type byte, padding -- or anything
+    else, to make a bad one) as record ``seq`` under the traffic secret
+    ``secret``: what a peer holding the keys would send."""
+    aead, iv = _record_keys(suite, secret)
+    hdr = struct.pack(">BHH", APPLICATION_DATA, 0x0303, len(inner) + 16)
+    return hdr + aead.encrypt(_nonce(iv, seq), inner, hdr)
+
+
+def open13(suite: int, secret: bytes, seq: int, record: bytes) -> bytes:
+    """The TLSInnerPlaintext of the whole protected ``record`` as record
+    ``seq`` under ``secret``; WireError if it does not decrypt."""
+    aead, iv = _record_keys(suite, secret)
+    try:
+        return aead.decrypt(_nonce(iv, seq), record[5:], record[:5])
+    except InvalidTag:
+        raise WireError(f"the record does not decrypt as record {seq}") from None
 
 
 @dataclass
