@@ -200,11 +200,19 @@ class BatchTamper(RecordHook):
 
     ``op(records, k) -> (records, close)`` gets the group as a list of whole
     records (header + body) and returns what to send instead, and whether to
-    cut the connection after it. ``done`` is set once the damage went out."""
+    cut the connection after it. ``done`` is set once the damage went out.
 
-    def __init__(self, n: int, k: int, op: Callable, batch: int = 1, pause: float = 0.05):
+    ``lead``: the group before the damaged one (``batch`` >= 1) goes out the
+    same way, undamaged, in one send between pauses: a batch of ``n`` whole
+    records the receiver reads before the damage, whatever the damage does
+    to the batching of its own group."""
+
+    def __init__(self, n: int, k: int, op: Callable, batch: int = 1, pause: float = 0.05,
+                 lead: bool = False):
         super().__init__()
         self.n, self.k, self.op, self.batch, self.pause = n, k, op, batch, pause
+        self.lead = lead and batch >= 1
+        self.lead_group: List[bytes] = []
         self.group: List[bytes] = []
         self.done = False
         self.group_start = None     # app_index of the damaged group's first record
@@ -215,6 +223,12 @@ class BatchTamper(RecordHook):
         idx = self.app_index
         self.app_index += 1
         first = self.batch * self.n
+        if self.lead and first - self.n <= idx < first:
+            self.lead_group.append(rec)
+            if len(self.lead_group) < self.n:
+                return b""
+            g, self.lead_group = self.lead_group, []
+            return [self.pause, b"".join(g), self.pause]
         if idx < first:
             return rec
         self.group.append(rec)
@@ -228,7 +242,7 @@ class BatchTamper(RecordHook):
         return [self.pause, b"".join(recs), self.pause]
 
     def flush(self):
-        g, self.group = self.group, []
+        g, self.lead_group, self.group = self.lead_group + self.group, [], []
         return b"".join(g)
 
 
