@@ -225,6 +225,7 @@ static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, const int
     memcpy(p->sizes, sizes, sizeof(*sizes) * (size_t)n);
     p->job.a = a;
     p->job.io = p->io;
+    /* counts is NULL or static: it outlives the posted batch, as sizes must */
     p->b = pt_lanes_post(run_update, &p->job, n, p->sizes, counts, width, pt_async_notify_fire,
         p->nt);
     if (p->b == NULL) {

@@ -77,7 +77,8 @@
  * runnable thread, of this process or another: spinning then only takes CPU
  * from that thread. Workers then sleep at once, and callers wait for the
  * tails of their batches with a short spin, for 2^CONTENDED_SHIFT windows
- * (about 90 ms), after which a spin tells again. */
+ * (about 90 ms at a 3 GHz time stamp counter; 268 ms where ticks are
+ * nanoseconds), after which a spin tells again. */
 #define SPIN_CHECK_NS 20000
 #define CALLER_SPIN_CONTENDED_NS 5000
 #define CONTENDED_SHIFT 6
@@ -485,20 +486,24 @@ static void *worker_main(void *argp)
          * at the counter after every pause, at the clock now and then */
         w0 = pt_now_ns();
         until = w0 + WORKER_SPIN_NS;
-        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
-            if (contended(pt_ticks()))
-                until = w0; /* no spinning on a core others want */
-            else
-                c0 = thread_cpu_ns();
-        }
+        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && contended(pt_ticks()))
+            until = w0; /* no spinning on a core others want */
         for (spins = 1; until > w0 && atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);
              spins++) {
+            uint64_t now;
+
             cpu_relax();
             if ((spins & 63) != 0)
                 continue;
-            if (pt_now_ns() > until)
+            if ((now = pt_now_ns()) > until)
                 break;
+            /* the thread's CPU clock is a system call: read it only once a
+             * spin lasts (a batch that comes at once is taken without it) */
+            if (spins == 64 && atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
+                w0 = now;
+                c0 = thread_cpu_ns();
+            }
             /* no spinning on a core a caller needs, nor while the callers
              * keep their batches: sleep at once (the first batch of the
              * next probe pays a wake-up; the worker then spins in full, so
