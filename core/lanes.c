@@ -73,13 +73,14 @@
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
 /* ADAPTIVE: an idle worker whose spin of at least SPIN_CHECK_NS got less than
- * 3/4 of the CPU (its thread time against the clock) shared its core with a
- * runnable thread, of this process or another: spinning then only takes CPU
- * from that thread. Workers then sleep at once, and callers wait for the
+ * half the CPU (its thread time against the clock) and lost SPIN_LOST_NS or
+ * more, twice in a row, shared its core with a runnable thread, of this
+ * process or another: spinning then only takes CPU from that thread. Workers then sleep at once, and callers wait for the
  * tails of their batches with a short spin, for 2^CONTENDED_SHIFT windows
  * (about 90 ms at a 3 GHz time stamp counter; 268 ms where ticks are
  * nanoseconds), after which a spin tells again. */
 #define SPIN_CHECK_NS 20000
+#define SPIN_LOST_NS 50000
 #define CALLER_SPIN_CONTENDED_NS 5000
 #define CONTENDED_SHIFT 6
 /* Activity windows: 2^22 ticks (about 1.4 ms at 3 GHz; 4 ms where ticks are
@@ -414,16 +415,28 @@ static uint64_t thread_cpu_ns(void)
 }
 
 /* An idle worker spun from (w0, c0) (clock, thread CPU time) to now: if it
- * got clearly less than the CPU, another thread wanted its core. */
+ * got less than half the CPU and lost at least SPIN_LOST_NS, twice in a
+ * row, another thread wanted its core (an interrupt or a short kernel
+ * thread costs a few microseconds: not that). */
 static void judge_spin(uint64_t w0, uint64_t c0)
 {
-    uint64_t w1 = pt_now_ns(), c1;
+    static __thread int streak;
+    uint64_t w1 = pt_now_ns(), c1, wall, cpu;
 
     if (c0 == 0 || w1 - w0 < SPIN_CHECK_NS)
         return;
     c1 = thread_cpu_ns();
-    if (c1 == 0 || (c1 - c0) * 4 >= (w1 - w0) * 3)
+    if (c1 == 0 || c1 < c0)
         return;
+    wall = w1 - w0;
+    cpu = c1 - c0;
+    if (cpu * 2 >= wall || wall - cpu < SPIN_LOST_NS) {
+        streak = 0;
+        return;
+    }
+    if (++streak < 2)
+        return;
+    streak = 0;
     atomic_store_explicit(&pool.contended_until,
         pt_ticks() + ((uint64_t)1 << (WINDOW_SHIFT + CONTENDED_SHIFT)), memory_order_relaxed);
     pt_stats_event(PT_EV_SPIN_STOP);
