@@ -56,6 +56,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,17 +73,21 @@
 #define DEFAULT_INLINE_BELOW 16384
 #define WORKER_SPIN_NS 100000 /* idle worker: spin this long before sleeping */
 #define CALLER_SPIN_NS 200000 /* caller waiting for the tail of its batch */
-/* ADAPTIVE: an idle worker whose spin of at least SPIN_CHECK_NS got less than
- * half the CPU (its thread time against the clock) and lost SPIN_LOST_NS or
- * more, twice in a row, shared its core with a runnable thread, of this
- * process or another: spinning then only takes CPU from that thread. Workers then sleep at once, and callers wait for the
- * tails of their batches with a short spin, for 2^CONTENDED_SHIFT windows
- * (about 90 ms at a 3 GHz time stamp counter; 268 ms where ticks are
- * nanoseconds), after which a spin tells again. */
-#define SPIN_CHECK_NS 20000
-#define SPIN_LOST_NS 50000
+/* ADAPTIVE: a worker that, over SHARE_CHECK_NS of running (working or
+ * spinning, not sleeping), got less than 4/5 of a CPU (its thread time
+ * against the clock) shares its core with other runnable threads, of this
+ * process or another. Its spinning then only takes CPU from them, and so
+ * does the work it takes from the callers: for a while (mark_contended:
+ * 2^4 windows, about 22 ms at a 3 GHz time stamp counter, doubling up to
+ * 2^7 while it lasts) the callers keep their batches, workers sleep at once
+ * and callers wait for the tails of batches already out with a short spin.
+ * Then batches go out again, and the threads measure again. */
+#define SHARE_CHECK_NS 4000000
+#define PREEMPT_CHECK_TICKS ((uint64_t)1 << (WINDOW_SHIFT + 3))
+#define PREEMPTS 3
 #define CALLER_SPIN_CONTENDED_NS 5000
-#define CONTENDED_SHIFT 6
+#define CONTENDED_SHIFT 7
+#define CONTENDED_MIN_SHIFT 4
 /* Activity windows: 2^22 ticks (about 1.4 ms at 3 GHz; 4 ms where ticks are
  * nanoseconds). A caller counts as busy in the window it called in and the
  * next one. */
@@ -101,6 +106,15 @@
 #define BACKOFF_MIN 2
 #define BACKOFF_MAX 5
 #define PROBE_EVERY 32 /* ... and one batch in 32 kept for no gain goes out */
+/* A batch that took 4 times what its caller alone would have, and a quarter
+ * window (about 350 us) more, stalled: a lane holding one of its jobs was
+ * not running (its core taken by another thread). An average of ratios
+ * hides such rare, long stalls; they are weighed by the time they cost
+ * instead: batches are kept for STALL_HOLD times the time lost (at least the
+ * usual backoff), with no probe meanwhile, so that a stall costs at most
+ * about 1/STALL_HOLD of the time. */
+#define STALL_TICKS ((uint64_t)1 << (WINDOW_SHIFT - 2))
+#define STALL_HOLD 32
 
 enum {
     B_RUNNING, /* workers hold the batch */
@@ -155,10 +169,12 @@ static struct {
     _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
     /* ticks: a spinning worker lost its core until about then: no spinning */
     _Atomic uint64_t contended_until;
+    _Atomic int contended_shift; /* the last hold was 2^shift windows */
     _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
     /* ticks: callers filled every core until about then (plus 8 windows) */
     _Atomic uint64_t crowded_until;
     _Atomic int loss_crowded; /* the last loss was found while crowded */
+    _Atomic uint64_t stall_until; /* ticks: kept for a stall, no probes until then */
     _Atomic unsigned kept_no_gain; /* batches kept for no gain, for PROBE_EVERY */
     _Atomic unsigned long start_failures; /* threads that could not be started */
     pthread_t threads[PT_MAX_LANES];
@@ -260,11 +276,29 @@ static void judge(int n, int own, uint64_t own_ticks, uint64_t taken, uint64_t n
     if (own <= 0 || own_ticks == 0)
         return; /* the workers did it all: a gain */
     alone = own_ticks * (uint64_t)n / (uint64_t)own;
+    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
+    if (taken > 4 * alone && taken - alone > STALL_TICKS) {
+        uint64_t hold = STALL_HOLD * (taken - alone);
+        uint64_t least = (uint64_t)1 << (WINDOW_SHIFT + shift);
+
+        if (hold < least)
+            hold = least;
+        atomic_store_explicit(&pool.keep_until, now + hold, memory_order_relaxed);
+        atomic_store_explicit(&pool.stall_until, now + hold, memory_order_relaxed);
+        if (shift < BACKOFF_MAX)
+            atomic_store_explicit(&pool.backoff, shift + 1, memory_order_relaxed);
+        atomic_store_explicit(&pool.slowness, SLOWNESS_PROBE, memory_order_relaxed);
+        atomic_store_explicit(&pool.loss_crowded,
+            now < atomic_load_explicit(&pool.crowded_until, memory_order_relaxed),
+            memory_order_relaxed);
+        pt_stats_event(PT_EV_BACKOFF);
+        pt_stats_event(PT_EV_STALL);
+        return;
+    }
     /* one outlier (a preempted caller) weighs no more than half a loss */
     r = 2 * taken >= 3 * alone ? SLOWNESS_MAX : (int)(taken * 1024 / alone);
     avg = atomic_load_explicit(&pool.slowness, memory_order_relaxed);
     avg += (r - avg) / 16;
-    shift = atomic_load_explicit(&pool.backoff, memory_order_relaxed);
     if (avg > SLOWNESS_LOSS) {
         atomic_store_explicit(&pool.keep_until, now + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
             memory_order_relaxed);
@@ -414,32 +448,78 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* An idle worker spun from (w0, c0) (clock, thread CPU time) to now: if it
- * got less than half the CPU and lost at least SPIN_LOST_NS, twice in a
- * row, another thread wanted its core (an interrupt or a short kernel
- * thread costs a few microseconds: not that). */
-static void judge_spin(uint64_t w0, uint64_t c0)
+/* Other threads want the cores (found at ticks t): keep batches in their
+ * callers, and workers from spinning, for 2^shift windows; a finding soon
+ * after the last hold ended doubles the hold (up to CONTENDED_SHIFT), one
+ * after a quiet while starts again from CONTENDED_MIN_SHIFT (about 22 ms),
+ * so that a burst of other work costs little and a lasting one is probed
+ * only now and then. */
+static void mark_contended(uint64_t t)
 {
-    static __thread int streak;
-    uint64_t w1 = pt_now_ns(), c1, wall, cpu;
+    uint64_t last = atomic_load_explicit(&pool.contended_until, memory_order_relaxed);
+    int shift = atomic_load_explicit(&pool.contended_shift, memory_order_relaxed);
 
-    if (c0 == 0 || w1 - w0 < SPIN_CHECK_NS)
-        return;
-    c1 = thread_cpu_ns();
-    if (c1 == 0 || c1 < c0)
-        return;
-    wall = w1 - w0;
-    cpu = c1 - c0;
-    if (cpu * 2 >= wall || wall - cpu < SPIN_LOST_NS) {
-        streak = 0;
+    if (last != 0 && t < last + ((uint64_t)2 << (WINDOW_SHIFT + shift))) {
+        if (shift < CONTENDED_SHIFT)
+            shift++;
+    } else {
+        shift = CONTENDED_MIN_SHIFT;
+    }
+    atomic_store_explicit(&pool.contended_shift, shift, memory_order_relaxed);
+    atomic_store_explicit(&pool.contended_until, t + ((uint64_t)1 << (WINDOW_SHIFT + shift)),
+        memory_order_relaxed);
+    pt_stats_event(PT_EV_SPIN_STOP);
+}
+
+/* A worker's share of the CPU since it last woke (*w0, *c0: clock and
+ * thread CPU time at the start of the sample; 0: none yet). */
+static void check_share(uint64_t *w0, uint64_t *c0)
+{
+    uint64_t w = pt_now_ns(), c;
+
+    if (*w0 == 0 || *c0 == 0) {
+        *w0 = w;
+        *c0 = thread_cpu_ns();
         return;
     }
-    if (++streak < 2)
+    if (w - *w0 < SHARE_CHECK_NS)
         return;
-    streak = 0;
-    atomic_store_explicit(&pool.contended_until,
-        pt_ticks() + ((uint64_t)1 << (WINDOW_SHIFT + CONTENDED_SHIFT)), memory_order_relaxed);
-    pt_stats_event(PT_EV_SPIN_STOP);
+    c = thread_cpu_ns();
+    if (c != 0 && c >= *c0 && (c - *c0) * 5 < (w - *w0) * 4) {
+        mark_contended(pt_ticks());
+    }
+    *w0 = w;
+    *c0 = c;
+}
+
+/* A caller preempted (involuntary context switches) PREEMPTS times or more
+ * in each of two samples of PREEMPT_CHECK_TICKS (about 11 ms) in a row
+ * shares its core with runnable threads: a
+ * spinning worker, or another process, took the core it would have had to
+ * itself. The same holds as a worker losing its share (check_share). */
+static void check_preempted(uint64_t t)
+{
+    static __thread uint64_t t0;
+    static __thread long n0;
+    static __thread int streak;
+    struct rusage ru;
+
+    if (t0 != 0 && t - t0 < PREEMPT_CHECK_TICKS)
+        return;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return;
+    /* a core shared with a busy thread preempts every few milliseconds,
+     * sample after sample; a short burst of other work does not */
+    if (t0 != 0 && t - t0 < 2 * PREEMPT_CHECK_TICKS && ru.ru_nivcsw - n0 >= PREEMPTS)
+        streak++;
+    else
+        streak = 0;
+    if (streak >= 2) {
+        streak = 0;
+        mark_contended(t);
+    }
+    t0 = t;
+    n0 = ru.ru_nivcsw;
 }
 
 /* The caller, after its own claims ran out: wait until no worker holds b. */
@@ -479,14 +559,17 @@ static void wait_released(pt_batch *b)
 static void *worker_main(void *argp)
 {
     int lane = (int)(intptr_t)argp;
+    uint64_t share_w0 = 0, share_c0 = 0; /* check_share's sample */
 
     pt_stats_set_lane(lane);
     while (!atomic_load(&pool.stop)) {
         uint32_t seen = atomic_load(&pool.seq);
         pt_batch *b = take();
-        uint64_t until, w0, c0 = 0;
+        uint64_t until, w0;
         unsigned spins;
 
+        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed))
+            check_share(&share_w0, &share_c0);
         if (b != NULL) {
             work_on(b);
             release(b);
@@ -511,12 +594,6 @@ static void *worker_main(void *argp)
                 continue;
             if ((now = pt_now_ns()) > until)
                 break;
-            /* the thread's CPU clock is a system call: read it only once a
-             * spin lasts (a batch that comes at once is taken without it) */
-            if (spins == 64 && atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
-                w0 = now;
-                c0 = thread_cpu_ns();
-            }
             /* no spinning on a core a caller needs, nor while the callers
              * keep their batches: sleep at once (the first batch of the
              * next probe pays a wake-up; the worker then spins in full, so
@@ -529,14 +606,13 @@ static void *worker_main(void *argp)
                     break;
             }
         }
-        if (c0 != 0)
-            judge_spin(w0, c0);
         if (atomic_load(&pool.seq) != seen)
             continue;
         atomic_fetch_add(&pool.sleepers, 1);
         if (atomic_load(&pool.seq) == seen && !atomic_load(&pool.stop)) {
             pt_stats_event(PT_EV_WORKER_SLEEP);
             futex(&pool.seq, FUTEX_WAIT, seen);
+            share_w0 = 0; /* asleep is not losing the CPU: a new sample */
         }
         atomic_fetch_sub(&pool.sleepers, 1);
     }
@@ -608,9 +684,11 @@ static void atfork_child(void)
     atomic_store(&pool.slowness, SLOWNESS_START);
     atomic_store(&pool.keep_until, 0);
     atomic_store(&pool.contended_until, 0);
+    atomic_store(&pool.contended_shift, CONTENDED_MIN_SHIFT);
     atomic_store(&pool.backoff, BACKOFF_MIN);
     atomic_store(&pool.crowded_until, 0);
     atomic_store(&pool.loss_crowded, 0);
+    atomic_store(&pool.stall_until, 0);
     atomic_store(&pool.start_failed, 0);
     atomic_store(&pool.running, 0);
     atomic_store(&pool.sleepers, 0);
@@ -690,6 +768,8 @@ static int ensure_workers(void)
  * the lanes are tried again at once. */
 static int keep_batches(uint64_t t)
 {
+    if (contended(t))
+        return 1; /* the workers' cores are wanted by other threads */
     if (t >= atomic_load_explicit(&pool.keep_until, memory_order_relaxed))
         return 0;
     if (atomic_load_explicit(&pool.loss_crowded, memory_order_relaxed)
@@ -698,8 +778,11 @@ static int keep_batches(uint64_t t)
         atomic_store_explicit(&pool.keep_until, 0, memory_order_relaxed);
         atomic_store_explicit(&pool.backoff, BACKOFF_MIN, memory_order_relaxed);
         atomic_store_explicit(&pool.slowness, SLOWNESS_START, memory_order_relaxed);
+        atomic_store_explicit(&pool.stall_until, 0, memory_order_relaxed);
         return 0;
     }
+    if (t < atomic_load_explicit(&pool.stall_until, memory_order_relaxed))
+        return 1; /* no probe: it would risk another stall */
     /* a long stream of batches learns something before the time is up */
     return (atomic_fetch_add_explicit(&pool.kept_no_gain, 1, memory_order_relaxed) + 1)
             % PROBE_EVERY
@@ -772,7 +855,11 @@ int pt_lanes_run(pt_job_fn job, void *arg, int n, const size_t *sizes, const int
         return failed;
     }
     if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed)) {
-        int callers, spare = free_cores(t0, &callers), lost = spare > 0 && keep_batches(t0);
+        int callers, spare, lost;
+
+        check_preempted(t0);
+        spare = free_cores(t0, &callers);
+        lost = spare > 0 && keep_batches(t0);
 
         if (spare <= 0) {
             /* remember the crowd (a shared store only every few windows) */

@@ -28,6 +28,7 @@ enum {
     PT_EV_WORKER_DECLINED, /* a worker left a batch alone: no free core */
     PT_EV_BACKOFF, /* batches on the lanes gained nothing: keep them a while */
     PT_EV_SPIN_STOP, /* an idle worker's spin lost its core to another thread */
+    PT_EV_STALL, /* a batch on the lanes stalled: a lane holding a job was not running */
     PT_EV_ASYNC_POST, /* a batch inside an ASYNC job went to the lanes alone */
     PT_EV_ASYNC_PAUSE, /* ... and its job paused (once per ASYNC_pause_job) */
     PT_EV_ASYNC_RESUME /* ... and the application resumed it */

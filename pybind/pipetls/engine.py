@@ -101,6 +101,7 @@ class EngineStats:
     worker_declines: int = 0  # a worker left a batch alone: no free core
     backoffs: int = 0  # times the lanes were found to gain nothing
     spin_stops: int = 0  # an idle worker's spin lost its core: no spinning for a while
+    stalls: int = 0  # batches that stalled on a lane not running: kept a while
     caller_wait_ns: int = 0  # callers waiting for workers after their own claims
     # SSL_MODE_ASYNC: batches handed to the lanes while their ASYNC job paused
     async_batches: int = 0
@@ -166,7 +167,7 @@ class EngineStats:
                   "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
                   "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
                   "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
-                  "spin_stops",
+                  "spin_stops", "stalls",
                   "caller_wait_ns",
                   "async_batches", "async_pauses", "async_resumes", "async_paused_ns"):
             setattr(d, f, getattr(self, f) - getattr(other, f))
