@@ -85,9 +85,14 @@
  *                 caller's own pace; when recent ones gained nothing (cores
  *                 busy with other processes) the callers keep theirs for a
  *                 few milliseconds up to some 50 ms (kept_no_gain, backoffs).
- *                 An idle worker whose spin got less than 3/4 of its core
- *                 (another thread wanted it) makes workers sleep at once and
- *                 callers spin only briefly for about 90 ms (spin_stops).
+ *                 A caller preempted again and again (3 involuntary
+ *                 context switches in each of two ~11 ms samples), or a
+ *                 worker getting under 4/5 of a CPU while it runs, means
+ *                 other threads want the cores: callers keep their batches
+ *                 and workers do not spin for 22 ms, doubling up to 180 ms
+ *                 while it lasts (spin_stops). A batch that stalled on a
+ *                 lane that was not running keeps them for 32 times the
+ *                 time it lost (stalls).
  *                 0: every batch of INLINE_BELOW bytes or more goes to the
  *                 lanes, as many as THREADS.
  *  CPUS           numeric 0..256 (default 0): the cores ADAPTIVE may keep
@@ -161,8 +166,10 @@
  *                             and busy workers already filled the CPUs
  *   backoffs N                times batches on the lanes were found to gain
  *                             nothing (the callers then keep theirs a while)
- *   spin_stops N              times an idle worker's spin lost its core to
- *                             another thread (no spinning for ~90 ms then)
+ *   spin_stops N              times the cores were found wanted by other
+ *                             threads (callers keep their batches a while)
+ *   stalls N                  batches that stalled on a lane that was not
+ *                             running (callers keep theirs a while)
  *   caller_wait_ns N          time callers waited for workers after their
  *                             own claims of a batch ran out
  *   async_batches N           batches inside an OpenSSL ASYNC job
