@@ -167,7 +167,9 @@ static struct {
      * time the caller alone would have taken, in 1/1024 (a moving average) */
     _Atomic int slowness;
     _Atomic uint64_t keep_until; /* ticks: batches are kept until then */
-    /* ticks: a spinning worker lost its core until about then: no spinning */
+    /* ticks: until about then the cores are wanted by other threads (a
+     * worker got less than its share of a CPU, or a caller was preempted
+     * again and again): no spinning, callers keep their batches */
     _Atomic uint64_t contended_until;
     _Atomic int contended_shift; /* the last hold was 2^shift windows */
     _Atomic int backoff; /* keep for 2^backoff windows after the next loss */
@@ -582,7 +584,7 @@ static void *worker_main(void *argp)
          * at the counter after every pause, at the clock now and then */
         w0 = pt_now_ns();
         until = w0 + WORKER_SPIN_NS;
-        if (atomic_load_explicit(&pool.adaptive, memory_order_relaxed) && contended(pt_ticks()))
+        if (contended(pt_ticks()))
             until = w0; /* no spinning on a core others want */
         for (spins = 1; until > w0 && atomic_load_explicit(&pool.seq, memory_order_acquire) == seen
              && !atomic_load_explicit(&pool.stop, memory_order_relaxed);

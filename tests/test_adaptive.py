@@ -77,8 +77,10 @@ def test_busy_callers_keep_their_batches(busy_binary, engine_path, certs):
 def test_lone_connection_still_pipelines(busy_binary, engine_path, certs):
     """One writing thread in an otherwise idle process: its batches go to the
     lanes and a worker does part of the records (one CPU: nothing to gain,
-    every batch kept by its caller)."""
-    st = run_busy(busy_binary, engine_path, certs, 1, 16, lanes=2)
+    every batch kept by its caller). 64 MiB, about 30 ms: a run of a few
+    milliseconds can end inside the hold that one early loss or stall keeps
+    (4 windows or more), with every batch kept."""
+    st = run_busy(busy_binary, engine_path, certs, 1, 64, lanes=2)
     assert st["cpus"] == CPUS
     if CPUS >= 2:
         assert worker_records(st) > 0, st
