@@ -5,6 +5,13 @@ the patched OpenSSL 3.5, in many short interleaved runs.
     python3 bench/serial_pairs.py --provider build/provider-3.5/pipetls-provider.so \
         --build before=/path/prefix-a --build after=/path/prefix-b \
         [--tls 1.2|1.3] [--cipher AES-256-GCM] [--rounds 21] [--json out.json]
+    python3 bench/serial_pairs.py --engine path/to/pipetls.so --build final=/path/prefix
+
+With ``--engine`` (TLS 1.2) the pipetls engine's ciphers do the work, and
+every build is run twice, as ``NAME/copy`` (the engine's ``OUT_OF_PLACE 0``:
+libssl copies the plaintext into its write buffer first, as stock libssl
+does) and ``NAME/lanes`` (``OUT_OF_PLACE 1``, patch 0004: the lanes copy
+it); ``batch_ns`` is then the engine's.
 
 Each run is a process of its own on one build (``LD_LIBRARY_PATH``,
 ``PIPETLS_OPENSSL``; invariant 7): a TLS connection over memory BIOs (the
@@ -61,7 +68,13 @@ def child(args: argparse.Namespace) -> int:
 
     tmp = tempfile.mkdtemp(prefix="serial_pairs-")
     cert, key = _throwaway_cert(tmp)
-    prov = Provider(args.provider)
+    if args.engine is not None:
+        from pipetls import Engine
+        prov = Engine(str(args.engine), threads=args.lanes)
+        prov.register_default()
+        prov.out_of_place = bool(args.out_of_place)
+    else:
+        prov = Provider(args.provider)
     st = Setup(cipher=args.cipher, tls=args.tls, max_pipelines=8, write_size=args.write_size,
                read_buf=default_read_buf(8), certfile=cert, keyfile=key)
     sctx, cctx = contexts(st, True)
@@ -87,14 +100,19 @@ def child(args: argparse.Namespace) -> int:
     pipelined = sum(n for k, n in stats.hist.items() if k > 1)
     print(json.dumps({"wall_ns": wall, "batch_ns": stats.batch_ns, "crypto_ns": stats.crypto_ns,
                       "writes": args.writes, "pipelined_updates": pipelined,
-                      "records": stats.records}))
+                      "records": stats.records,
+                      "plaintext_records": getattr(stats, "plaintext_records", 0)}))
     return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--provider", required=True, type=Path,
+    ap.add_argument("--provider", type=Path,
                     help="pipetls-provider.so built against the builds' headers")
+    ap.add_argument("--engine", type=Path,
+                    help="pipetls.so (the engine) instead of the provider: TLS 1.2, each build "
+                         "as NAME/copy and NAME/lanes (OUT_OF_PLACE 0 and 1)")
+    ap.add_argument("--out-of-place", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--build", action="append", required=True, metavar="NAME=PREFIX",
                     help="a build of the patched OpenSSL (repeatable)")
     ap.add_argument("--tls", choices=("1.2", "1.3"), default="1.2")
@@ -110,28 +128,38 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if (args.provider is None) == (args.engine is None):
+        ap.error("one of --provider and --engine")
+    if args.engine is not None and args.tls != "1.2":
+        ap.error("--engine: TLS 1.2 only (the engine does not pipeline TLS 1.3)")
     builds = []
     for spec in args.build:
         name, sep, prefix = spec.partition("=")
         if not sep or not (Path(prefix) / "lib" / "libssl.so.3").is_file():
             ap.error(f"--build {spec}: NAME=PREFIX with PREFIX/lib/libssl.so.3")
-        builds.append((name, Path(prefix).resolve()))
-    module = args.provider.resolve()
+        if args.engine is None:
+            builds.append((name, Path(prefix).resolve(), []))
+        else:
+            builds += [(f"{name}/copy", Path(prefix).resolve(), ["--out-of-place", "0"]),
+                       (f"{name}/lanes", Path(prefix).resolve(), ["--out-of-place", "1"])]
+    module = (args.provider if args.engine is None else args.engine).resolve()
     if not module.is_file():
-        ap.error(f"--provider {module}: no such file")
-    runs: dict = {name: [] for name, _ in builds}
+        ap.error(f"{module}: no such file")
+    runs: dict = {name: [] for name, _, _ in builds}
     with tempfile.TemporaryDirectory(prefix="serial_pairs-") as tmp:
         conf = Path(tmp) / "prov.cnf"
         conf.write_text(conf_text(module, args.lanes))
-        argv = [sys.executable, __file__, "--child", "--provider", str(module),
-                "--build", "x=/", "--tls", args.tls, "--cipher", args.cipher,
+        argv = [sys.executable, __file__, "--child",
+                "--engine" if args.engine is not None else "--provider", str(module),
+                "--lanes", str(args.lanes), "--build", "x=/", "--tls", args.tls, "--cipher", args.cipher,
                 "--writes", str(args.writes), "--write-size", str(args.write_size)]
         for r in range(args.rounds):
-            for name, prefix in (builds if r % 2 == 0 else builds[::-1]):
-                env = dict(os.environ, OPENSSL_CONF=str(conf), PIPETLS_OPENSSL=str(prefix),
-                           LD_LIBRARY_PATH=str(prefix / "lib"))
+            for name, prefix, extra in (builds if r % 2 == 0 else builds[::-1]):
+                env = dict(os.environ, PIPETLS_OPENSSL=str(prefix),
+                           LD_LIBRARY_PATH=str(prefix / "lib"),
+                           OPENSSL_CONF=str(conf) if args.engine is None else os.devnull)
                 env.pop("PIPETLS_STATS", None)
-                out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+                out = subprocess.run(argv + extra, env=env, capture_output=True, text=True, timeout=300)
                 if out.returncode != 0:
                     raise SystemExit(f"{name}: run failed\n{out.stderr}")
                 runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))

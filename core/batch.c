@@ -203,6 +203,12 @@ static int run_parked(pt_conn *k, const pt_job *job, int n, int jobs, const size
 
     if (!pt_lanes_can_post(jobs))
         return -1;
+    /* a plaintext apart (pt_record.plain) is the caller's buffer: not read
+     * after the job has paused and its call returned (the ENGINE front
+     * never hands one over inside such a job) */
+    for (i = 0; i < n; i++)
+        if (job->recs[i].plain != NULL)
+            return -1;
     if (p == NULL && (p = k->parked = OPENSSL_zalloc(sizeof(*p))) == NULL)
         return -1;
     if (p->cap < total) {

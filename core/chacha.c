@@ -18,7 +18,8 @@ static int chacha_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
 }
 
 /* Encrypt: in/out hold [plaintext | tag space], the AAD's length is the
- * plaintext length. Decrypt: [ciphertext | tag], the AAD's length is all.
+ * plaintext length (r->plain, when set, holds the plaintext instead of in).
+ * Decrypt: [ciphertext | tag], the AAD's length is all.
  * OpenSSL's own TLS record mode does the work (it derives the nonce from the
  * fixed IV set at key setup and the AAD's sequence number). */
 static int chacha_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int enc)
@@ -30,7 +31,9 @@ static int chacha_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, 
     PT_RECORD_ENSURE(pt_tls_aad_parse(r->aad).len == (enc ? r->len - TAG : r->len), r,
         PT_R_AAD_MISMATCH);
     memcpy(aad, r->aad, PT_TLS_AAD_LEN);
-    if (r->out != r->in)
+    if (enc && r->plain != NULL)
+        memmove(r->out, r->plain, r->len - TAG);
+    else if (r->out != r->in)
         memmove(r->out, r->in, r->len);
     PT_RECORD_ENSURE(EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad)
             == TAG,
@@ -50,6 +53,7 @@ const pt_family pt_fam_chacha20_poly1305 = {
         | EVP_CIPH_CUSTOM_IV_LENGTH,
     .tls_aad = 1,
     .custom_cipher = 1,
+    .plain_in = 1,
     .tls_pad = chacha_tls_pad,
     .record = chacha_record,
 };

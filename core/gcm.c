@@ -33,7 +33,8 @@ static int gcm_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
  *
  * OpenSSL's own TLS record mode does the work: the full 12-byte IV is set to
  * fixed IV | sequence number just before, so the explicit nonce it writes is
- * the sequence number. It works in place: out-of-place callers get a copy.
+ * the sequence number. It works in place: out-of-place callers get a copy
+ * (of r->plain, the plaintext alone, when it is set), made here on the lane.
  */
 static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int enc)
 {
@@ -53,7 +54,9 @@ static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
     memcpy(iv, tls->fixed_iv, 4);
     memcpy(iv + 4, r->aad, EIV); /* decrypting: replaced by the record's */
     memcpy(aad, r->aad, PT_TLS_AAD_LEN); /* OpenSSL rewrites the length */
-    if (r->out != r->in)
+    if (enc && r->plain != NULL)
+        memmove(r->out + EIV, r->plain, a.len - EIV);
+    else if (r->out != r->in)
         memmove(r->out, r->in, r->len);
     /* Encrypting: after a record OpenSSL's TLS mode has counted its IV on
      * by one, so when this lane's last record was seq - 1 the IV is already
@@ -96,6 +99,7 @@ static int gcm_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int
             | EVP_CIPH_FLAG_AEAD_CIPHER | EVP_CIPH_CUSTOM_IV_LENGTH,                  \
         .tls_aad = 1,                                                                \
         .custom_cipher = 1,                                                          \
+        .plain_in = 1,                                                               \
         .tls_pad = gcm_tls_pad,                                                      \
         .record = gcm_record,                                                        \
     }

@@ -54,11 +54,17 @@ static inline pt_tls_aad pt_tls_aad_parse(const unsigned char aad[PT_TLS_AAD_LEN
     return a;
 }
 
-/* One TLS record of a batch: read only from in, written only to out. */
+/* One TLS record of a batch: read only from in (and plain), written only
+ * to out. */
 typedef struct {
     unsigned char *out;
     const unsigned char *in;
     size_t len;
+    /* Encrypting out of place (families with plain_in): the plaintext alone,
+     * the length the AAD gives less any explicit nonce, read from here into
+     * its place in out (moved: it may overlap out); in is then not read.
+     * NULL: in holds the record. */
+    const unsigned char *plain;
     unsigned char aad[PT_TLS_AAD_LEN]; /* as libssl gave it (families with TLS AAD) */
     unsigned char iv[16]; /* CBC families: the IV this record starts from */
     int result; /* bytes out, or -1 */
@@ -98,6 +104,7 @@ typedef struct pt_family {
     /* EVP_CIPH_FLAG_CUSTOM_CIPHER calling convention (returns bytes) */
     int custom_cipher;
     int cbc; /* chained IV (CBC and CBC-HMAC): see pt_conn_run */
+    int plain_in; /* record() takes pt_record.plain when encrypting */
     size_t mac_len; /* CBC-HMAC: digest length */
     /* The pad libssl must reserve for a record, from the 13-byte AAD (the
      * answer to EVP_CTRL_AEAD_TLS1_AAD), or <= 0 when the AAD is unusable. */

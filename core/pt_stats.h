@@ -18,6 +18,9 @@ void pt_stats_record(int records, size_t bytes, uint64_t crypto_ticks);
 /* a batch of one job run inline: pt_stats_batch + pt_stats_record at once */
 void pt_stats_single(int records, size_t bytes, uint64_t ticks, int failed);
 void pt_stats_stream(size_t bytes); /* plain EVP use (not a TLS 1.2 record) */
+/* records of a batch whose plaintext the lanes copy from the caller's
+ * buffers (encrypted out of place; the patched libssl) */
+void pt_stats_plaintext(int records);
 void pt_stats_failed(void); /* a batch that failed after its updates (a tag) */
 enum {
     PT_EV_WAKE, /* a caller woke sleeping workers */

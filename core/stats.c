@@ -27,6 +27,7 @@ enum {
     C_BATCH_NS,
     C_STREAM_CALLS,
     C_STREAM_BYTES,
+    C_PLAINTEXT, /* records whose plaintext the lanes read from the caller's buffer */
     C_WAKE_CALLS,
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
@@ -268,6 +269,14 @@ void pt_stats_stream(size_t bytes)
     add(b, C_STREAM_BYTES, bytes);
 }
 
+void pt_stats_plaintext(int records)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_PLAINTEXT, (uint64_t)records);
+}
+
 void pt_stats_event(int which)
 {
     pt_block *b = block();
@@ -390,6 +399,7 @@ void pt_stats_format(pt_text *out, int lanes)
         { "batch_ns", C_BATCH_NS },
         { "stream_calls", C_STREAM_CALLS },
         { "stream_bytes", C_STREAM_BYTES },
+        { "plaintext_records", C_PLAINTEXT },
         { "wake_calls", C_WAKE_CALLS },
         { "worker_sleeps", C_WORKER_SLEEPS },
         { "caller_sleeps", C_CALLER_SLEEPS },

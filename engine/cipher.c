@@ -23,6 +23,7 @@
 #include "pt_stats.h"
 
 #include <openssl/crypto.h>
+#include <stdatomic.h>
 #include <string.h>
 
 _Static_assert(PIPETLS_MAX_PIPES == PT_MAX_PIPES, "pipetls.h and the core disagree");
@@ -33,6 +34,21 @@ _Static_assert(PIPETLS_MAX_LANES == PT_MAX_LANES, "pipetls.h and the core disagr
 /* Template contexts (provider cipher set, no key), one per family. Kept for
  * the life of the process: a second load of the engine library reuses them. */
 static EVP_CIPHER_CTX *templates[N_FAMILIES];
+
+static _Atomic int out_of_place = 1; /* OUT_OF_PLACE */
+
+int pt_cipher_set_out_of_place(long on)
+{
+    if (on != 0 && on != 1)
+        return 0;
+    atomic_store(&out_of_place, (int)on);
+    return 1;
+}
+
+int pt_cipher_out_of_place(void)
+{
+    return atomic_load(&out_of_place);
+}
 
 static int family_index(const pt_family *f)
 {
@@ -100,7 +116,7 @@ static pt_ctx *data_of(EVP_CIPHER_CTX *ctx)
 
 static void reset_pipeline(pt_ctx *c)
 {
-    c->n_out = c->n_in = c->n_len = 0;
+    c->n_out = c->n_in = c->n_len = c->n_plain = 0;
     c->n_aad = 0;
     c->bad = 0;
     OPENSSL_clear_free(c->pipes, sizeof(*c->pipes));
@@ -249,6 +265,18 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
             return 0;
         memcpy(c->pipes->lens, ptr, sizeof(size_t) * (size_t)arg);
         return 1;
+    case PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS:
+        /* Not taken (libssl puts the plaintext into the input buffers) by
+         * other families, for decryption, with OUT_OF_PLACE 0, and inside
+         * an ASYNC job whose batch may pause: SSL_write returns while the
+         * lanes run, and the caller's buffer is then not libssl's to lend. */
+        if (!k->fam->plain_in || !EVP_CIPHER_CTX_is_encrypting(ctx)
+            || !atomic_load_explicit(&out_of_place, memory_order_relaxed) || pt_async_wanted(1))
+            return -1;
+        if (!set_pipes(c, &c->n_plain, arg, ptr) || pipes_of(c) == NULL)
+            return 0;
+        memcpy(c->pipes->plain_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
+        return 1;
 
     case EVP_CTRL_AEAD_TLS1_AAD:
         if (!k->fam->tls_aad)
@@ -314,8 +342,9 @@ static int do_pipeline(EVP_CIPHER_CTX *ctx, pt_ctx *c)
     int i, n = c->n_out;
 
     PT_ENSURE(!c->bad, fail, PT_R_BAD_PIPELINE, "a pipeline ctrl was refused before this call");
-    PT_ENSURE(c->n_in == n && c->n_len == n, fail, PT_R_BAD_PIPELINE,
-        "pipe counts disagree (out %d, in %d, lens %d)", c->n_out, c->n_in, c->n_len);
+    PT_ENSURE(c->n_in == n && c->n_len == n && (c->n_plain == 0 || c->n_plain == n), fail,
+        PT_R_BAD_PIPELINE, "pipe counts disagree (out %d, in %d, lens %d, plaintexts %d)",
+        c->n_out, c->n_in, c->n_len, c->n_plain);
     PT_ENSURE(f->tls_aad ? c->n_aad == n : c->n_aad == 0, fail, PT_R_BAD_PIPELINE,
         "%d pipes but %d TLS AADs", n, c->n_aad);
     PT_ENSURE(c->pipes != NULL, fail, PT_R_BAD_PIPELINE, "a pipelined call without its pipes");
@@ -323,9 +352,14 @@ static int do_pipeline(EVP_CIPHER_CTX *ctx, pt_ctx *c)
         recs[i].out = c->pipes->out_bufs[i];
         recs[i].in = c->pipes->in_bufs[i];
         recs[i].len = c->pipes->lens[i];
+        recs[i].plain = c->n_plain ? c->pipes->plain_bufs[i] : NULL;
+        PT_ENSURE(c->n_plain == 0 || recs[i].plain != NULL, fail, PT_R_BAD_PIPELINE,
+            "record %d of %d without its plaintext buffer", i + 1, n);
         if (f->tls_aad)
             memcpy(recs[i].aad, aad_at(c, i), PT_TLS_AAD_LEN);
     }
+    if (c->n_plain)
+        pt_stats_plaintext(n);
     return pt_conn_run(&c->conn, recs, n, EVP_CIPHER_CTX_is_encrypting(ctx),
         EVP_CIPHER_CTX_iv_noconst(ctx));
 fail:
@@ -400,6 +434,7 @@ static int pt_do_cipher(EVP_CIPHER_CTX *ctx, unsigned char *out,
         rec.out = out;
         rec.in = in;
         rec.len = len;
+        rec.plain = NULL;
         memcpy(rec.aad, c->aad0, PT_TLS_AAD_LEN);
         if (pt_conn_run(&c->conn, &rec, 1, EVP_CIPHER_CTX_is_encrypting(ctx),
                 EVP_CIPHER_CTX_iv_noconst(ctx))

@@ -56,6 +56,9 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
     { PIPETLS_CMD_ASYNC, "ASYNC",
         "Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), pause while the lanes run a batch: 0 never, 1 encrypt batches only, 2 encrypt and decrypt (default; PIPETLS_ASYNC sets it too)",
         ENGINE_CMD_FLAG_NUMERIC },
+    { PIPETLS_CMD_OUT_OF_PLACE, "OUT_OF_PLACE",
+        "With the patched libssl (openssl_patches/0004), AES-GCM and ChaCha20-Poly1305 read the plaintext of a pipelined write from the caller's buffer, so the lanes copy it (1, default), or libssl copies it first, serially (0)",
+        ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };
 
@@ -146,6 +149,7 @@ static size_t format_info(char *buf, size_t len)
     pt_text_put(&t, "multiblock %d\n", pt_multiblock_enabled());
     pt_text_put(&t, "cbc_hmac_mode %s\n", pt_cbc_hmac_mode_name(pt_cbc_hmac_mode()));
     pt_text_put(&t, "async %d\n", pt_async_pause());
+    pt_text_put(&t, "out_of_place %d\n", pt_cipher_out_of_place());
     for (i = 0; i < n_ciphers; i++)
         pt_text_put(&t, "cipher %s\n", cipher_names[i]);
     for (i = 0; i < n_ciphers; i++)
@@ -222,6 +226,10 @@ static int pt_engine_ctrl(ENGINE *e, int cmd, long i, void *p, void (*f)(void))
     case PIPETLS_CMD_ASYNC:
         PT_ENSURE(parse_number(i, p, &v) && pt_set_async_pause(v), fail, PT_R_BAD_ARGUMENT,
             "pipetls ASYNC must be 0, 1 or 2, got %ld", i);
+        return 1;
+    case PIPETLS_CMD_OUT_OF_PLACE:
+        PT_ENSURE(parse_number(i, p, &v) && pt_cipher_set_out_of_place(v), fail,
+            PT_R_BAD_ARGUMENT, "pipetls OUT_OF_PLACE must be 0 or 1, got %ld", i);
         return 1;
     case PIPETLS_CMD_STATS:
         return emit(format_stats, i, p);

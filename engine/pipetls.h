@@ -106,6 +106,14 @@
  *                 decrypt batches, 1 for encrypt batches only (for
  *                 applications that resume a paused read only when the
  *                 socket is readable, as openssl s_client does), 0 never.
+ *  OUT_OF_PLACE   numeric 0 or 1 (default 1): with the patched libssl
+ *                 (openssl_patches/0004), the AES-GCM and ChaCha20-Poly1305
+ *                 ciphers take the plaintext of each record of a pipelined
+ *                 write from the caller's buffer (the ctrl
+ *                 EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS), so that the lanes
+ *                 copy it into the records (plaintext_records); 0: they
+ *                 refuse it and libssl copies the plaintext first, serially,
+ *                 as stock libssl does. Stock libssl never asks.
  */
 #define PIPETLS_CMD_THREADS (ENGINE_CMD_BASE + 0)
 #define PIPETLS_CMD_INLINE_BELOW (ENGINE_CMD_BASE + 1)
@@ -118,6 +126,7 @@
 #define PIPETLS_CMD_ADAPTIVE (ENGINE_CMD_BASE + 8)
 #define PIPETLS_CMD_CPUS (ENGINE_CMD_BASE + 9)
 #define PIPETLS_CMD_ASYNC (ENGINE_CMD_BASE + 10)
+#define PIPETLS_CMD_OUT_OF_PLACE (ENGINE_CMD_BASE + 11)
 
 /*
  * Statistics text, one "key value" pair per line:
@@ -143,6 +152,9 @@
  *   stream_calls N            plain EVP calls forwarded to OpenSSL's cipher
  *                             (not a TLS 1.2 record: TLS 1.3 records, PEM, ...)
  *   stream_bytes N            ... and their input bytes
+ *   plaintext_records N       records encrypted out of place: the lanes read
+ *                             their plaintext from the caller's buffer (the
+ *                             patched libssl's EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS)
  *   wake_calls N              futex wakes of sleeping workers by callers
  *   worker_sleeps N           times an idle worker went to sleep
  *   caller_sleeps N           times a caller slept waiting for its batch

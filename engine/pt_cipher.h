@@ -12,6 +12,17 @@
 
 #include "pt_record.h"
 
+/* The plaintext of each record of a pipelined TLS encryption, apart from its
+ * input buffer: libssl with the pipetls patch series (0004) hands over the
+ * caller's buffers, so that the lanes, not libssl, copy the plaintext into
+ * the records. Defined there as EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS; stock
+ * OpenSSL never sends it. */
+#ifdef EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS
+#define PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS
+#else
+#define PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS 0x2B
+#endif
+
 /* What the EVP_CTRL_SET_PIPELINE_* ctrls and the TLS AADs after the first
  * set up for one pipelined cipher call: allocated by the first of them,
  * freed after the call, so an idle context does not hold it. */
@@ -19,6 +30,7 @@ typedef struct {
     unsigned char *out_bufs[PT_MAX_PIPES];
     unsigned char *in_bufs[PT_MAX_PIPES];
     size_t lens[PT_MAX_PIPES];
+    const unsigned char *plain_bufs[PT_MAX_PIPES]; /* PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS */
     unsigned char aad[PT_MAX_PIPES][PT_TLS_AAD_LEN]; /* [0] unused: aad0 */
 } pt_pipes;
 
@@ -27,12 +39,17 @@ typedef struct pt_ctx {
     pt_conn conn; /* what the core needs: family, keyed base, lanes */
     int enc;
     /* pipeline state, set by the EVP_CTRL_SET_PIPELINE_* ctrls */
-    int n_out, n_in, n_len;
+    int n_out, n_in, n_len, n_plain;
     int n_aad;
     unsigned char aad0[PT_TLS_AAD_LEN]; /* the first TLS AAD (a lone record's) */
     pt_pipes *pipes; /* NULL outside a pipelined call's setup */
     int bad; /* a pipeline ctrl was refused: the next cipher call fails */
 } pt_ctx;
+
+/* OUT_OF_PLACE: take the caller's plaintext buffers (0 or 1; returns 0 for
+ * anything else). */
+int pt_cipher_set_out_of_place(long on);
+int pt_cipher_out_of_place(void);
 
 /* Builds the EVP_CIPHER we register for a family, or NULL when OpenSSL's
  * default provider does not offer the algorithm on this CPU. */

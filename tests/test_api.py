@@ -276,6 +276,23 @@ def test_engine_knob_types(pt_engine, value):
         pt_engine.threads = value
 
 
+def test_engine_out_of_place_knob(pt_engine):
+    """OUT_OF_PLACE (patch 0004's plaintext buffers): on by default, in INFO;
+    the setter checks its type, the command its range, both name the knob."""
+    assert pt_engine.out_of_place is True and pt_engine.info()["out_of_place"] == 1
+    try:
+        pt_engine.out_of_place = False
+        assert pt_engine.out_of_place is False and pt_engine.info()["out_of_place"] == 0
+    finally:
+        pt_engine.out_of_place = True
+    with pytest.raises(ConfigTypeError, match="out_of_place"):
+        pt_engine.out_of_place = 2
+    rc = _ffi.ENGINE_ctrl_cmd_string(pt_engine.handle, b"OUT_OF_PLACE", b"2", 0)
+    lines, _ = _ffi.drain_errors_detailed()
+    assert rc == 0 and any("OUT_OF_PLACE must be 0 or 1, got 2" in x for x in lines), lines
+    assert pt_engine.out_of_place is True
+
+
 def test_engine_threads_and_inline_below(pt_engine):
     old_threads, old_inline = pt_engine.threads, pt_engine.inline_below
     try:

@@ -96,7 +96,7 @@ def test_known_answers(engine_path, offered_ciphers, family):
     if family not in offered_ciphers:
         pytest.skip(f"OpenSSL's default provider offers no {family} on this CPU")
     d = run_worker(engine_path, family)
-    sizes_seen, counts_seen, nonces = set(), set(), []
+    sizes_seen, counts_seen, nonces, plain_batches = set(), set(), [], 0
     for b in d["batches"]:
         n = len(b["plain"])
         counts_seen.add(n)
@@ -108,10 +108,16 @@ def test_known_answers(engine_path, offered_ciphers, family):
             assert bytes.fromhex(p_hex) in bytes.fromhex(out_hex) or p_hex == ""
         if d["kind"] in ("gcm", "chacha"):
             assert b["pads"] == [16] * n
+        # plaintexts handed over apart (the patched libssl's out-of-place
+        # writes): taken by the AEAD families, refused (EVP: 0) by the others
+        if b["plain_ctrl"] is not None:
+            plain_batches += 1
+            assert b["plain_ctrl"] == (1 if d["kind"] in ("gcm", "chacha") else 0), b["plain_ctrl"]
         nonces += check_independently(d, b)
     assert counts_seen >= set(range(1, 33))
     assert sizes_seen >= {0, 1, 15, 16, 17, 255, 16383, 16384}
     assert len(nonces) == len(set(nonces)), "a nonce repeated"
+    assert plain_batches >= 12, plain_batches
 
     for b in d["multiblock"]:  # stitched ciphers, MULTIBLOCK groups per lane
         assert b["engine_rc"] > 0 and b["decrypt_rc"] > 0
@@ -125,6 +131,14 @@ def test_known_answers(engine_path, offered_ciphers, family):
     fail = -1 if d["kind"] in ("gcm", "chacha") else 0
     assert neg["counts_disagree"] == fail
     assert neg["pipes_33_ctrl"] == 0 and neg["pipes_33_cipher"] == fail
+    if d["kind"] in ("gcm", "chacha"):
+        # 3 plaintext buffers for 4 records: the batch fails
+        assert neg["plain_counts_disagree"] == [1, fail]
+        # OUT_OF_PLACE 0: refused, and the records come from the inputs
+        assert neg["plain_when_off"] == [0, True]
+    else:
+        assert neg["plain_counts_disagree"][0] == 0 and neg["plain_when_off"][0] == 0
+    assert neg["plain_when_decrypting"] == 0
     if d["kind"] != "cbc":
         assert neg["missing_aad"] == fail
         assert neg["extra_aad"] == fail

@@ -240,6 +240,7 @@ PIPETLS_CMD_CBC_HMAC_MODE = ENGINE_CMD_BASE + 7
 PIPETLS_CMD_ADAPTIVE = ENGINE_CMD_BASE + 8
 PIPETLS_CMD_CPUS = ENGINE_CMD_BASE + 9
 PIPETLS_CMD_ASYNC = ENGINE_CMD_BASE + 10
+PIPETLS_CMD_OUT_OF_PLACE = ENGINE_CMD_BASE + 11
 
 # --------------------------------------------------------------------------
 # Callback types.  The Python objects made from these must be kept alive for

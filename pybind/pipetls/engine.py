@@ -86,6 +86,9 @@ class EngineStats:
     batch_ns: int = 0
     stream_calls: int = 0  # plain EVP use: TLS 1.3 records, lone CBC records, ...
     stream_bytes: int = 0
+    # records whose plaintext the lanes read from the caller's buffer (the
+    # patched libssl's out-of-place writes, patch 0004): no copy by libssl
+    plaintext_records: int = 0
     # CBC-HMAC records encrypted one at a time / in MULTIBLOCK groups of 4 / of 8
     cbc_hmac_stitched: int = 0
     cbc_hmac_mb4: int = 0
@@ -164,7 +167,7 @@ class EngineStats:
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
                   "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
-                  "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
+                  "plaintext_records", "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
                   "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
                   "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
                   "spin_stops", "stalls",
@@ -418,6 +421,20 @@ class Engine:
         value = in_range("async_pause", value, 0, 2)
         with self._lock:
             self._ctrl_string(self.handle, "ASYNC", value)
+
+    @property
+    def out_of_place(self) -> bool:
+        """OUT_OF_PLACE: on the patched libssl (openssl_patches/0004) the
+        AES-GCM and ChaCha20-Poly1305 ciphers read the plaintext of a
+        pipelined write from the caller's buffer, so the lanes copy it
+        (default True); False: libssl copies it first, as stock does."""
+        return bool(int(self.info().get("out_of_place", 1)))
+
+    @out_of_place.setter
+    def out_of_place(self, value: bool) -> None:
+        on = as_bool("out_of_place", value)
+        with self._lock:
+            self._ctrl_string(self.handle, "OUT_OF_PLACE", int(on))
 
     def set_stats_file(self, path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]) -> None:
         """Append the counters to ``path`` when the engine is unloaded

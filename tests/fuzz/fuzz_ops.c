@@ -13,9 +13,10 @@
  *   2 MAC_KEY   EVP_CTRL_AEAD_SET_MAC_KEY, 0..79 bytes
  *   3 IV_FIXED  EVP_CTRL_GCM_SET_IV_FIXED, arg 4, -1 (the whole IV) or other
  *   4 IVLEN     EVP_CTRL_AEAD_SET_IVLEN
- *   5 PIPES     one of the three EVP_CTRL_SET_PIPELINE_* ctrls: count -2..40,
- *               a NULL array or a NULL buffer in it, in place or not, lengths
- *               at or below capacity
+ *   5 PIPES     one of the three EVP_CTRL_SET_PIPELINE_* ctrls, or the
+ *               patched libssl's PLAINTEXT_BUFS (the input buffers as the
+ *               plaintexts): count -2..40, a NULL array or a NULL buffer in
+ *               it, in place or not, lengths at or below capacity
  *   6 CIPHER    EVP_Cipher: a pending batch, or one call on fresh buffers
  *               (in NULL = final, out NULL = AAD for the AEADs)
  *   7 UPDATE    EVP_CipherUpdate / EVP_CipherFinal_ex
@@ -24,7 +25,8 @@
  *  10 RESET     EVP_CIPHER_CTX_reset (cleanup) or free + new
  *  11 BATCH     a whole libssl-like batch: n AADs (n-1, n+1 ...), the three
  *               ctrls with count n (or one of them off), EVP_Cipher
- *  12 ENGINE    engine commands: MULTIBLOCK 0/1, INLINE_BELOW 0/16384
+ *  12 ENGINE    engine commands: MULTIBLOCK 0/1, INLINE_BELOW 0/16384,
+ *               OUT_OF_PLACE 0/1
  *
  * The pipe buffers: up to 40 slots, each with an input and an output buffer
  * of one capacity, made when first needed and alive until the input ends.
@@ -38,6 +40,7 @@
 #include <string.h>
 
 #define SLOTS 40
+#define PLAINTEXT_BUFS 0x2B /* EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS (patch 0004) */
 #define MAX_OPS 96
 #define BUDGET (256 * 1024) /* bytes of slot capacity per input */
 
@@ -249,6 +252,9 @@ static void pipe_ctrl(st *s, int which, int count, int null_array, int in_place,
     case 1:
         ctrl(s, EVP_CTRL_SET_PIPELINE_INPUT_BUFS, count, null_array ? NULL : ptrs);
         break;
+    case 3:
+        ctrl(s, PLAINTEXT_BUFS, count, null_array ? NULL : ptrs);
+        break;
     default:
         ctrl(s, EVP_CTRL_SET_PIPELINE_INPUT_LENS, count, null_array ? NULL : lens);
         break;
@@ -259,7 +265,7 @@ static void op_pipes(st *s)
 {
     uint8_t a = fz_u8(&s->r), b = fz_u8(&s->r);
 
-    pipe_ctrl(s, a % 3, (int)(b % 43) - 2, (a & 0xc0) == 0xc0, (a >> 2) & 1, (a >> 3) & 1,
+    pipe_ctrl(s, a % 4, (int)(b % 43) - 2, (a & 0xc0) == 0xc0, (a >> 2) & 1, (a >> 3) & 1,
         (a & 0xc0) == 0x80 ? (a >> 4) & 3 : -1);
 }
 
@@ -386,7 +392,8 @@ static void op_engine(st *s)
 {
     uint8_t b = fz_u8(&s->r);
 
-    fz_engine_cmd(b & 2 ? "INLINE_BELOW" : "MULTIBLOCK", b & 1 ? "1" : "0");
+    fz_engine_cmd(b & 4 ? "OUT_OF_PLACE" : b & 2 ? "INLINE_BELOW" : "MULTIBLOCK",
+        b & 1 ? "1" : "0");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -44,6 +44,8 @@ for name, res, args in [
 
 TLS1_AAD, MAC_KEY, IV_FIXED = 0x16, 0x17, 0x12
 OUT_BUFS, IN_BUFS, IN_LENS = 0x22, 0x23, 0x24
+# EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS of the patched libssl (openssl_patches/0004)
+PLAIN_BUFS = 0x2B
 
 FAMILIES = {
     # name: (nid short name, kind, key length, mac length)
@@ -129,9 +131,24 @@ class Fam:
         return r
 
 
-def run_batch(ctx, inputs, aads, in_place, n_aads=None, n_lens=None, extra_aads=0):
-    """Runs one pipelined batch on ctx; returns (rc, outputs, pads)."""
+def run_batch(ctx, inputs, aads, in_place, n_aads=None, n_lens=None, extra_aads=0,
+              plains=None, plain_at=0, n_plains=None):
+    """Runs one pipelined batch on ctx; returns (rc, outputs, pads).
+
+    plains: also hand the plaintexts over apart (PLAIN_BUFS, as the patched
+    libssl does); when the cipher takes them, the plaintext room of the
+    input buffers (at plain_at) is overwritten with 0xA5 first, so a cipher
+    that read it there would give other records."""
     n = len(inputs)
+    plain_ctrl = None
+    if plains is not None:
+        keep = [C.create_string_buffer(p, max(len(p), 1)) for p in plains]
+        m = n if n_plains is None else n_plains
+        plain_ctrl = L.EVP_CIPHER_CTX_ctrl(ctx, PLAIN_BUFS, m, (vp * m)(*[C.cast(b, vp) for b in keep[:m]]))
+        L.ERR_clear_error()
+        if plain_ctrl == 1:
+            inputs = [x[:plain_at] + b"\xa5" * len(p) + x[plain_at + len(p):]
+                      for x, p in zip(inputs, plains)]
     ins = [C.create_string_buffer(x, max(len(x), 1)) for x in inputs]
     outs = ins if in_place else [C.create_string_buffer(max(len(x), 1)) for x in inputs]
     pads = []
@@ -146,7 +163,7 @@ def run_batch(ctx, inputs, aads, in_place, n_aads=None, n_lens=None, extra_aads=
     r3 = L.EVP_CIPHER_CTX_ctrl(ctx, IN_LENS, n if n_lens is None else n_lens, lens)
     rc = L.EVP_Cipher(ctx, C.cast(outs[0], vp), C.cast(ins[0], vp), len(inputs[0]))
     L.ERR_clear_error()
-    return {"rc": rc, "ctrl": [r1, r2, r3], "pads": pads,
+    return {"rc": rc, "ctrl": [r1, r2, r3], "pads": pads, "plain_ctrl": plain_ctrl,
             "out": [o.raw[: len(x)] for o, x in zip(outs, inputs)]}
 
 
@@ -196,7 +213,12 @@ def main():
         recs = [f.enc_input(seq + i, p, rnd) for i, p in enumerate(plains)]
         inputs = [r[0] for r in recs]
         aads = [r[1] for r in recs] if recs[0][1] is not None else None
-        res = run_batch(enc_ctx, inputs, aads, in_place=bi % 2 == 0)
+        # every third batch hands the plaintexts over apart (taken by the
+        # AEAD families, refused by the others)
+        use_plain = bi % 3 == 2
+        res = run_batch(enc_ctx, inputs, aads, in_place=bi % 2 == 0,
+                        plains=plains if use_plain else None,
+                        plain_at=8 if f.kind == "gcm" else 0)
         ref = [ref_record(f, 1, x, a, iv_enc) for x, a in zip(inputs, aads or [None] * len(inputs))]
         if f.kind in ("hmac", "cbc"):
             iv_enc = ref[-1][-16:]
@@ -212,6 +234,7 @@ def main():
             "seq": seq, "plain": [p.hex() for p in plains], "input": [x.hex() for x in inputs],
             "aad": [a.hex() for a in aads] if aads else None,
             "engine": [o.hex() for o in res["out"]], "engine_rc": res["rc"],
+            "plain_ctrl": res["plain_ctrl"],
             "pads": res["pads"], "openssl": [o.hex() for o in ref],
             "decrypted": [o.hex() for o in dres["out"]], "decrypt_rc": dres["rc"],
             "iv": iv_dec.hex(),
@@ -257,6 +280,22 @@ def main():
     r = run_batch(ctx, inputs, aads, True, n_lens=3)
     neg["counts_disagree"] = r["rc"]
     L.EVP_CIPHER_CTX_free(ctx)
+    at = 8 if f.kind == "gcm" else 0
+    ctx = f.engine_ctx(1)
+    r = run_batch(ctx, inputs, aads, False, plains=plains, plain_at=at, n_plains=3)
+    neg["plain_counts_disagree"] = [r["plain_ctrl"], r["rc"]]
+    L.EVP_CIPHER_CTX_free(ctx)
+    ctx = f.engine_ctx(0)  # decrypting: the plaintext is what comes out
+    r = run_batch(ctx, inputs, aads, False, plains=plains, plain_at=at)
+    neg["plain_when_decrypting"] = r["plain_ctrl"]
+    L.EVP_CIPHER_CTX_free(ctx)
+    assert L.ENGINE_ctrl_cmd_string(e, b"OUT_OF_PLACE", b"0", 0) == 1
+    ctx = f.engine_ctx(1)
+    r = run_batch(ctx, inputs, aads, False, plains=plains, plain_at=at)
+    ref = [ref_record(f, 1, x, a, f.iv) for x, a in zip(inputs, aads or [None] * len(inputs))]
+    neg["plain_when_off"] = [r["plain_ctrl"], r["rc"] > 0 and r["out"] == ref if f.kind != "cbc" else None]
+    L.EVP_CIPHER_CTX_free(ctx)
+    assert L.ENGINE_ctrl_cmd_string(e, b"OUT_OF_PLACE", b"1", 0) == 1
     ctx = f.engine_ctx(1)
     P = vp * 33
     bufs = [C.create_string_buffer(16) for _ in range(33)]
