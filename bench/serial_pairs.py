@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,18 @@ def main() -> int:
         print(f"{name:10s} serial per batch {summary[name]['serial_us']:6.2f} us "
               f"[{min(serial):.2f}-{max(serial):.2f}]  wall per batch "
               f"{summary[name]['batch_us']:6.2f} us [{min(wall):.2f}-{max(wall):.2f}]")
+    # run r of every build was taken in the same round: the ratio of the
+    # first build's wall time to each other's, pair by pair, with a 95 %
+    # bootstrap interval of the median
+    names = list(runs)
+    rnd = random.Random(1)
+    for name in names[1:]:
+        ratio = [a["wall_ns"] / b["wall_ns"] for a, b in zip(runs[names[0]], runs[name])]
+        meds = sorted(statistics.median(rnd.choices(ratio, k=len(ratio))) for _ in range(2000))
+        summary[name]["wall_ratio"] = statistics.median(ratio)
+        summary[name]["wall_ratio_ci"] = [meds[50], meds[1949]]
+        print(f"wall per batch, {names[0]} / {name}: {statistics.median(ratio):.3f} "
+              f"[{meds[50]:.3f}-{meds[1949]:.3f}] (median of {len(ratio)} pairs, 95 % bootstrap)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args) | {"provider": str(module)},
                                                "summary": summary, "runs": runs}, indent=1,
