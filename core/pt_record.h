@@ -62,8 +62,8 @@ typedef struct {
     size_t len;
     /* Encrypting out of place (families with plain_in): the plaintext alone,
      * the length the AAD gives less any explicit nonce, read from here into
-     * its place in out (moved: it may overlap out); in is then not read.
-     * NULL: in holds the record. */
+     * its place in out (moved: it may overlap this record's out, never
+     * another record's); in is then not read. NULL: in holds the record. */
     const unsigned char *plain;
     unsigned char aad[PT_TLS_AAD_LEN]; /* as libssl gave it (families with TLS AAD) */
     unsigned char iv[16]; /* CBC families: the IV this record starts from */

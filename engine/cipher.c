@@ -273,8 +273,10 @@ static int pt_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
         if (!k->fam->plain_in || !EVP_CIPHER_CTX_is_encrypting(ctx)
             || !atomic_load_explicit(&out_of_place, memory_order_relaxed) || pt_async_wanted(1))
             return -1;
-        if (!set_pipes(c, &c->n_plain, arg, ptr) || pipes_of(c) == NULL)
+        /* a refusal, not a failure of the batch: libssl then copies */
+        if (ptr == NULL || arg < 1 || arg > PT_MAX_PIPES || pipes_of(c) == NULL)
             return 0;
+        c->n_plain = arg;
         memcpy(c->pipes->plain_bufs, ptr, sizeof(unsigned char *) * (size_t)arg);
         return 1;
 
@@ -358,10 +360,13 @@ static int do_pipeline(EVP_CIPHER_CTX *ctx, pt_ctx *c)
         if (f->tls_aad)
             memcpy(recs[i].aad, aad_at(c, i), PT_TLS_AAD_LEN);
     }
+    if (pt_conn_run(&c->conn, recs, n, EVP_CIPHER_CTX_is_encrypting(ctx),
+            EVP_CIPHER_CTX_iv_noconst(ctx))
+        != 0)
+        return -1;
     if (c->n_plain)
         pt_stats_plaintext(n);
-    return pt_conn_run(&c->conn, recs, n, EVP_CIPHER_CTX_is_encrypting(ctx),
-        EVP_CIPHER_CTX_iv_noconst(ctx));
+    return 0;
 fail:
     return -1;
 }
@@ -417,7 +422,8 @@ static int pt_do_cipher(EVP_CIPHER_CTX *ctx, unsigned char *out,
 
     PT_ENSURE(c->conn.base != NULL, failed, PT_R_NOT_INITIALISED, "cipher call without a key");
 
-    if (c->n_out || c->n_in || c->n_len || c->bad) {
+    /* plaintext buffers alone make a batch too: it fails (counts disagree) */
+    if (c->n_out || c->n_in || c->n_len || c->n_plain || c->bad) {
         int n = c->n_out;
 
         rc = do_pipeline(ctx, c);
@@ -458,6 +464,7 @@ EVP_CIPHER *pt_cipher_new(const pt_family *f)
     if (m == NULL
         || !EVP_CIPHER_meth_set_iv_length(m, f->iv_len)
         || !EVP_CIPHER_meth_set_flags(m, f->flags | EVP_CIPH_FLAG_PIPELINE
+                | (f->plain_in ? PT_CIPH_FLAG_PIPELINE_PLAINTEXT : 0)
                 | EVP_CIPH_ALWAYS_CALL_INIT | EVP_CIPH_CTRL_INIT
                 | EVP_CIPH_CUSTOM_COPY | EVP_CIPH_FLAG_DEFAULT_ASN1)
         || !EVP_CIPHER_meth_set_init(m, pt_init)

@@ -108,9 +108,10 @@
  *                 socket is readable, as openssl s_client does), 0 never.
  *  OUT_OF_PLACE   numeric 0 or 1 (default 1): with the patched libssl
  *                 (openssl_patches/0004), the AES-GCM and ChaCha20-Poly1305
- *                 ciphers take the plaintext of each record of a pipelined
- *                 write from the caller's buffer (the ctrl
- *                 EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS), so that the lanes
+ *                 ciphers (EVP_CIPH_FLAG_PIPELINE_PLAINTEXT) take the
+ *                 plaintext of each record of a pipelined write from the
+ *                 caller's buffer (EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS;
+ *                 not inside an ASYNC job that may pause), so that the lanes
  *                 copy it into the records (plaintext_records); 0: they
  *                 refuse it and libssl copies the plaintext first, serially,
  *                 as stock libssl does. Stock libssl never asks.

@@ -14,13 +14,18 @@
 
 /* The plaintext of each record of a pipelined TLS encryption, apart from its
  * input buffer: libssl with the pipetls patch series (0004) hands over the
- * caller's buffers, so that the lanes, not libssl, copy the plaintext into
- * the records. Defined there as EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS; stock
- * OpenSSL never sends it. */
+ * caller's buffers to a cipher with the flag, so that the lanes, not libssl,
+ * copy the plaintext into the records. Defined there as
+ * EVP_CIPH_FLAG_PIPELINE_PLAINTEXT and EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS;
+ * stock OpenSSL (3.0 to 3.5) uses neither number. The values are the
+ * patch's: were upstream to give these numbers other meanings, the engine
+ * would have to follow its headers (the #ifdef). */
 #ifdef EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS
 #define PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS
+#define PT_CIPH_FLAG_PIPELINE_PLAINTEXT EVP_CIPH_FLAG_PIPELINE_PLAINTEXT
 #else
 #define PT_CTRL_SET_PIPELINE_PLAINTEXT_BUFS 0x2B
+#define PT_CIPH_FLAG_PIPELINE_PLAINTEXT 0x10000000
 #endif
 
 /* What the EVP_CTRL_SET_PIPELINE_* ctrls and the TLS AADs after the first

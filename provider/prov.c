@@ -16,6 +16,10 @@
  *     ASYNC = 2            (optional: inside an OpenSSL ASYNC job, a data
  *                           update on the lanes pauses the job: 0 never,
  *                           1 encrypting only, 2 both; default 2)
+ *     ADAPTIVE = 1         (optional: workers take records only where a
+ *                           core is free, as the engine's ADAPTIVE; 0: every
+ *                           update of INLINE_BELOW bytes or more goes to the
+ *                           lanes; default 1)
  * The same settings may be given as OSSL_PROVIDER_load_ex() parameters.
  *
  * Provider parameters (OSSL_PROVIDER_get_params), besides name, version,
@@ -247,13 +251,13 @@ static int conf_number(const char *s, long *v)
     return errno == 0 && end != s && *end == '\0';
 }
 
-/* THREADS, INLINE_BELOW and ASYNC from the provider's configuration
- * section (or OSSL_PROVIDER_load_ex parameters). 1 or 0 (then the load
- * fails). */
+/* THREADS, INLINE_BELOW, ASYNC and ADAPTIVE from the provider's
+ * configuration section (or OSSL_PROVIDER_load_ex parameters). 1 or 0 (then
+ * the load fails). */
 static int configure(const OSSL_CORE_HANDLE *handle, OSSL_FUNC_core_get_params_fn *get_params)
 {
-    const char *threads = NULL, *inline_below = NULL, *async = NULL;
-    OSSL_PARAM p[4];
+    const char *threads = NULL, *inline_below = NULL, *async = NULL, *adaptive = NULL;
+    OSSL_PARAM p[5];
     long v;
 
     if (get_params == NULL)
@@ -261,7 +265,8 @@ static int configure(const OSSL_CORE_HANDLE *handle, OSSL_FUNC_core_get_params_f
     p[0] = OSSL_PARAM_construct_utf8_ptr("THREADS", (char **)&threads, 0);
     p[1] = OSSL_PARAM_construct_utf8_ptr("INLINE_BELOW", (char **)&inline_below, 0);
     p[2] = OSSL_PARAM_construct_utf8_ptr("ASYNC", (char **)&async, 0);
-    p[3] = OSSL_PARAM_construct_end();
+    p[3] = OSSL_PARAM_construct_utf8_ptr("ADAPTIVE", (char **)&adaptive, 0);
+    p[4] = OSSL_PARAM_construct_end();
     if (!get_params(handle, p))
         return 1; /* no configuration */
     if (threads != NULL)
@@ -274,6 +279,9 @@ static int configure(const OSSL_CORE_HANDLE *handle, OSSL_FUNC_core_get_params_f
     if (async != NULL)
         PT_ENSURE(conf_number(async, &v) && pt_set_async_pause(v), fail, PT_R_BAD_ARGUMENT,
             "pipetls ASYNC must be 0, 1 or 2, got \"%s\"", async);
+    if (adaptive != NULL)
+        PT_ENSURE(conf_number(adaptive, &v) && pt_lanes_set_adaptive(v), fail, PT_R_BAD_ARGUMENT,
+            "pipetls ADAPTIVE must be 0 or 1, got \"%s\"", adaptive);
     return 1;
 fail:
     return 0;

@@ -5,9 +5,11 @@ libssl no longer copies the plaintext of a pipelined write into its write
 buffer before the batch (serially): it reserves the room and hands the
 caller's buffers to the ENGINE cipher (EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS);
 the engine's AES-GCM and ChaCha20-Poly1305 lanes copy it into the records,
-in parallel (``plaintext_records`` in the statistics). A cipher that refuses
-the ctrl (the engine's CBC-HMAC ciphers, or any cipher with the engine's
-``OUT_OF_PLACE = 0``) gets the plaintext copied by libssl, as before.
+in parallel (``plaintext_records`` in the statistics). A cipher without
+EVP_CIPH_FLAG_PIPELINE_PLAINTEXT (the engine's CBC-HMAC ciphers) gets the
+plaintext copied by libssl as before; one with the flag that refuses the
+ctrl (the engine's ``OUT_OF_PLACE = 0``) gets it copied by libssl's
+fallback, after the room was reserved.
 
 The patched ``openssl s_server`` (pipelining from openssl.cnf, patch 0001)
 sends 16 MiB in 16 KiB writes split into batches of 4 records
@@ -105,10 +107,11 @@ def test_out_of_place_off_lets_libssl_copy(tmp_path, prefix, openssl35, engine35
     assert st.plaintext_records == 0 and batched_records(st) > 0, st
 
 
-def test_cbc_hmac_refuses_and_libssl_copies(tmp_path, prefix, openssl35, engine35, certs):
-    """The engine's stitched CBC-HMAC ciphers refuse the plaintext buffers
-    (their records are laid out by OpenSSL's TLS mode): libssl's fallback
-    copy feeds them, pipelined, and stock decrypts every record."""
+def test_cbc_hmac_keeps_the_copy(tmp_path, prefix, openssl35, engine35, certs):
+    """The engine's stitched CBC-HMAC ciphers do not take plaintext buffers
+    (no EVP_CIPH_FLAG_PIPELINE_PLAINTEXT: OpenSSL's TLS mode lays out their
+    records): libssl copies as before, pipelined, and stock decrypts every
+    record."""
     st = send_bulk(tmp_path, prefix, openssl35, certs, engine35, "AES128-SHA", 1,
                    extra_client=["-no_etm"])
     assert st.plaintext_records == 0 and batched_records(st) > 0, st

@@ -1038,6 +1038,7 @@ static int test_badconf(void)
         { "INLINE_BELOW", "-1", "pipetls INLINE_BELOW must be 0..1073741824 bytes" },
         { "ASYNC", "3", "pipetls ASYNC must be 0, 1 or 2" },
         { "ASYNC", "on", "pipetls ASYNC must be 0, 1 or 2" },
+        { "ADAPTIVE", "2", "pipetls ADAPTIVE must be 0 or 1" },
     };
     size_t i;
 
@@ -1369,13 +1370,17 @@ static int test_async(void)
 /* MODULE "--conf": the provider "pipetls" as openssl.cnf configures it. */
 static int load(const char *module)
 {
-    char threads[] = "2", inline_below[] = "8192";
-    OSSL_PARAM p[3];
+    /* ADAPTIVE 0: these tests check callers and workers on the same
+     * updates (the stats test, that the second lane did work), which
+     * adaptive lanes would keep in the caller on a loaded machine */
+    char threads[] = "2", inline_below[] = "8192", adaptive[] = "0";
+    OSSL_PARAM p[4];
     int i;
 
     p[0] = OSSL_PARAM_construct_utf8_string("THREADS", threads, 0);
     p[1] = OSSL_PARAM_construct_utf8_string("INLINE_BELOW", inline_below, 0);
-    p[2] = OSSL_PARAM_construct_end();
+    p[2] = OSSL_PARAM_construct_utf8_string("ADAPTIVE", adaptive, 0);
+    p[3] = OSSL_PARAM_construct_end();
     /* --conf: the configuration first, its errors reported (OpenSSL's
      * implicit load at init would not say why our section failed) */
     if (strcmp(module, "--conf") == 0
