@@ -201,3 +201,54 @@ def test_scaling_script_quick(engine_path, tmp_path):
         == 2 * 2 + 2 * 2  # write, read x mp; busy x mp x connections
     bad = subprocess.run(["bash", str(script), "--nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument: --nope" in bad.stderr
+
+
+def test_control_rows(engine_path):
+    """--control: after each pipelined write and read row (lanes 2,
+    max_pipelines 8) a control row of the same pairs, stock on 2
+    connections at once, each moving the pair's bytes; its ratio is per
+    byte, the pipetls row carries its share of the control; max_pipelines 1
+    and latency rows get none."""
+    p = run_bench(engine_path, "--scenario", "write,read,latency", "--cipher", "AES-128-GCM",
+                  "--max-pipelines", "1,8", "--lanes", "2", "--pairs", "2", "--pair-bytes", "2M",
+                  "--write-size", "64K", "--control", "--json", "-")
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(p.stdout)
+    assert doc["config"]["control"] is True
+    rows = doc["results"]
+    kinds = [(r["scenario"], r["max_pipelines"], r["control"]) for r in rows]
+    assert kinds == [("write", 1, False), ("write", 8, False), ("write", 8, True),
+                     ("read", 1, False), ("read", 8, False), ("read", 8, True),
+                     ("latency", 1, False)], kinds
+    for i, r in enumerate(rows):
+        assert r["steal_fraction"] is None or 0.0 <= r["steal_fraction"] <= 1.0, r
+        if not r["control"]:
+            assert (r["of_control"] is None) == (rows[i + 1:i + 2] == []
+                                                 or not rows[i + 1]["control"]), r
+            continue
+        piped = rows[i - 1]
+        assert r["baseline"] == "control: 2 stock connections on 2 threads"
+        assert r["bound"] == 2.0 and r["batches"] == 0 and r["efficiency"] <= 1.0
+        shares = []
+        for pc, pp in zip(r["pairs"], piped["pairs"]):
+            # the same stock side in both rows, the control moving twice its bytes
+            assert pc["stock_s"] == pp["stock_s"] and pc["order"] == pp["order"]
+            assert pc["control_bytes"] == 2 * pc["stock_bytes"] > 0 and pc["control_s"] > 0
+            per_byte = (pc["stock_s"] / pc["stock_bytes"]) / (pc["control_s"] / pc["control_bytes"])
+            assert pc["ratio"] == pytest.approx(per_byte, rel=1e-3)
+            shares.append((pc["control_s"] / pc["control_bytes"])
+                          / (pp["pipetls_s"] / pp["pipetls_bytes"]))
+        assert r["speedup"] == pytest.approx(statistics.median(p["ratio"] for p in r["pairs"]),
+                                             rel=1e-3)
+        assert piped["of_control"] == pytest.approx(statistics.median(shares), rel=1e-3)
+        assert piped["of_control_lo"] <= piped["of_control"] <= piped["of_control_hi"]
+        # GB/s per byte too: the control's aggregate rate
+        rate = statistics.median(pc["control_bytes"] / pc["control_s"] for pc in r["pairs"])
+        assert r["pipetls_gbps"] * 1e9 == pytest.approx(rate, rel=0.35)
+    assert "pipetls reached, of the control's throughput" in p.stderr + p.stdout
+
+
+def test_control_needs_a_row_to_control(engine_path):
+    p = run_bench(engine_path, "--scenario", "write", "--lanes", "1", "--control")
+    assert p.returncode != 0
+    assert "--control" in p.stderr and "more than one lane" in p.stderr, p.stderr[-2000:]

@@ -152,13 +152,10 @@ def test_info_names_the_paths_the_library_takes(prefix, module35, certs, engine3
 
 # ------------------------------------------------------------- pipetls bench
 
-def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
-    """``pipetls bench --openssl patched --tls 1.3`` started on the system's
-    OpenSSL (PIPETLS_OPENSSL unset, the prefix found in the build cache)
-    runs again on the patched build and writes the rows: write, read,
-    latency and loopback per suite, each with its pairs, the provider's
-    counters (batches of max_pipelines records on the pipelined rows), the
-    bound and efficiency.  Nothing here is about time."""
+def _bench_env(prefix, module35, tmp_path):
+    """The environment of a ``pipetls bench --openssl patched`` started on
+    the system's OpenSSL: PIPETLS_OPENSSL unset, the prefix found in the
+    build cache."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PIPETLS_OPENSSL", "LD_LIBRARY_PATH", "OPENSSL_CONF")}
     env["PIPETLS_PROVIDER"] = str(module35)
@@ -178,6 +175,17 @@ def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
                 {"name": "0001-ssl-conf-pipelining-commands.patch"},
                 {"name": "0002-tls13-provider-cipher-pipelining.patch"}]}))
         env["PIPETLS_CACHE"] = str(entry.parent)
+    return env
+
+
+def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
+    """``pipetls bench --openssl patched --tls 1.3`` started on the system's
+    OpenSSL (PIPETLS_OPENSSL unset, the prefix found in the build cache)
+    runs again on the patched build and writes the rows: write, read,
+    latency and loopback per suite, each with its pairs, the provider's
+    counters (batches of max_pipelines records on the pipelined rows), the
+    bound and efficiency.  Nothing here is about time."""
+    env = _bench_env(prefix, module35, tmp_path)
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pipetls", "bench", "--openssl", "patched", "--tls", "1.3",
@@ -209,6 +217,33 @@ def test_bench_openssl_patched_tls13(prefix, module35, tmp_path):
         assert r["counters"].get("failed_batches", 0) == 0, r
         assert sum(v for k, v in r["counters"].items()
                    if k.startswith("hist.") and int(k[5:]) > 1) > 0, r
+
+
+def test_bench_control_rows_tls13(prefix, module35, tmp_path):
+    """``--control`` on the patched build, TLS 1.3 through the provider:
+    each write and read row is followed by its control row (stock, the
+    default provider, on LANES connections at once), whose pairs move LANES
+    times the stock side's bytes; the provider's row carries its share."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.fail("the control needs 2 lanes: this machine has one CPU")
+    env = _bench_env(prefix, module35, tmp_path)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipetls", "bench", "--openssl", "patched", "--tls", "1.3",
+         "--cipher", "AES-256-GCM", "--pairs", "2", "--pair-bytes", "1M",
+         "--scenario", "write,read", "--control", "--json", str(out)],
+        capture_output=True, text=True, timeout=1200, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["scenario"], r["control"]) for r in rows] == [
+        ("write", False), ("write", True), ("read", False), ("read", True)], rows
+    for piped, ctl in (rows[0:2], rows[2:4]):
+        lanes = piped["lanes"]
+        assert lanes >= 2 and piped["path"] == "provider" and piped["batches"] > 0, piped
+        assert ctl["baseline"] == "control: %d stock connections on %d threads" % (lanes, lanes)
+        assert piped["of_control_lo"] <= piped["of_control"] <= piped["of_control_hi"], piped
+        for pc in ctl["pairs"]:
+            assert pc["control_bytes"] == lanes * pc["stock_bytes"] > 0, pc
 
 
 def test_bench_path_provider_refuses_tls12_where_libssl_does_not(prefix, module35):

@@ -23,10 +23,10 @@ from typing import Optional
 from .. import _ffi
 from .._ffi import check_ptr
 from ..engine import Engine
-from .harness import Conn, handshake, write_all
+from .harness import BIO_CTRL_INFO, Conn, handshake, read_all, write_all
 from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
-__all__ = ["busy_run", "per_connection_bytes"]
+__all__ = ["busy_run", "control_run", "per_connection_bytes"]
 
 
 def per_connection_bytes(pair_bytes: int, connections: int, write_size: int) -> int:
@@ -85,6 +85,78 @@ def busy_run(st: Setup, engine: Pipetls, pipelined: bool, connections: int,
         m = probe.measurement(dt, per_conn * connections)
         if errors:
             raise RuntimeError("bench busy: a writer failed: %s" % errors[0])
+        return m
+    finally:
+        for s, c in pairs:
+            c.close()
+            s.close()
+        sctx.close()
+        cctx.close()
+
+
+def control_run(st: Setup, engine: Pipetls, scenario: str, total: int, threads: int) -> Measurement:
+    """The control side of a write or read pair (``pipetls bench
+    --control``): stock (max_pipelines 1, no engine, the default provider)
+    on ``threads`` connections at once, one thread each, each moving its
+    share of ``total`` bytes; the time is from the barrier's release to the
+    last thread's end. Two whole connections on two cores is the most any
+    pipelining of one connection could get from them: the ceiling this
+    machine allows in the same pairs."""
+    if scenario == "write":
+        return busy_run(st, engine, False, threads, per_connection_bytes(total, threads,
+                        st.write_size), threads)
+    if scenario != "read":
+        raise ValueError("control_run: write or read, not %r" % scenario)
+    use_engine(engine, False, threads)
+    sctx, cctx = contexts(st, False)
+    pairs: list[tuple[Conn, Conn]] = []
+    errors: list[BaseException] = []
+    share = per_connection_bytes(total, threads, st.write_size)
+    try:
+        wbuf = ctypes.create_string_buffer(st.write_size)
+        ctypes.memset(wbuf, 0x5A, len(wbuf))
+        for _ in range(threads):
+            s, c = Conn(sctx), Conn(cctx)
+            pairs.append((s, c))
+            handshake(s, c)
+            # the ciphertext, untimed, then read from a read-only BIO (as one_run)
+            write_all(s.ssl, wbuf, share, st.write_size)
+            ptr = ctypes.c_void_p()
+            length = _ffi.BIO_ctrl(s.wbio, BIO_CTRL_INFO, 0, ctypes.byref(ptr))
+            ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
+            _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
+            c.rbio = ro
+        bufs = [ctypes.create_string_buffer(1 << 18) for _ in range(threads)]
+        barrier = threading.Barrier(threads + 1)
+
+        def reader(c: Conn, buf: ctypes.Array[ctypes.c_char]) -> None:
+            try:
+                barrier.wait()
+                read_all(c.ssl, buf, share)
+            except BaseException as e:  # reported by the caller
+                errors.append(e)
+
+        workers = [threading.Thread(target=reader, args=(c, buf), daemon=True)
+                   for (_, c), buf in zip(pairs, bufs)]
+        try:
+            for t in workers:
+                t.start()
+            probe = Probe(engine, False)
+            probe.start()
+            barrier.wait()
+        except BaseException:
+            barrier.abort()
+            for t in workers:
+                if t.is_alive():
+                    t.join()
+            raise
+        t0 = time.perf_counter()
+        for t in workers:
+            t.join()
+        dt = time.perf_counter() - t0
+        m = probe.measurement(dt, share * threads)
+        if errors:
+            raise RuntimeError("bench control: a reader failed: %s" % errors[0])
         return m
     finally:
         for s, c in pairs:

@@ -40,6 +40,17 @@ Scenarios (see docs/performance.md for how to read the output):
     (``?provider=pipetls``; ``--path`` chooses engine or provider), the
     stock side is that build's default provider with max_pipelines 1.
 
+``--control`` (write and read rows with more than one lane and
+``max_pipelines`` above 1)
+    a third side in every pair: stock on LANES connections at once, one
+    thread each, each moving ``--pair-bytes`` (the harness of ``busy``;
+    for reads each connection's ciphertext is made untimed), compared per
+    byte.  Its row
+    (baseline "control: N stock connections on N threads") is the ceiling
+    those cores give a pipelining of one connection in the same pairs: N
+    whole connections share nothing.  The pipetls row gets ``of_control``,
+    the median of control time / pipetls time with its interval.
+
 Every row is ``--pairs`` (40) interleaved pairs: stock then pipetls, then
 pipetls then stock, and so on, each side moving ``--pair-bytes`` (16 MiB;
 ``small`` 1 MiB, ``medium`` 16 MiB, ``large`` 32 MiB).  The speedup is the
@@ -176,6 +187,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "pipelines --tls through it, else the engine")
     p.add_argument("--read-buf", type=_size, default=None,
                    help="pipetls read buffer (default: room for max_pipelines records)")
+    p.add_argument("--control", action="store_true",
+                   help="write and read rows (lanes > 1, max_pipelines > 1): a third side in "
+                   "every pair, stock on LANES connections at once, one thread each, and a "
+                   "control row: the ceiling these cores give in the same pairs")
     p.add_argument("--engine", default=None, help="engine .so (default: the bundled one)")
     e = p.add_argument_group("evp scenario")
     e.add_argument("--pipes", type=int, choices=range(1, 33), default=32, metavar="N",
@@ -277,6 +292,14 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("pipetls bench: give both --cert and --key, or neither")
     if args.plot:
         plot_check(args.plot)
+    if args.control:
+        lane_values = args.lanes or [os.cpu_count() or 1]
+        if (not {"write", "read"} & set(args.scenario) or max(lane_values) < 2
+                or max(args.max_pipelines) < 2):
+            raise SystemExit("pipetls bench --control: it measures write and read rows with "
+                             "more than one lane (--lanes, default the online CPUs: %d) and "
+                             "--max-pipelines above 1; this run has none"
+                             % (os.cpu_count() or 1))
     provider = None
     if "evp" not in args.scenario or len(args.scenario) > 1:
         provider = _choose_provider(args, args.lanes)
@@ -302,6 +325,7 @@ def main(args: argparse.Namespace) -> int:
                       lanes=args.lanes, pairs=tls_pairs, tls=args.tls, read_buf=args.read_buf,
                       engine_path=args.engine, certfile=args.cert, keyfile=args.key,
                       progress=progress, connections=args.connections, row_done=row_done,
+                      control=args.control,
                       evp={"pipes": args.pipes, "size": args.pipe_size, "pairs": evp_pairs,
                            "batches": args.batches, "provider_path": args.provider})
     doc: dict[str, Any] = {"machine": machine_info(),
@@ -313,7 +337,7 @@ def main(args: argparse.Namespace) -> int:
                                    "seed": BOOTSTRAP_SEED, "max_rel_width": MAX_REL_WIDTH},
                       "pipes": args.pipes, "pipe_size": args.pipe_size,
                       "batches": args.batches,
-                      "tls": args.tls, "openssl": args.openssl,
+                      "tls": args.tls, "openssl": args.openssl, "control": args.control,
                       "path": "provider" if provider is not None else "engine",
                       "command": " ".join(["pipetls", "bench"] + sys.argv[2:])},
            "results": [asdict(r) for r in results]}

@@ -15,7 +15,7 @@ from ..context import Context
 from ..engine import Engine
 from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
-__all__ = ["one_run", "Conn", "handshake", "write_all"]
+__all__ = ["one_run", "Conn", "handshake", "write_all", "read_all", "BIO_CTRL_INFO"]
 
 BIO_CTRL_INFO = 3  # bio.h: BIO_get_mem_data
 
@@ -111,7 +111,7 @@ def _harness_time(calls: int, buf: Any, size: int) -> float:
         _ffi.BIO_free(sink)
 
 
-def _read_all(ssl: Optional[int], buf: Any, total: int) -> int:
+def read_all(ssl: Optional[int], buf: Any, total: int) -> int:
     got = ctypes.c_size_t()
     done = 0
     read_ex = _ffi.SSL_read_ex
@@ -158,7 +158,7 @@ def one_run(st: Setup, engine: Pipetls, pipelined: bool, scenario: str, total: i
         rbuf = ctypes.create_string_buffer(1 << 18)
         probe.start()
         t0 = time.perf_counter()
-        got = _read_all(c.ssl, rbuf, total)
+        got = read_all(c.ssl, rbuf, total)
         return probe.measurement(time.perf_counter() - t0, got)
     finally:
         c.close()

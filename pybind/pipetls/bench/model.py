@@ -4,6 +4,7 @@ table, the result record, the Amdahl bound, and the contexts of one setup."""
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
@@ -15,7 +16,8 @@ from ..engine import Engine, EngineStats
 from ..provider import Provider
 
 __all__ = ["CIPHERS", "TLS13_SUITES", "SCENARIOS", "BenchResult", "Setup", "amdahl_bound",
-           "median_interval", "bootstrap_median", "busy_lanes", "verdict", "serial_time", "use_engine",
+           "median_interval", "bootstrap_median", "cpu_clock", "steal_fraction", "busy_lanes",
+           "verdict", "serial_time", "use_engine",
            "contexts", "Meter", "Pipetls", "BOOTSTRAP_SEED", "BOOTSTRAP_RESAMPLES", "MAX_REL_WIDTH",
            "PAIR_BYTES_PRESETS", "counter_delta", "parse_counters", "Measurement", "Probe"]
 
@@ -95,6 +97,46 @@ class BenchResult:
     # "provider" (SSL_CTX made with ?provider=pipetls; patch 0002 for TLS 1.3)
     path: str = "engine"
     openssl: str = ""  # the libssl of the run (OpenSSL_version)
+    # --control: True on a control row (stock on ``lanes`` connections at
+    # once, one thread each: the ceiling of the same pairs); on the pipetls
+    # row, the median over the pairs of control time / pipetls time (what
+    # share of that ceiling pipetls reached) with its bootstrap interval
+    control: bool = False
+    # the share of the machine's CPU time its hypervisor gave to others
+    # while the row's pairs ran (/proc/stat steal; None where unknown)
+    steal_fraction: Optional[float] = None
+    of_control: Optional[float] = None
+    of_control_lo: Optional[float] = None
+    of_control_hi: Optional[float] = None
+
+
+def cpu_clock() -> tuple[float, Optional[int], int]:
+    """(now, the system's steal ticks so far or None, online CPUs): what
+    :func:`steal_fraction` compares."""
+    now = time.perf_counter()
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        steal: Optional[int] = int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        steal = None
+    return now, steal, os.cpu_count() or 1
+
+
+def steal_fraction(before: tuple[float, Optional[int], int],
+                   after: tuple[float, Optional[int], int]) -> Optional[float]:
+    """The share of all CPUs' time between two :func:`cpu_clock` readings
+    that the hypervisor ran something else on them (steal), or None where
+    /proc/stat has no steal count.  Ticks are of 1/SC_CLK_TCK s (usually
+    10 ms): meaningful over a row of pairs, not over one run."""
+    (t0, s0, cpus), (t1, s1, _) = before, after
+    if s0 is None or s1 is None or t1 <= t0:
+        return None
+    try:
+        tick = float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError):
+        tick = 100.0
+    return round(min(max((s1 - s0) / tick / ((t1 - t0) * cpus), 0.0), 1.0), 4)
 
 
 def amdahl_bound(lanes: float, t_total: float, t_crypto: float) -> float:

@@ -73,6 +73,24 @@ def print_results(console: Any, doc: dict[str, Any], results: list[BenchResult],
                       "batches): " + ", ".join(
                           "%s mp=%d %.2f" % (r.cipher, r.max_pipelines, r.mean_batch)
                           for r in reads))
+    stolen = [r for r in results if r.steal_fraction and not r.control]
+    if stolen:
+        console.print("steal: the share of the CPUs' time the hypervisor gave to other work "
+                      "while a row's pairs ran (/proc/stat): " + ", ".join(
+                          "%s %s mp=%d %.0f%%" % (r.scenario, r.cipher, r.max_pipelines,
+                                                  100 * (r.steal_fraction or 0.0))
+                          for r in stolen))
+    shares = [r for r in results if r.of_control is not None]
+    if shares:
+        console.print(
+            "control (--control): a third side in every pair, stock on LANES connections at "
+            "once (one thread each, each moving the pair's bytes); its row's speedup is the ceiling "
+            "these cores give in the same pairs. pipetls reached, of the control's "
+            "throughput (median of control time / pipetls time [95%]): " + ", ".join(
+                "%s %s mp=%d lanes=%d %.0f%% [%.0f-%.0f]"
+                % (r.scenario, r.cipher, r.max_pipelines, r.lanes, 100 * (r.of_control or 0),
+                   100 * (r.of_control_lo or 0), 100 * (r.of_control_hi or 0))
+                for r in shares))
     evp = [r for r in results if r.scenario == "evp"]
     if evp:
         console.print(
@@ -126,7 +144,7 @@ def _series(results: list[BenchResult]) -> dict[str, list[BenchResult]]:
     """Rows by what stays fixed along a line against lanes."""
     out: dict[str, list[BenchResult]] = {}
     for r in results:
-        if r.scenario in ("latency", "evp"):
+        if r.scenario in ("latency", "evp") or r.control:
             continue
         name = "%s %s mp=%d" % (r.scenario, r.cipher, r.max_pipelines)
         if r.scenario == "busy":
@@ -223,7 +241,8 @@ def plot(results: list[BenchResult], path: str) -> None:
         return
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    rows = [r for r in results if r.scenario in ("write", "read", "loopback", "busy")]
+    rows = [r for r in results if r.scenario in ("write", "read", "loopback", "busy")
+            and not r.control]
     if not rows:
         raise SystemExit("pipetls bench --plot: no write/read/loopback rows to plot")
     top_mp = max(r.max_pipelines for r in rows)

@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterable, Optional
 from .. import _ffi
 from ..engine import Engine, load_engine
 from ..provider import Provider
-from .busy import busy_run, per_connection_bytes
+from .busy import busy_run, control_run, per_connection_bytes
 from .harness import one_run
 from .loopback import loopback_run
 from .model import (CIPHERS, TLS13_SUITES, BenchResult, Measurement, Pipetls, Setup,
-                    amdahl_bound,
+                    amdahl_bound, cpu_clock, steal_fraction,
                     bootstrap_median, busy_lanes, serial_time, verdict)
 
 __all__ = ["run", "machine_info", "default_read_buf", "DEFAULT_PAIRS", "DEFAULT_PAIR_BYTES",
@@ -60,7 +60,7 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
         evp: Optional[dict[str, Any]] = None, pairs: Optional[int] = None,
         connections: Iterable[int] = DEFAULT_CONNECTIONS,
         row_done: Optional[Callable[[BenchResult], object]] = None,
-        provider: Optional[Provider] = None) -> list[BenchResult]:
+        provider: Optional[Provider] = None, control: bool = False) -> list[BenchResult]:
     """Runs the benchmark and returns one BenchResult per row.
 
     Every row is ``pairs`` (default 40; ``reps`` is the older name)
@@ -75,7 +75,14 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
     ``provider``: the pipetls side is the provider's (its SSL_CTX made with
     ``?provider=pipetls``, the engine not loaded; lanes: the provider's
     THREADS, a load-time setting), the stock side the default provider's,
-    with ``max_pipelines`` 1."""
+    with ``max_pipelines`` 1.
+
+    ``control``: the write and read rows with more than one lane and
+    ``max_pipelines`` above 1 get a third side in every pair,
+    :func:`pipetls.bench.busy.control_run` (stock on ``lanes`` connections
+    at once, one thread each, each moving the pair's bytes), and a control row
+    after theirs: the ceiling those cores give a pipelining of one
+    connection in the same pairs."""
     scenarios = list(scenarios)
     n_pairs = pairs if pairs is not None else (reps if reps is not None else DEFAULT_PAIRS)
     if n_pairs < 1:
@@ -148,23 +155,37 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
                     return busy_run(st, engine, piped, conns, per_conn, lane)
                 return one_run(st, engine, piped, scenario, n_bytes, lane)
 
+            with_control = control and scenario in ("write", "read") and lane > 1 and mp > 1
             measured: list[tuple[str, Measurement, Measurement]] = []
+            controls: list[Measurement] = []
+            clock0 = cpu_clock()
             for k in range(n_pairs):
                 if progress:
                     progress(i * n_pairs + k, steps, "%s pair %d/%d" % (what, k + 1, n_pairs))
+                # the order alternates: stock, pipetls (, control) then the reverse
                 if k % 2 == 0:
                     a = side(False)
                     b = side(True)
+                    if with_control:
+                        controls.append(control_run(st, engine, scenario, n_bytes * lane, lane))
                     measured.append(("stock-first", a, b))
                 else:
+                    if with_control:
+                        controls.append(control_run(st, engine, scenario, n_bytes * lane, lane))
                     b = side(True)
                     a = side(False)
                     measured.append(("pipetls-first", a, b))
-            r = _row(scenario, cipher, mp, lane, conns, tls, size, measured,
-                     "provider" if provider is not None else "engine")
-            results.append(r)
-            if row_done:
-                row_done(r)
+            path = "provider" if provider is not None else "engine"
+            r = _row(scenario, cipher, mp, lane, conns, tls, size, measured, path)
+            r.steal_fraction = steal_fraction(clock0, cpu_clock())
+            rows = [r]
+            if with_control:
+                rows.append(_control_row(r, measured, controls, scenario, cipher, mp, lane,
+                                         tls, size, path))
+            for row in rows:
+                results.append(row)
+                if row_done:
+                    row_done(row)
         if progress:
             progress(steps, steps, "done")
     finally:
@@ -213,12 +234,15 @@ def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, s
                       "efficiency": round(ratio / bound, 5)})
     stock_s = [a.seconds for _, a, _ in measured]
     pipe_s = [b.seconds for _, _, b in measured]
+    # the pipetls side's time for the stock side's bytes (a control side moves more)
+    pipe_norm = [b.seconds * a.nbytes / b.nbytes if b.nbytes else b.seconds
+                 for _, a, b in measured]
     n_bytes = measured[0][1].nbytes
     speedup = statistics.median(ratios)
     lo, hi = bootstrap_median(ratios)
     word, conclusive = verdict(speedup, lo, hi)
     eff_raw = statistics.median(effs)
-    t_stock, t_pipe = statistics.median(stock_s), statistics.median(pipe_s)
+    t_stock, t_pipe = statistics.median(stock_s), statistics.median(pipe_norm)
     if scenario == "latency":
         writes = n_bytes / size
         s_val, p_val, unit = t_stock / writes * 1e6, t_pipe / writes * 1e6, "us/write"
@@ -246,6 +270,38 @@ def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, s
         unit=unit, speedup_lo=round(lo, 4), speedup_hi=round(hi, 4),
         interval_confidence=0.95, interval_method="bootstrap", verdict=word,
         conclusive=conclusive, pairs=pairs, connections=conns, counters=counters)
+
+
+def _control_row(r: BenchResult, measured: list[tuple[str, Measurement, Measurement]],
+                 controls: list[Measurement], scenario: str, cipher: str, mp: int, lane: int,
+                 tls: str, size: int, path: str) -> BenchResult:
+    """The control row of ``r``'s pairs (stock on ``lane`` connections at
+    once against stock on one: the ceiling), and on ``r`` the share of that
+    ceiling pipetls reached (control time / pipetls time, pair by pair)."""
+    ctl = _row(scenario, cipher, mp, lane, 1, tls, size,
+               [(o, a, c) for (o, a, _), c in zip(measured, controls)], path)
+    shares = [(c.seconds / c.nbytes) / (b.seconds / b.nbytes)
+              for (_, _, b), c in zip(measured, controls)]
+    r.of_control = round(statistics.median(shares), 4)
+    lo, hi = bootstrap_median(shares)
+    r.of_control_lo, r.of_control_hi = round(lo, 4), round(hi, 4)
+    # no serial part on the control side: its bound is the cores it has
+    ctl.control = True
+    ctl.steal_fraction = r.steal_fraction
+    ctl.baseline = "control: %d stock connections on %d threads" % (lane, lane)
+    ctl.bound = float(lane)
+    eff = ctl.speedup / ctl.bound
+    ctl.efficiency, ctl.efficiency_raw, ctl.efficiency_clamped = \
+        round(min(eff, 1.0), 4), round(eff, 4), eff > 1.0
+    ctl.crypto_fraction = ctl.serial_fraction = 0.0
+    ctl.batches, ctl.mean_batch, ctl.counters = 0, 0.0, {}
+    for p in ctl.pairs:  # the control side under its own name
+        p["control_s"] = p.pop("pipetls_s")
+        p["control_bytes"] = p.pop("pipetls_bytes")
+        p["control_cpu_s"] = p.pop("pipetls_cpu_s")
+        p["bound"] = float(lane)
+        p["efficiency"] = round(p["ratio"] / lane, 5)
+    return ctl
 
 
 def machine_info() -> dict[str, Any]:
