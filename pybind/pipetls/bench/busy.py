@@ -16,6 +16,9 @@ one Python loop step per call (about a microsecond per 256 KiB write).
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
+import struct
 import threading
 import time
 from typing import Optional
@@ -94,31 +97,48 @@ def busy_run(st: Setup, engine: Pipetls, pipelined: bool, connections: int,
         cctx.close()
 
 
-def control_run(st: Setup, engine: Pipetls, scenario: str, total: int, threads: int) -> Measurement:
+
+def control_run(st: Setup, engine: Pipetls, scenario: str, total: int, workers: int) -> Measurement:
     """The control side of a write or read pair (``pipetls bench
     --control``): stock (max_pipelines 1, no engine, the default provider)
-    on ``threads`` connections at once, one thread each, each moving its
-    share of ``total`` bytes; the time is from the barrier's release to the
-    last thread's end. Two whole connections on two cores is the most any
-    pipelining of one connection could get from them: the ceiling this
-    machine allows in the same pairs."""
-    if scenario == "write":
-        return busy_run(st, engine, False, threads, per_connection_bytes(total, threads,
-                        st.write_size), threads)
-    if scenario != "read":
+    on ``workers`` connections at once, each moving its share of ``total``
+    bytes in a process of its own; the time is from the first one's start
+    to the last one's end. Whole connections on as many cores share nothing:
+    the most any pipelining of one connection could get from those cores,
+    the ceiling this machine allows in the same pairs.
+
+    Processes, not threads: the timed loops make one ctypes call per
+    ``SSL_write`` (50-100 us) or ``SSL_read`` (one record), and between two
+    calls a thread needs the GIL back; on this VM a thread that has to wait
+    for it sleeps and is woken late, and two threads measured 1.1-1.4 cores
+    (CPU time / wall time) where the processes get two. The connections
+    are set up here (handshake, and for reads the ciphertext, untimed),
+    then each child of a fork() runs one of them: an SSL over memory BIOs
+    is plain memory, whole in the child. The children wait on a pipe, the
+    parent starts them all at once; each reports its CLOCK_MONOTONIC start
+    and end."""
+    if scenario not in ("write", "read"):
         raise ValueError("control_run: write or read, not %r" % scenario)
-    use_engine(engine, False, threads)
+    use_engine(engine, False, workers)
     sctx, cctx = contexts(st, False)
     pairs: list[tuple[Conn, Conn]] = []
-    errors: list[BaseException] = []
-    share = per_connection_bytes(total, threads, st.write_size)
+    share = per_connection_bytes(total, workers, st.write_size)
+    children: list[tuple[int, int]] = []  # (pid, result pipe)
+    go_r, go_w = os.pipe()
     try:
         wbuf = ctypes.create_string_buffer(st.write_size)
         ctypes.memset(wbuf, 0x5A, len(wbuf))
-        for _ in range(threads):
+        rbuf = ctypes.create_string_buffer(1 << 18)
+        for _ in range(workers):
             s, c = Conn(sctx), Conn(cctx)
             pairs.append((s, c))
             handshake(s, c)
+            if scenario == "write":
+                null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
+                _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
+                s.wbio = null
+                write_all(s.ssl, wbuf, 2 * st.write_size, st.write_size)  # warm
+                continue
             # the ciphertext, untimed, then read from a read-only BIO (as one_run)
             write_all(s.ssl, wbuf, share, st.write_size)
             ptr = ctypes.c_void_p()
@@ -126,39 +146,55 @@ def control_run(st: Setup, engine: Pipetls, scenario: str, total: int, threads: 
             ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
             _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
             c.rbio = ro
-        bufs = [ctypes.create_string_buffer(1 << 18) for _ in range(threads)]
-        barrier = threading.Barrier(threads + 1)
-
-        def reader(c: Conn, buf: ctypes.Array[ctypes.c_char]) -> None:
-            try:
-                barrier.wait()
-                read_all(c.ssl, buf, share)
-            except BaseException as e:  # reported by the caller
-                errors.append(e)
-
-        workers = [threading.Thread(target=reader, args=(c, buf), daemon=True)
-                   for (_, c), buf in zip(pairs, bufs)]
-        try:
-            for t in workers:
-                t.start()
-            probe = Probe(engine, False)
-            probe.start()
-            barrier.wait()
-        except BaseException:
-            barrier.abort()
-            for t in workers:
-                if t.is_alive():
-                    t.join()
-            raise
-        t0 = time.perf_counter()
-        for t in workers:
-            t.join()
-        dt = time.perf_counter() - t0
-        m = probe.measurement(dt, share * threads)
-        if errors:
-            raise RuntimeError("bench control: a reader failed: %s" % errors[0])
-        return m
+        for s, c in pairs:
+            res_r, res_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: one connection, then _exit (no cleanup of the parent's)
+                code = 1
+                try:
+                    os.close(res_r)
+                    os.close(go_w)
+                    os.read(go_r, 1)
+                    t0 = time.perf_counter()
+                    if scenario == "write":
+                        write_all(s.ssl, wbuf, share, st.write_size)
+                    else:
+                        read_all(c.ssl, rbuf, share)
+                    t1 = time.perf_counter()
+                    os.write(res_w, struct.pack("dd", t0, t1))
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(res_w)
+            children.append((pid, res_r))
+        os.close(go_r)
+        go_r = -1
+        os.write(go_w, b"g" * workers)  # one byte each: all start at once
+        starts, ends, cpu, failed = [], [], 0.0, 0
+        for pid, res_r in children:
+            with os.fdopen(res_r, "rb") as f:
+                got = f.read()
+            _, status, usage = os.wait4(pid, 0)
+            cpu += usage.ru_utime + usage.ru_stime
+            if len(got) != 16 or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+                failed += 1
+                continue
+            t0, t1 = struct.unpack("dd", got)
+            starts.append(t0)
+            ends.append(t1)
+        children = []
+        if failed:
+            raise RuntimeError("bench control: %d of %d connections failed in their process"
+                               % (failed, workers))
+        return Measurement(max(ends) - min(starts), share * workers, cpu_seconds=cpu)
     finally:
+        for pid, res_r in children:  # only on an error before they were collected
+            os.close(res_r)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in (go_r, go_w):
+            if fd >= 0:
+                os.close(fd)
         for s, c in pairs:
             c.close()
             s.close()

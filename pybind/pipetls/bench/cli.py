@@ -186,7 +186,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "it). auto: the provider with --openssl patched where the libssl "
                    "pipelines --tls through it, else the engine")
     p.add_argument("--read-buf", type=_size, default=None,
-                   help="pipetls read buffer (default: room for max_pipelines records)")
+                   help="pipetls read buffer (default: pipetls's own, room for 2 x "
+                   "max_pipelines records)")
     p.add_argument("--control", action="store_true",
                    help="write and read rows (lanes > 1, max_pipelines > 1): a third side in "
                    "every pair, stock on LANES connections at once, one thread each, and a "

@@ -14,6 +14,7 @@ import tempfile
 from typing import Any, Callable, Iterable, Optional
 
 from .. import _ffi
+from .._knobs import read_buffer_auto
 from ..engine import Engine, load_engine
 from ..provider import Provider
 from .busy import busy_run, control_run, per_connection_bytes
@@ -198,9 +199,13 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
 
 
 def default_read_buf(mp: int) -> int:
-    """pipetls's read buffer when --read-buf is not given: room for
-    max_pipelines records (and never less than nine)."""
-    return max(8 * 16384 + 16384, mp * (16384 + 512) + 16384)
+    """The pipetls side's read buffer when --read-buf is not given: what a
+    pipetls.Context sets by itself (``read_buffer_auto``: room for 2 x
+    max_pipelines records; OpenSSL's own size at max_pipelines 1), so that
+    the bench reads as a pipetls program does.  The bench used to set room
+    for about nine records at max_pipelines 8, which made libssl hand up
+    batches of 8, 1, 1 (docs/performance.md, "Read batches")."""
+    return read_buffer_auto(mp)
 
 
 def _row(scenario: str, cipher: str, mp: int, lane: int, conns: int, tls: str, size: int,
