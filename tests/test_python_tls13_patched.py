@@ -246,6 +246,23 @@ def test_bench_control_rows_tls13(prefix, module35, tmp_path):
             assert pc["control_bytes"] == lanes * pc["stock_bytes"] > 0, pc
 
 
+def test_bench_with_pipetls_openssl_alone(prefix, module35, tmp_path):
+    """PIPETLS_OPENSSL=<prefix> alone (no LD_LIBRARY_PATH, no OPENSSL_CONF):
+    the package loads that build by path, and the throwaway certificate
+    is made by that build's openssl program with its own libraries."""
+    env = _bench_env(prefix, module35, tmp_path)
+    env["PIPETLS_OPENSSL"] = str(prefix)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipetls", "bench", "--tls", "1.3", "--path", "provider",
+         "--cipher", "AES-128-GCM", "--pairs", "1", "--pair-bytes", "1M", "--scenario", "write",
+         "--json", "-"], capture_output=True, text=True, timeout=600, env=env,
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["machine"]["openssl"].startswith("OpenSSL 3.5"), doc["machine"]
+    assert [r["path"] for r in doc["results"]] == ["provider"], doc["results"]
+
+
 def test_bench_path_provider_refuses_tls12_where_libssl_does_not(prefix, module35):
     """--path provider --tls 1.2: refused with the probe's reason when this
     libssl hands the provider one TLS 1.2 record at a time (a libssl that

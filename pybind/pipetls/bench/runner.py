@@ -42,9 +42,22 @@ def _throwaway_cert(tmp: str) -> tuple[str, str]:
         raise RuntimeError("bench needs the openssl program to make a throwaway certificate "
                            "(or pass --cert and --key)")
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=pipetls-bench"],
-                   check=True, capture_output=True)
+    env = dict(os.environ)
+    if own and openssl == own:
+        # its own libraries, whatever this process found them by (a path, not
+        # LD_LIBRARY_PATH, when PIPETLS_OPENSSL alone chose them)
+        libdirs = [d for d in (os.path.join(prefix or "", "lib64"),
+                               os.path.join(prefix or "", "lib")) if os.path.isdir(d)]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            libdirs + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
+        # a build's prefix may have no openssl.cnf (openssl_patches/build.py's has none)
+        env.setdefault("OPENSSL_CONF", os.devnull)
+    proc = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                           key, "-out", cert, "-days", "1", "-subj", "/CN=pipetls-bench"],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError("bench: %s req could not make a throwaway certificate (pass --cert "
+                           "and --key): %s" % (openssl, proc.stderr.strip()[-500:]))
     return cert, key
 
 
