@@ -227,7 +227,7 @@ def test_control_rows(engine_path):
                                                  or not rows[i + 1]["control"]), r
             continue
         piped = rows[i - 1]
-        assert r["baseline"] == "control: 2 stock connections on 2 threads"
+        assert r["baseline"] == "control: 2 stock connections in 2 processes"
         assert r["bound"] == 2.0 and r["batches"] == 0 and r["efficiency"] <= 1.0
         shares = []
         for pc, pp in zip(r["pairs"], piped["pairs"]):

@@ -240,7 +240,7 @@ def test_bench_control_rows_tls13(prefix, module35, tmp_path):
     for piped, ctl in (rows[0:2], rows[2:4]):
         lanes = piped["lanes"]
         assert lanes >= 2 and piped["path"] == "provider" and piped["batches"] > 0, piped
-        assert ctl["baseline"] == "control: %d stock connections on %d threads" % (lanes, lanes)
+        assert ctl["baseline"] == "control: %d stock connections in %d processes" % (lanes, lanes)
         assert piped["of_control_lo"] <= piped["of_control"] <= piped["of_control_hi"], piped
         for pc in ctl["pairs"]:
             assert pc["control_bytes"] == lanes * pc["stock_bytes"] > 0, pc

@@ -42,11 +42,11 @@ Scenarios (see docs/performance.md for how to read the output):
 
 ``--control`` (write and read rows with more than one lane and
 ``max_pipelines`` above 1)
-    a third side in every pair: stock on LANES connections at once, one
-    thread each, each moving ``--pair-bytes`` (the harness of ``busy``;
-    for reads each connection's ciphertext is made untimed), compared per
-    byte.  Its row
-    (baseline "control: N stock connections on N threads") is the ceiling
+    a third side in every pair: stock on LANES connections at once, each
+    in a process of its own (forked once the handshakes are done; for
+    reads each connection's ciphertext is made untimed), each moving
+    ``--pair-bytes``, compared per byte.  Its row
+    (baseline "control: N stock connections in N processes") is the ceiling
     those cores give a pipelining of one connection in the same pairs: N
     whole connections share nothing.  The pipetls row gets ``of_control``,
     the median of control time / pipetls time with its interval.
@@ -190,7 +190,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "max_pipelines records)")
     p.add_argument("--control", action="store_true",
                    help="write and read rows (lanes > 1, max_pipelines > 1): a third side in "
-                   "every pair, stock on LANES connections at once, one thread each, and a "
+                   "every pair, stock on LANES connections at once, one process each, and a "
                    "control row: the ceiling these cores give in the same pairs")
     p.add_argument("--engine", default=None, help="engine .so (default: the bundled one)")
     e = p.add_argument_group("evp scenario")

@@ -98,7 +98,7 @@ class BenchResult:
     path: str = "engine"
     openssl: str = ""  # the libssl of the run (OpenSSL_version)
     # --control: True on a control row (stock on ``lanes`` connections at
-    # once, one thread each: the ceiling of the same pairs); on the pipetls
+    # once, one process each: the ceiling of the same pairs); on the pipetls
     # row, the median over the pairs of control time / pipetls time (what
     # share of that ceiling pipetls reached) with its bootstrap interval
     control: bool = False

@@ -84,7 +84,7 @@ def print_results(console: Any, doc: dict[str, Any], results: list[BenchResult],
     if shares:
         console.print(
             "control (--control): a third side in every pair, stock on LANES connections at "
-            "once (one thread each, each moving the pair's bytes); its row's speedup is the ceiling "
+            "once (one process each, each moving the pair's bytes); its row's speedup is the ceiling "
             "these cores give in the same pairs. pipetls reached, of the control's "
             "throughput (median of control time / pipetls time [95%]): " + ", ".join(
                 "%s %s mp=%d lanes=%d %.0f%% [%.0f-%.0f]"

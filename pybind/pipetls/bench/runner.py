@@ -94,7 +94,7 @@ def run(scenarios: Iterable[str] = ("write", "read"), ciphers: Optional[Iterable
     ``control``: the write and read rows with more than one lane and
     ``max_pipelines`` above 1 get a third side in every pair,
     :func:`pipetls.bench.busy.control_run` (stock on ``lanes`` connections
-    at once, one thread each, each moving the pair's bytes), and a control row
+    at once, one process each, each moving the pair's bytes), and a control row
     after theirs: the ceiling those cores give a pipelining of one
     connection in the same pairs."""
     scenarios = list(scenarios)
@@ -306,7 +306,7 @@ def _control_row(r: BenchResult, measured: list[tuple[str, Measurement, Measurem
     # no serial part on the control side: its bound is the cores it has
     ctl.control = True
     ctl.steal_fraction = r.steal_fraction
-    ctl.baseline = "control: %d stock connections on %d threads" % (lane, lane)
+    ctl.baseline = "control: %d stock connections in %d processes" % (lane, lane)
     ctl.bound = float(lane)
     eff = ctl.speedup / ctl.bound
     ctl.efficiency, ctl.efficiency_raw, ctl.efficiency_clamped = \
