@@ -30,21 +30,40 @@ static int hmac_tls_pad(const pt_family *f, const unsigned char *aad, int enc)
     return (int)(((len + f->mac_len + 16) & ~(size_t)15) - len);
 }
 
+static size_t plaintext_len(const pt_record *r);
+
+/* One record, stitched, in OpenSSL's TLS mode: it MACs, pads and encrypts
+ * (or decrypts and checks) in place. Encrypting with the plaintext apart
+ * (r->plain, patch 0004), the plaintext is moved here, on the lane, to its
+ * place after the explicit IV block of the output; the IV block comes from
+ * the input (libssl wrote it there). */
 static int hmac_record(const pt_tls_params *tls, pt_lane *lane, pt_record *r, int enc)
 {
     unsigned char aad[PT_TLS_AAD_LEN], last[16];
+    const unsigned char *in = r->in;
     int ok;
 
     r->result = -1;
     PT_RECORD_ENSURE(r->len % 16 == 0 && r->len != 0 && r->len <= INT_MAX, r,
         PT_R_BAD_RECORD_LENGTH);
+    if (enc && r->plain != NULL) {
+        size_t p = plaintext_len(r);
+
+        /* the AAD's length (IV block and plaintext) within the record */
+        PT_RECORD_ENSURE(pt_tls_aad_parse(r->aad).len >= 16 && p <= r->len - 16, r,
+            PT_R_AAD_MISMATCH);
+        if (r->out != r->in)
+            memmove(r->out, r->in, 16);
+        memmove(r->out + 16, r->plain, p);
+        in = r->out;
+    }
     memcpy(aad, r->aad, PT_TLS_AAD_LEN); /* OpenSSL rewrites the length */
     ok = pt_cbc_begin(lane, r, last)
         && EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_AEAD_TLS1_AAD, PT_TLS_AAD_LEN, aad) > 0;
     if (!ok)
         lane->iv_ok = 0;
     PT_RECORD_ENSURE(ok, r, PT_R_CIPHER_FAILED);
-    ok = EVP_Cipher(lane->evp, r->out, r->in, (unsigned int)r->len) >= 0;
+    ok = EVP_Cipher(lane->evp, r->out, in, (unsigned int)r->len) >= 0;
     if (!ok)
         lane->iv_ok = 0;
     PT_RECORD_ENSURE(ok, r, enc ? PT_R_CIPHER_FAILED : PT_R_RECORD_REJECTED);
@@ -97,7 +116,8 @@ static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r, int n)
     unsigned char aad[PT_TLS_AAD_LEN];
     size_t p = plaintext_len(&r[0]), body = r[0].len, need, i, g = (size_t)n;
     unsigned char *in, *out;
-    int packlen;
+    const unsigned char *src;
+    int packlen, contiguous;
 
     if (n != PT_GROUP && n != PT_GROUP_MAX)
         return -1;
@@ -111,8 +131,14 @@ static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r, int n)
     }
     in = lane->scratch;
     out = in + g * p;
-    for (i = 0; i < g; i++)
-        memcpy(in + i * p, r[i].in + 16, p); /* the plaintext after the IV block */
+    /* the plaintexts in one piece: with the plaintext apart (patch 0004)
+     * they usually are already, consecutive in the caller's buffer */
+    contiguous = r[0].plain != NULL;
+    for (i = 1; contiguous && i < g; i++)
+        contiguous = (uintptr_t)r[i].plain == (uintptr_t)r[0].plain + i * p;
+    src = contiguous ? r[0].plain : in;
+    for (i = 0; !contiguous && i < g; i++) /* the plaintext, or the input after its IV block */
+        memcpy(in + i * p, r[i].plain != NULL ? r[i].plain : r[i].in + 16, p);
     memcpy(aad, r[0].aad, PT_TLS_AAD_LEN);
     aad[11] = aad[12] = 0; /* length 0: interleave as asked, not by size */
     mb.out = NULL;
@@ -124,7 +150,7 @@ static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r, int n)
     if (packlen != (int)(g * (5 + body)) || mb.interleave != (unsigned int)n)
         return -1;
     mb.out = out;
-    mb.inp = in;
+    mb.inp = src;
     mb.len = g * p;
     mb.interleave = (unsigned int)n;
     if (EVP_CIPHER_CTX_ctrl(lane->evp, EVP_CTRL_TLS1_1_MULTIBLOCK_ENCRYPT, sizeof(mb), &mb)
@@ -152,6 +178,7 @@ static int hmac_group(const pt_family *f, pt_lane *lane, pt_record *r, int n)
         .record = hmac_record,           \
         .group = hmac_group,             \
         .groupable = hmac_groupable,     \
+        .plain_in = 1,                   \
     }
 
 const pt_family pt_fam_aes_128_cbc_hmac_sha1

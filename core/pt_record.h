@@ -61,9 +61,10 @@ typedef struct {
     const unsigned char *in;
     size_t len;
     /* Encrypting out of place (families with plain_in): the plaintext alone,
-     * the length the AAD gives less any explicit nonce, read from here into
-     * its place in out (moved: it may overlap this record's out, never
-     * another record's); in is then not read. NULL: in holds the record. */
+     * the length the AAD gives less any explicit nonce or IV block, read
+     * from here into its place in out (moved: it may overlap this record's
+     * out, never another record's); of in, only a CBC record's explicit IV
+     * block is then read. NULL: in holds the record. */
     const unsigned char *plain;
     unsigned char aad[PT_TLS_AAD_LEN]; /* as libssl gave it (families with TLS AAD) */
     unsigned char iv[16]; /* CBC families: the IV this record starts from */

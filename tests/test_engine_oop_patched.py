@@ -4,11 +4,11 @@ patched libssl are encrypted out of place.
 libssl no longer copies the plaintext of a pipelined write into its write
 buffer before the batch (serially): it reserves the room and hands the
 caller's buffers to the ENGINE cipher (EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS);
-the engine's AES-GCM and ChaCha20-Poly1305 lanes copy it into the records,
-in parallel (``plaintext_records`` in the statistics). A cipher without
-EVP_CIPH_FLAG_PIPELINE_PLAINTEXT (the engine's CBC-HMAC ciphers) gets the
-plaintext copied by libssl as before; one with the flag that refuses the
-ctrl (the engine's ``OUT_OF_PLACE = 0``) gets it copied by libssl's
+the engine's AES-GCM, ChaCha20-Poly1305 and stitched CBC-HMAC lanes copy
+it into the records (or, for MULTIBLOCK groups, read it where it is), in
+parallel (``plaintext_records`` in the statistics). A cipher with the flag
+EVP_CIPH_FLAG_PIPELINE_PLAINTEXT that refuses the ctrl (the engine's
+``OUT_OF_PLACE = 0``, or inside an ASYNC job) gets it copied by libssl's
 fallback, after the room was reserved.
 
 The patched ``openssl s_server`` (pipelining from openssl.cnf, patch 0001)
@@ -39,13 +39,14 @@ AEAD = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
         "ECDHE-RSA-CHACHA20-POLY1305"]
 
 
-def conf(path: Path, engine: str, out_of_place: int) -> Path:
+def conf(path: Path, engine: str, out_of_place: int, cbc_hmac_mode: str = "auto") -> Path:
     path.write_text("\n".join([
         "config_diagnostics = 1", "openssl_conf = openssl_init", "",
         "[openssl_init]", "engines = engine_section", "ssl_conf = ssl_module", "",
         "[engine_section]", "pipetls = pipetls_section", "",
         "[pipetls_section]", "engine_id = pipetls", f"dynamic_path = {engine}",
-        "THREADS = 2", f"OUT_OF_PLACE = {out_of_place}", "init = 1",
+        "THREADS = 2", f"OUT_OF_PLACE = {out_of_place}", f"CBC_HMAC_MODE = {cbc_hmac_mode}",
+        "init = 1",
         "default_algorithms = CIPHERS", "",
         "[ssl_module]", "system_default = tls_system_default", "",
         "[tls_system_default]", "MaxPipelines = 8", "SplitSendFragment = 4096", ""]))
@@ -53,13 +54,14 @@ def conf(path: Path, engine: str, out_of_place: int) -> Path:
 
 
 def send_bulk(tmp_path, prefix, openssl35, certs, engine, cipher, out_of_place,
-              extra_client=(), extra_server=()):
+              extra_client=(), extra_server=(), cbc_hmac_mode="auto"):
     """Patched s_server (engine, statistics) sends BULK to stock s_client;
     returns the server's statistics."""
     port = free_port()
     stats = tmp_path / f"stats-{port}.txt"
     data = os.urandom(BULK)
-    cnf = conf(tmp_path / f"oop-{out_of_place}.cnf", engine, out_of_place)
+    cnf = conf(tmp_path / f"oop-{out_of_place}-{cbc_hmac_mode}.cnf", engine, out_of_place,
+               cbc_hmac_mode)
     server = [openssl35, "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "1",
               "-quiet", "-cert", certs.cert, "-key", certs.key, "-tls1_2", "-cipher", cipher,
               *extra_server]
@@ -107,12 +109,25 @@ def test_out_of_place_off_lets_libssl_copy(tmp_path, prefix, openssl35, engine35
     assert st.plaintext_records == 0 and batched_records(st) > 0, st
 
 
-def test_cbc_hmac_keeps_the_copy(tmp_path, prefix, openssl35, engine35, certs):
-    """The engine's stitched CBC-HMAC ciphers do not take plaintext buffers
-    (no EVP_CIPH_FLAG_PIPELINE_PLAINTEXT: OpenSSL's TLS mode lays out their
-    records): libssl copies as before, pipelined, and stock decrypts every
-    record."""
+@pytest.mark.parametrize("mode", ["multiblock", "stitched"])
+def test_cbc_hmac_writes_read_the_callers_buffer(tmp_path, prefix, openssl35, engine35, certs,
+                                                 mode):
+    """The engine's stitched CBC-HMAC ciphers take the plaintext buffers
+    too (without encrypt-then-MAC, where libssl uses them): MULTIBLOCK
+    groups read the caller's consecutive plaintexts as they are, single
+    stitched records get theirs moved after the explicit IV on the lane.
+    Every record of every batch, and stock decrypts every record."""
     st = send_bulk(tmp_path, prefix, openssl35, certs, engine35, "AES128-SHA", 1,
+                   extra_client=["-no_etm"], cbc_hmac_mode=mode)
+    assert st.plaintext_records == batched_records(st) > 0, st
+    by_path = {"multiblock": st.cbc_hmac_mb4 + st.cbc_hmac_mb8, "stitched": st.cbc_hmac_stitched}
+    assert by_path[mode] >= batched_records(st), st
+
+
+def test_cbc_hmac_out_of_place_off_lets_libssl_copy(tmp_path, prefix, openssl35, engine35,
+                                                    certs):
+    """Control: OUT_OF_PLACE 0, libssl copies the CBC-HMAC plaintext itself."""
+    st = send_bulk(tmp_path, prefix, openssl35, certs, engine35, "AES128-SHA", 0,
                    extra_client=["-no_etm"])
     assert st.plaintext_records == 0 and batched_records(st) > 0, st
     assert st.cbc_hmac_stitched + st.cbc_hmac_mb4 + st.cbc_hmac_mb8 >= batched_records(st), st

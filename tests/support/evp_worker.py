@@ -131,20 +131,33 @@ class Fam:
         return r
 
 
+# where a record's plaintext starts in its input (after the explicit nonce
+# or IV block)
+PLAIN_AT = {"gcm": 8, "hmac": 16}
+
+
 def run_batch(ctx, inputs, aads, in_place, n_aads=None, n_lens=None, extra_aads=0,
-              plains=None, plain_at=0, n_plains=None):
+              plains=None, plain_at=0, n_plains=None, contiguous=False):
     """Runs one pipelined batch on ctx; returns (rc, outputs, pads).
 
     plains: also hand the plaintexts over apart (PLAIN_BUFS, as the patched
     libssl does); when the cipher takes them, the plaintext room of the
     input buffers (at plain_at) is overwritten with 0xA5 first, so a cipher
-    that read it there would give other records."""
+    that read it there would give other records. contiguous: the
+    plaintexts are consecutive pieces of one buffer, as in an SSL_write."""
     n = len(inputs)
     plain_ctrl = None
     if plains is not None:
-        keep = [C.create_string_buffer(p, max(len(p), 1)) for p in plains]
         m = n if n_plains is None else n_plains
-        plain_ctrl = L.EVP_CIPHER_CTX_ctrl(ctx, PLAIN_BUFS, m, (vp * m)(*[C.cast(b, vp) for b in keep[:m]]))
+        if contiguous:
+            whole = C.create_string_buffer(b"".join(plains), max(sum(map(len, plains)), 1))
+            offs = [sum(len(p) for p in plains[:i]) for i in range(m)]
+            ptrs = [C.c_void_p(C.addressof(whole) + o) for o in offs]
+            keep = [whole]
+        else:
+            keep = [C.create_string_buffer(p, max(len(p), 1)) for p in plains]
+            ptrs = [C.cast(b, vp) for b in keep[:m]]
+        plain_ctrl = L.EVP_CIPHER_CTX_ctrl(ctx, PLAIN_BUFS, m, (vp * m)(*ptrs))
         L.ERR_clear_error()
         if plain_ctrl == 1:
             inputs = [x[:plain_at] + b"\xa5" * len(p) + x[plain_at + len(p):]
@@ -218,7 +231,7 @@ def main():
         use_plain = bi % 3 == 2
         res = run_batch(enc_ctx, inputs, aads, in_place=bi % 2 == 0,
                         plains=plains if use_plain else None,
-                        plain_at=8 if f.kind == "gcm" else 0)
+                        plain_at=PLAIN_AT.get(f.kind, 0))
         ref = [ref_record(f, 1, x, a, iv_enc) for x, a in zip(inputs, aads or [None] * len(inputs))]
         if f.kind in ("hmac", "cbc"):
             iv_enc = ref[-1][-16:]
@@ -254,12 +267,18 @@ def main():
             plains = [rnd.randbytes(s) for s in sizes]
             recs = [f.enc_input(seq + i, p, rnd) for i, p in enumerate(plains)]
             inputs, aads = [r[0] for r in recs], [r[1] for r in recs]
-            res = run_batch(mctx, inputs, aads, in_place=True)
+            # two of the four shapes hand the plaintexts over apart, one of
+            # them as consecutive pieces of one buffer (as libssl does)
+            apart = len(sizes) in (8, 4)
+            res = run_batch(mctx, inputs, aads, in_place=True,
+                            plains=plains if apart else None, plain_at=PLAIN_AT["hmac"],
+                            contiguous=len(sizes) == 8)
             daads = [aad(seq + i, len(c)) for i, c in enumerate(res["out"])]
             dres = run_batch(mdec, res["out"], daads, in_place=True)
             out["multiblock"].append({
                 "seq": seq, "plain": [p.hex() for p in plains], "input": [x.hex() for x in inputs],
                 "engine": [o.hex() for o in res["out"]], "engine_rc": res["rc"],
+                "plain_ctrl": res["plain_ctrl"],
                 "decrypted": [o.hex() for o in dres["out"]], "decrypt_rc": dres["rc"]})
             seq += len(sizes)
         assert L.ENGINE_ctrl_cmd_string(e, b"MULTIBLOCK", b"0", 0) == 1
@@ -280,7 +299,7 @@ def main():
     r = run_batch(ctx, inputs, aads, True, n_lens=3)
     neg["counts_disagree"] = r["rc"]
     L.EVP_CIPHER_CTX_free(ctx)
-    at = 8 if f.kind == "gcm" else 0
+    at = PLAIN_AT.get(f.kind, 0)
     ctx = f.engine_ctx(1)
     r = run_batch(ctx, inputs, aads, False, plains=plains, plain_at=at, n_plains=3)
     neg["plain_counts_disagree"] = [r["plain_ctrl"], r["rc"]]
