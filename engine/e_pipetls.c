@@ -57,7 +57,7 @@ static const ENGINE_CMD_DEFN cmd_defns[] = {
         "Inside an OpenSSL ASYNC job (SSL_MODE_ASYNC), pause while the lanes run a batch: 0 never, 1 encrypt batches only, 2 encrypt and decrypt (default; PIPETLS_ASYNC sets it too)",
         ENGINE_CMD_FLAG_NUMERIC },
     { PIPETLS_CMD_OUT_OF_PLACE, "OUT_OF_PLACE",
-        "With the patched libssl (openssl_patches/0004), AES-GCM and ChaCha20-Poly1305 read the plaintext of a pipelined write from the caller's buffer, so the lanes copy it (1, default), or libssl copies it first, serially (0)",
+        "With the patched libssl (openssl_patches/0004), AES-GCM, ChaCha20-Poly1305 and the stitched CBC-HMAC ciphers read the plaintext of a pipelined write from the caller's buffer, so the lanes copy it (1, default), or libssl copies it first, serially (0)",
         ENGINE_CMD_FLAG_NUMERIC },
     { 0, NULL, NULL, 0 }
 };

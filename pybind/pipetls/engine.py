@@ -425,8 +425,9 @@ class Engine:
     @property
     def out_of_place(self) -> bool:
         """OUT_OF_PLACE: on the patched libssl (openssl_patches/0004) the
-        AES-GCM and ChaCha20-Poly1305 ciphers read the plaintext of a
-        pipelined write from the caller's buffer, so the lanes copy it
+        AES-GCM, ChaCha20-Poly1305 and stitched CBC-HMAC ciphers read the
+        plaintext of a pipelined write from the caller's buffer, so the
+        lanes copy it
         (default True); False: libssl copies it first, as stock does."""
         return bool(int(self.info().get("out_of_place", 1)))
 
