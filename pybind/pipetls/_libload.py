@@ -22,7 +22,8 @@ from typing import Optional
 
 from .errors import PipetlsError
 
-__all__ = ["libssl", "libcrypto", "LIBSSL_PATH", "LIBCRYPTO_PATH", "stdlib_shares_openssl"]
+__all__ = ["libssl", "libcrypto", "LIBSSL_PATH", "LIBCRYPTO_PATH", "stdlib_shares_openssl",
+           "prefix_library_env"]
 
 
 def _mapped_libraries() -> Optional[tuple[list[str], list[str]]]:
@@ -101,6 +102,18 @@ def _stdlib_ssl_paths() -> tuple[Optional[str], Optional[str]]:
         if ssl_path and crypto_path:
             return ssl_path, crypto_path
     return None, None
+
+
+def prefix_library_env(prefix: str, env: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """A copy of ``env`` (default: os.environ) whose LD_LIBRARY_PATH starts
+    with ``prefix``'s library directories (lib64, lib: those that exist),
+    for a program of that OpenSSL build run in a process of its own."""
+    out = dict(os.environ if env is None else env)
+    libdirs = [d for d in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib"))
+               if os.path.isdir(d)]
+    out["LD_LIBRARY_PATH"] = os.pathsep.join(
+        libdirs + [p for p in out.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
+    return out
 
 
 def _prefix_paths(prefix: str) -> tuple[str, str]:

@@ -59,12 +59,10 @@ def _openssl_program() -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     prefix = os.environ.get("PIPETLS_OPENSSL")
     if prefix:
+        from ._libload import prefix_library_env
+
         prog = os.path.join(prefix, "bin", "openssl")
-        libdirs = [d for d in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib"))
-                   if os.path.isdir(d)]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(
-            os.pathsep)
-        return prog, env
+        return prog, prefix_library_env(prefix, env)
     found = shutil.which("openssl")
     if found is None:
         raise SystemExit("pipetls: the openssl program is not on PATH")

@@ -24,10 +24,8 @@ import time
 import warnings
 from typing import Optional
 
-from .. import _ffi
-from .._ffi import check_ptr
 from ..engine import Engine
-from .harness import BIO_CTRL_INFO, Conn, handshake, read_all, write_all
+from .harness import Conn, ciphertext_to_reader, handshake, read_all, sink_writes, write_all
 from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
 __all__ = ["busy_run", "control_run", "per_connection_bytes"]
@@ -52,9 +50,7 @@ def busy_run(st: Setup, engine: Pipetls, pipelined: bool, connections: int,
             s, c = Conn(sctx), Conn(cctx)
             pairs.append((s, c))
             handshake(s, c)
-            null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
-            _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
-            s.wbio = null
+            sink_writes(s)
         bufs = [ctypes.create_string_buffer(st.write_size) for _ in range(connections)]
         for (s, _), buf in zip(pairs, bufs):
             ctypes.memset(buf, 0x5A, len(buf))
@@ -135,18 +131,10 @@ def control_run(st: Setup, engine: Pipetls, scenario: str, total: int, workers: 
             pairs.append((s, c))
             handshake(s, c)
             if scenario == "write":
-                null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
-                _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
-                s.wbio = null
+                sink_writes(s)
                 write_all(s.ssl, wbuf, 2 * st.write_size, st.write_size)  # warm
-                continue
-            # the ciphertext, untimed, then read from a read-only BIO (as one_run)
-            write_all(s.ssl, wbuf, share, st.write_size)
-            ptr = ctypes.c_void_p()
-            length = _ffi.BIO_ctrl(s.wbio, BIO_CTRL_INFO, 0, ctypes.byref(ptr))
-            ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
-            _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
-            c.rbio = ro
+            else:  # the ciphertext, untimed (as one_run)
+                ciphertext_to_reader(s, c, wbuf, share, st.write_size)
         for s, c in pairs:
             res_r, res_w = os.pipe()
             with warnings.catch_warnings():

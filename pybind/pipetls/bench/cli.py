@@ -230,12 +230,10 @@ def _on_prefix(prefix: str) -> bool:
 def _reexec(prefix: str, args: argparse.Namespace) -> int:
     """``pipetls bench`` again, in a process on ``prefix`` alone (invariant 7:
     libssl is loaded once per process)."""
-    env = dict(os.environ)
+    from .._libload import prefix_library_env
+
+    env = prefix_library_env(prefix)
     env["PIPETLS_OPENSSL"] = prefix
-    libdirs = [d for d in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib"))
-               if os.path.isdir(d)]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        libdirs + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
     # the system's openssl.cnf is 3.0's (an engine section ...): none here
     env.setdefault("OPENSSL_CONF", os.devnull)
     argv = [sys.executable, "-m", "pipetls", "bench"] + _bench_argv(args)

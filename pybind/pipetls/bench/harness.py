@@ -15,7 +15,8 @@ from ..context import Context
 from ..engine import Engine
 from .model import Pipetls, Measurement, Probe, Setup, contexts, use_engine
 
-__all__ = ["one_run", "Conn", "handshake", "write_all", "read_all", "BIO_CTRL_INFO"]
+__all__ = ["one_run", "Conn", "handshake", "write_all", "read_all", "sink_writes",
+           "ciphertext_to_reader", "BIO_CTRL_INFO"]
 
 BIO_CTRL_INFO = 3  # bio.h: BIO_get_mem_data
 
@@ -80,6 +81,25 @@ def handshake(server: Conn, client: Conn) -> None:
     raise RuntimeError("bench: handshake did not complete")
 
 
+def sink_writes(s: Conn) -> None:
+    """The sender's write BIO becomes a null sink (the write scenarios)."""
+    null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
+    _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
+    s.wbio = null
+
+
+def ciphertext_to_reader(s: Conn, c: Conn, buf: Any, total: int, size: int) -> None:
+    """The read scenarios' setup, untimed: ``s`` writes ``total`` bytes from
+    ``buf`` in ``size``-byte calls, and ``c`` then reads that ciphertext
+    from a read-only memory BIO over it (``s``'s write BIO keeps it)."""
+    write_all(s.ssl, buf, total, size)
+    ptr = ctypes.c_void_p()
+    length = _ffi.BIO_ctrl(s.wbio, BIO_CTRL_INFO, 0, ctypes.byref(ptr))
+    ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
+    _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
+    c.rbio = ro
+
+
 def write_all(ssl: Optional[int], buf: Any, total: int, size: int) -> None:
     """SSL_write total bytes from buf in size-byte calls (the timed loop)."""
     written = ctypes.c_size_t()
@@ -135,9 +155,7 @@ def one_run(st: Setup, engine: Pipetls, pipelined: bool, scenario: str, total: i
         wbuf = ctypes.create_string_buffer(max(st.write_size, 1))
         ctypes.memset(wbuf, 0x5A, len(wbuf))
         if scenario == "write" or scenario == "latency":
-            null = check_ptr(_ffi.BIO_new(_ffi.BIO_s_null()), "BIO_new failed")
-            _ffi.SSL_set_bio(s.ssl, s.rbio, null)  # frees the old write BIO
-            s.wbio = null
+            sink_writes(s)
             write_all(s.ssl, wbuf, min(total, 4 * st.write_size), st.write_size)  # warm
             probe.start()
             t0 = time.perf_counter()
@@ -149,12 +167,7 @@ def one_run(st: Setup, engine: Pipetls, pipelined: bool, scenario: str, total: i
                 m.seconds = max(dt - _harness_time(calls, wbuf, st.write_size), dt * 0.05)
             return m
         # read: ciphertext produced untimed, then read from a read-only BIO
-        write_all(s.ssl, wbuf, total, st.write_size)
-        ptr = ctypes.c_void_p()
-        length = _ffi.BIO_ctrl(s.wbio, BIO_CTRL_INFO, 0, ctypes.byref(ptr))
-        ro = check_ptr(_ffi.BIO_new_mem_buf(ptr, length), "BIO_new_mem_buf failed")
-        _ffi.SSL_set_bio(c.ssl, ro, c.wbio)  # frees the client's old read BIO
-        c.rbio = ro
+        ciphertext_to_reader(s, c, wbuf, total, st.write_size)
         rbuf = ctypes.create_string_buffer(1 << 18)
         probe.start()
         t0 = time.perf_counter()

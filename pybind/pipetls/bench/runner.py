@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .. import _ffi
 from .._knobs import read_buffer_auto
+from .._libload import prefix_library_env
 from ..engine import Engine, load_engine
 from ..provider import Provider
 from .busy import busy_run, control_run, per_connection_bytes
@@ -43,13 +44,10 @@ def _throwaway_cert(tmp: str) -> tuple[str, str]:
                            "(or pass --cert and --key)")
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
     env = dict(os.environ)
-    if own and openssl == own:
+    if prefix and openssl == own:
         # its own libraries, whatever this process found them by (a path, not
         # LD_LIBRARY_PATH, when PIPETLS_OPENSSL alone chose them)
-        libdirs = [d for d in (os.path.join(prefix or "", "lib64"),
-                               os.path.join(prefix or "", "lib")) if os.path.isdir(d)]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            libdirs + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
+        env = prefix_library_env(prefix, env)
         # a build's prefix may have no openssl.cnf (openssl_patches/build.py's has none)
         env.setdefault("OPENSSL_CONF", os.devnull)
     proc = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
