@@ -239,6 +239,20 @@ static int run_parked(pt_aead *a, pt_aead_io *io, const size_t *sizes, const int
     return finish_parked(a, io);
 }
 
+/* The records of a decryption's first update written back to back from the
+ * first one on: the caller decrypts into one buffer of its own (the reader's,
+ * with the patched libssl) rather than into a slot per record. */
+static void count_contiguous(const pt_aead_io *io, int n)
+{
+    int run = 1;
+
+    while (run < n && io[run].out != NULL && io[run - 1].out != NULL
+        && io[run].out == io[run - 1].out + io[run - 1].len)
+        run++;
+    if (run > 1)
+        pt_stats_contiguous(run);
+}
+
 int pt_aead_update(pt_aead *a, pt_aead_io *io)
 {
     static const int no_records[PT_MAX_PIPES] = { 0 };
@@ -262,8 +276,11 @@ int pt_aead_update(pt_aead *a, pt_aead_io *io)
         if (io[i].out != NULL && !a->counted)
             counts = NULL;
     }
-    if (counts == NULL)
+    if (counts == NULL) {
         a->counted = 1;
+        if (!a->enc)
+            count_contiguous(io, n);
+    }
     width = pt_lanes_width(n, total);
     failed = -1;
     if (width > 1 && pt_async_wanted(a->enc))

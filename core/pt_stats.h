@@ -21,6 +21,10 @@ void pt_stats_stream(size_t bytes); /* plain EVP use (not a TLS 1.2 record) */
 /* records of a batch whose plaintext the lanes copy from the caller's
  * buffers (encrypted out of place; the patched libssl) */
 void pt_stats_plaintext(int records);
+/* records of a pipelined decryption whose plaintexts the caller placed back
+ * to back, each right after the one before (the patched libssl decrypting
+ * into the reader's buffer) */
+void pt_stats_contiguous(int records);
 void pt_stats_failed(void); /* a batch that failed after its updates (a tag) */
 enum {
     PT_EV_WAKE, /* a caller woke sleeping workers */

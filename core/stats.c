@@ -28,6 +28,7 @@ enum {
     C_STREAM_CALLS,
     C_STREAM_BYTES,
     C_PLAINTEXT, /* records whose plaintext the lanes read from the caller's buffer */
+    C_CONTIGUOUS, /* decrypted records written back to back (the caller's buffer) */
     C_WAKE_CALLS,
     C_WORKER_SLEEPS,
     C_CALLER_SLEEPS,
@@ -277,6 +278,14 @@ void pt_stats_plaintext(int records)
         add(b, C_PLAINTEXT, (uint64_t)records);
 }
 
+void pt_stats_contiguous(int records)
+{
+    pt_block *b = block();
+
+    if (b != NULL)
+        add(b, C_CONTIGUOUS, (uint64_t)records);
+}
+
 void pt_stats_event(int which)
 {
     pt_block *b = block();
@@ -400,6 +409,7 @@ void pt_stats_format(pt_text *out, int lanes)
         { "stream_calls", C_STREAM_CALLS },
         { "stream_bytes", C_STREAM_BYTES },
         { "plaintext_records", C_PLAINTEXT },
+        { "contiguous_records", C_CONTIGUOUS },
         { "wake_calls", C_WAKE_CALLS },
         { "worker_sleeps", C_WORKER_SLEEPS },
         { "caller_sleeps", C_CALLER_SLEEPS },

@@ -156,6 +156,10 @@
  *   plaintext_records N       records encrypted out of place: the lanes read
  *                             their plaintext from the caller's buffer (the
  *                             patched libssl's EVP_CTRL_SET_PIPELINE_PLAINTEXT_BUFS)
+ *   contiguous_records N      records of pipelined decryptions (the provider)
+ *                             written back to back into one buffer: the
+ *                             patched libssl decrypting into the reader's
+ *                             buffer (patch 0006)
  *   wake_calls N              futex wakes of sleeping workers by callers
  *   worker_sleeps N           times an idle worker went to sleep
  *   caller_sleeps N           times a caller slept waiting for its batch

@@ -799,6 +799,37 @@ static int test_stats(void)
         return fail("stats", "the second lane did no work:\n%s", text);
     if (stat_value(text, "failed_batches") != 0)
         return fail("stats", "failed batches without a failure:\n%s", text);
+    /* separate output buffers: no decryption written back to back */
+    if (stat_value(text, "contiguous_records") != 0)
+        return fail("stats", "contiguous records from separate buffers:\n%s", text);
+    /* 4 of 5 plaintexts back to back in one buffer, the fifth apart */
+    {
+        static unsigned char one[4 * 3000];
+        unsigned char *own[5];
+
+        for (i = 0; i < 5; i++)
+            len[i] = 3000;
+        batch_alloc(&b, 5, len, aadl, 1, keylens[1]);
+        for (i = 0; i < 4; i++) {
+            own[i] = b.dec[i];
+            b.dec[i] = one + (size_t)i * 3000;
+        }
+        ec = EVP_CIPHER_CTX_new();
+        dc = EVP_CIPHER_CTX_new();
+        ok = check_batch("stats", ec, dc, 1, &b, 1, b.key);
+        for (i = 0; i < 4; i++)
+            b.dec[i] = own[i];
+        batch_free(&b);
+        EVP_CIPHER_CTX_free(ec);
+        EVP_CIPHER_CTX_free(dc);
+        if (!ok)
+            return 0;
+        if (!get_text("stats", text, sizeof(text)))
+            return fail("stats", "the stats parameter could not be read");
+        if (stat_value(text, "contiguous_records") != 4)
+            return fail("stats", "4 plaintexts back to back are not 4 contiguous records:\n%s",
+                text);
+    }
     /* a decryption whose tag check fails counts as one failed batch */
     for (i = 0; i < 4; i++)
         len[i] = 1000;

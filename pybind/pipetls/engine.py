@@ -89,6 +89,9 @@ class EngineStats:
     # records whose plaintext the lanes read from the caller's buffer (the
     # patched libssl's out-of-place writes, patch 0004): no copy by libssl
     plaintext_records: int = 0
+    # records of pipelined decryptions written back to back into one buffer:
+    # the patched libssl decrypting into the reader's buffer (patch 0006)
+    contiguous_records: int = 0
     # CBC-HMAC records encrypted one at a time / in MULTIBLOCK groups of 4 / of 8
     cbc_hmac_stitched: int = 0
     cbc_hmac_mb4: int = 0
@@ -167,7 +170,7 @@ class EngineStats:
         d = dataclasses.replace(self)
         for f in ("batches", "pipelined_batches", "inline_batches", "records", "bytes",
                   "failed_batches", "crypto_ns", "batch_ns", "stream_calls", "stream_bytes",
-                  "plaintext_records", "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
+                  "plaintext_records", "contiguous_records", "cbc_hmac_stitched", "cbc_hmac_mb4", "cbc_hmac_mb8",
                   "batches_kept", "records_kept", "kept_busy_callers", "kept_busy_workers",
                   "kept_no_gain", "batches_narrowed", "worker_declines", "backoffs",
                   "spin_stops", "stalls",
