@@ -71,7 +71,7 @@ def main() -> int:
         "read_buffer": cctx.default_read_buffer_len, "reads": reads,
         "hist": {str(k): v for k, v in read.hist.items() if v},
         "records": read.records, "batches": read.batches, "failed": read.failed_batches,
-        "stream_calls": read.stream_calls,
+        "stream_calls": read.stream_calls, "contiguous": read.contiguous_records,
         "openssl": pipetls.openssl_version()}))
     return 0
 
