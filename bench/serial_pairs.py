@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""libssl's serial time per pipelined write batch, on two or more builds of
-the patched OpenSSL 3.5, in many short interleaved runs.
+"""libssl's serial time per pipelined write (or read) batch, on two or more
+builds of the patched OpenSSL 3.5, in many short interleaved runs.
 
     python3 bench/serial_pairs.py --provider build/provider-3.5/pipetls-provider.so \
         --build before=/path/prefix-a --build after=/path/prefix-b \
-        [--tls 1.2|1.3] [--cipher AES-256-GCM] [--rounds 21] [--json out.json]
+        [--tls 1.2|1.3] [--cipher AES-256-GCM] [--scenario write|read] \
+        [--rounds 21] [--json out.json]
     python3 bench/serial_pairs.py --engine path/to/pipetls.so --build final=/path/prefix
 
 With ``--engine`` (TLS 1.2) the pipetls engine's ciphers do the work, and
@@ -22,6 +23,11 @@ of 8 records of 16 KiB each). It reads the provider's statistics before and
 after (``stats_reset``, then ``stats``) and prints
 
     serial per batch = (wall time of the writes - batch_ns) / writes
+
+With ``--scenario read`` the server's ciphertext of the same writes is
+made untimed, and the client's ``SSL_read`` of it from a read-only memory
+BIO with reads of ``--write-size`` bytes is timed instead (pipetls's default
+read buffer); "writes" below are then reads of one batch each.
 
 where ``batch_ns`` is the provider's wall time inside its pipeline updates
 (the lane batches): what is left is the time libssl, the EVP layer and the
@@ -62,7 +68,7 @@ def child(args: argparse.Namespace) -> int:
     import ctypes
 
     from pipetls import _ffi
-    from pipetls.bench.harness import Conn, handshake, write_all
+    from pipetls.bench.harness import Conn, ciphertext_to_reader, handshake, read_all, write_all
     from pipetls.bench.model import Setup, contexts
     from pipetls.bench.runner import _throwaway_cert, default_read_buf
     from pipetls.provider import Provider
@@ -84,15 +90,28 @@ def child(args: argparse.Namespace) -> int:
         handshake(s, c)
         wbuf = ctypes.create_string_buffer(args.write_size)
         ctypes.memset(wbuf, 0x5A, args.write_size)
-        null = _ffi.BIO_new(_ffi.BIO_s_null())
-        _ffi.SSL_set_bio(s.ssl, s.rbio, null)
-        s.wbio = null
-        write_all(s.ssl, wbuf, 8 * args.write_size, args.write_size)  # warm
-        prov.reset_stats()
-        t0 = time.perf_counter_ns()
-        write_all(s.ssl, wbuf, args.writes * args.write_size, args.write_size)
-        wall = time.perf_counter_ns() - t0
-        stats = prov.stats()
+        if args.scenario == "read":
+            total = (args.writes + 8) * args.write_size
+            ciphertext_to_reader(s, c, wbuf, total, args.write_size)
+            rbuf = ctypes.create_string_buffer(args.write_size)
+            read_all(c.ssl, rbuf, 8 * args.write_size)  # warm
+            prov.reset_stats()
+            t0 = time.perf_counter_ns()
+            got = read_all(c.ssl, rbuf, args.writes * args.write_size)
+            wall = time.perf_counter_ns() - t0
+            stats = prov.stats()
+            if got != args.writes * args.write_size:
+                raise SystemExit(f"read {got} bytes, not {args.writes * args.write_size}")
+        else:
+            null = _ffi.BIO_new(_ffi.BIO_s_null())
+            _ffi.SSL_set_bio(s.ssl, s.rbio, null)
+            s.wbio = null
+            write_all(s.ssl, wbuf, 8 * args.write_size, args.write_size)  # warm
+            prov.reset_stats()
+            t0 = time.perf_counter_ns()
+            write_all(s.ssl, wbuf, args.writes * args.write_size, args.write_size)
+            wall = time.perf_counter_ns() - t0
+            stats = prov.stats()
     finally:
         c.close()
         s.close()
@@ -102,7 +121,8 @@ def child(args: argparse.Namespace) -> int:
     print(json.dumps({"wall_ns": wall, "batch_ns": stats.batch_ns, "crypto_ns": stats.crypto_ns,
                       "writes": args.writes, "pipelined_updates": pipelined,
                       "records": stats.records,
-                      "plaintext_records": getattr(stats, "plaintext_records", 0)}))
+                      "plaintext_records": getattr(stats, "plaintext_records", 0),
+                      "contiguous_records": getattr(stats, "contiguous_records", 0)}))
     return 0
 
 
@@ -119,6 +139,8 @@ def main() -> int:
     ap.add_argument("--tls", choices=("1.2", "1.3"), default="1.2")
     ap.add_argument("--cipher", default="AES-256-GCM",
                     choices=("AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305"))
+    ap.add_argument("--scenario", choices=("write", "read"), default="write",
+                    help="time the writes (default) or the reads of the same stream")
     ap.add_argument("--rounds", type=int, default=21, help="runs per build (default 21)")
     ap.add_argument("--writes", type=int, default=64, help="SSL_writes per run (default 64)")
     ap.add_argument("--write-size", type=int, default=128 << 10,
@@ -153,7 +175,8 @@ def main() -> int:
         argv = [sys.executable, __file__, "--child",
                 "--engine" if args.engine is not None else "--provider", str(module),
                 "--lanes", str(args.lanes), "--build", "x=/", "--tls", args.tls, "--cipher", args.cipher,
-                "--writes", str(args.writes), "--write-size", str(args.write_size)]
+                "--writes", str(args.writes), "--write-size", str(args.write_size),
+                "--scenario", args.scenario]
         for r in range(args.rounds):
             for name, prefix, extra in (builds if r % 2 == 0 else builds[::-1]):
                 env = dict(os.environ, PIPETLS_OPENSSL=str(prefix),
@@ -164,7 +187,7 @@ def main() -> int:
                 if out.returncode != 0:
                     raise SystemExit(f"{name}: run failed\n{out.stderr}")
                 runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"TLS {args.tls} {args.cipher}, {args.writes} writes of {args.write_size} bytes a run, "
+    print(f"TLS {args.tls} {args.cipher}, {args.writes} {args.scenario}s of {args.write_size} bytes a run, "
           f"{args.rounds} runs a build, load average {os.getloadavg()[0]:.1f}")
     summary = {}
     for name, rs in runs.items():
