@@ -91,27 +91,27 @@ def child(args: argparse.Namespace) -> int:
         wbuf = ctypes.create_string_buffer(args.write_size)
         ctypes.memset(wbuf, 0x5A, args.write_size)
         if args.scenario == "read":
-            total = (args.writes + 8) * args.write_size
-            ciphertext_to_reader(s, c, wbuf, total, args.write_size)
+            ciphertext_to_reader(s, c, wbuf, (args.writes + 8) * args.write_size,
+                                 args.write_size)
             rbuf = ctypes.create_string_buffer(args.write_size)
-            read_all(c.ssl, rbuf, 8 * args.write_size)  # warm
-            prov.reset_stats()
-            t0 = time.perf_counter_ns()
-            got = read_all(c.ssl, rbuf, args.writes * args.write_size)
-            wall = time.perf_counter_ns() - t0
-            stats = prov.stats()
-            if got != args.writes * args.write_size:
-                raise SystemExit(f"read {got} bytes, not {args.writes * args.write_size}")
+
+            def run(total: int) -> None:
+                got = read_all(c.ssl, rbuf, total)
+                if got != total:
+                    raise SystemExit(f"read {got} bytes, not {total}")
         else:
             null = _ffi.BIO_new(_ffi.BIO_s_null())
             _ffi.SSL_set_bio(s.ssl, s.rbio, null)
             s.wbio = null
-            write_all(s.ssl, wbuf, 8 * args.write_size, args.write_size)  # warm
-            prov.reset_stats()
-            t0 = time.perf_counter_ns()
-            write_all(s.ssl, wbuf, args.writes * args.write_size, args.write_size)
-            wall = time.perf_counter_ns() - t0
-            stats = prov.stats()
+
+            def run(total: int) -> None:
+                write_all(s.ssl, wbuf, total, args.write_size)
+        run(8 * args.write_size)  # warm
+        prov.reset_stats()
+        t0 = time.perf_counter_ns()
+        run(args.writes * args.write_size)
+        wall = time.perf_counter_ns() - t0
+        stats = prov.stats()
     finally:
         c.close()
         s.close()
